@@ -1,0 +1,16 @@
+//! Ruby bindings of sidekiq_rust. This file only wires: each concern lives in its own module with an `init`.
+
+use magnus::{Error, Module, Ruby};
+
+mod errors;
+mod memory;
+mod nogvl;
+
+#[magnus::init]
+fn init(ruby: &Ruby) -> Result<(), Error> {
+    let root = ruby.define_module("SidekiqRust")?;
+    errors::init(ruby, &root)?;
+    let native = root.define_module("Native")?;
+    memory::init(ruby, &native)?;
+    Ok(())
+}

@@ -1,0 +1,35 @@
+# frozen_string_literal: true
+
+# Runs Ruby code in a child process with this checkout's lib on the load path.
+module ChildRuby
+  LIB = File.expand_path("../../lib", __dir__)
+
+  # Runs `code` in a fresh Ruby and returns [stdout, stderr, status]. `env` may set LD_PRELOAD and friends.
+  def run_ruby(code, env: {}, timeout: 120)
+    Open3.capture3(env, RbConfig.ruby, "-I", LIB, "-rsidekiq_rust", "-e", code, stdin_data: "")
+  end
+
+  # Runs `code` in a fresh Ruby, expects success, returns its stdout.
+  def ruby_output(code, env: {})
+    out, err, status = run_ruby(code, env: env)
+    raise "child Ruby failed (#{status.inspect}):\n#{err}\n#{out}" unless status.success?
+
+    out
+  end
+
+  def vm_rss_bytes(pid = Process.pid)
+    File.read("/proc/#{pid}/status")[/^VmRSS:\s+(\d+) kB/, 1].to_i * 1024
+  end
+end
+
+module ChildRuby
+  # Runs `code` in a child Ruby as the user nobody (the caller checks it is root).
+  def ruby_output_as_nobody(code)
+    nobody = Etc.getpwnam("nobody")
+    out, err, status = Open3.capture3(RbConfig.ruby, "-I", LIB, "-rsidekiq_rust", "-e", code,
+                                      uid: nobody.uid, gid: nobody.gid, chdir: "/")
+    raise "child Ruby failed (#{status.inspect}):\n#{err}" unless status.success?
+
+    out
+  end
+end
