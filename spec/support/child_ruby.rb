@@ -23,13 +23,21 @@ module ChildRuby
 end
 
 module ChildRuby
-  # Runs `code` in a child Ruby as the user nobody (the caller checks it is root).
+  # Runs `code` in a child Ruby as the user nobody (the caller checks it is root). The checkout may sit in a
+  # directory nobody cannot enter (mktemp -d is 0700), so the child loads a world-readable copy of lib/.
   def ruby_output_as_nobody(code)
     nobody = Etc.getpwnam("nobody")
-    out, err, status = Open3.capture3(RbConfig.ruby, "-I", LIB, "-rsidekiq_rust", "-e", code,
-                                      uid: nobody.uid, gid: nobody.gid, chdir: "/")
-    raise "child Ruby failed (#{status.inspect}):\n#{err}" unless status.success?
+    Dir.mktmpdir("sidekiq_rust-nobody") do |dir|
+      File.chmod(0o755, dir)
+      FileUtils.cp_r(LIB, dir)
+      FileUtils.chmod_R("a+rX", dir)
+      # Bundler's environment would make the child read a Gemfile nobody may not be able to read.
+      env = { "RUBYOPT" => nil, "BUNDLE_GEMFILE" => nil, "BUNDLE_BIN_PATH" => nil, "RUBYLIB" => nil }
+      out, err, status = Open3.capture3(env, RbConfig.ruby, "-I", File.join(dir, "lib"), "-rsidekiq_rust", "-e", code,
+                                        uid: nobody.uid, gid: nobody.gid, chdir: "/")
+      raise "child Ruby failed (#{status.inspect}):\n#{err}" unless status.success?
 
-    out
+      out
+    end
   end
 end
