@@ -2,6 +2,7 @@
 
 use magnus::{Error, Module, Ruby};
 
+mod allocator;
 mod errors;
 mod memory;
 mod nogvl;
@@ -12,5 +13,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     errors::init(ruby, &root)?;
     let native = root.define_module("Native")?;
     memory::init(ruby, &native)?;
+    allocator::init(ruby, &native)?;
     Ok(())
 }

@@ -107,9 +107,13 @@ fn read_self_pages() -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected statm format"))
 }
 
+/// This process's RSS in bytes; callable without the GVL.
+pub fn self_rss_bytes() -> io::Result<u64> {
+    Ok(read_self_pages()? * PAGE_SIZE.load(Ordering::Relaxed))
+}
+
 fn rss_self() -> Result<u64, Error> {
-    let pages = read_self_pages().map_err(|e| io_error(&e, SELF_STATM, None))?;
-    Ok(pages * PAGE_SIZE.load(Ordering::Relaxed))
+    self_rss_bytes().map_err(|e| io_error(&e, SELF_STATM, None))
 }
 
 fn rss(pid: i32) -> Result<u64, Error> {
