@@ -5,8 +5,76 @@ require_relative "sidekiq_rust/error"
 require_relative "sidekiq_rust/native"
 require_relative "sidekiq_rust/memory"
 require_relative "sidekiq_rust/allocator"
+require_relative "sidekiq_rust/configuration"
+require_relative "sidekiq_rust/sidekiq_adapter"
+require_relative "sidekiq_rust/fleet"
+require_relative "sidekiq_rust/guard"
+require_relative "sidekiq_rust/process_killer"
 
 # Keeps Sidekiq worker processes' memory under control: exact and cheap memory readings,
 # allocator reclaim, and graceful restarts that never lose a job nor stop the last process.
+#
+# In a Rails initializer:
+#
+#   SidekiqRust.configure do |c|
+#     c.max_rss = "1.5GB"
+#   end
 module SidekiqRust
+  class << self
+    # The running guard of this Sidekiq server process, nil before startup and in client-only processes.
+    attr_reader :guard
+
+    # The validated Settings of the last `configure`.
+    attr_reader :settings
+
+    # Validates the configuration (raising ConfigurationError at boot) and, once per process, registers the
+    # ProcessKiller middleware and the lifecycle hooks in Sidekiq's server configuration.
+    def configure
+      require "sidekiq"
+      config = Configuration.new
+      yield config if block_given?
+      @settings = config.resolve
+      register unless @registered
+      @registered = true
+      @settings
+    end
+
+    # The job classes that grew memory the most in this process: [{class:, count:, total_growth:, max_growth:}].
+    def report(limit = 5)
+      guard ? guard.report(limit) : []
+    end
+
+    # Starts the guard (Sidekiq's :startup event does this).
+    def start_guard(sidekiq_config = nil)
+      return @guard if @guard
+
+      @guard = Guard.new(settings, sidekiq_timeout: SidekiqAdapter.timeout(sidekiq_config))
+      @guard.start_monitor
+      logger = settings.logger || SidekiqAdapter.logger
+      logger.info("sidekiq_rust: guard started identity=#{SidekiqAdapter.own_tag} metric=#{settings.metric} " \
+                  "limit=#{Settings.mb(settings.max_rss)} hard_limit=#{Settings.mb(settings.hard_max_rss)} " \
+                  "allocator=#{Allocator.name} kill_after=#{@guard.kill_after}s dry_run=#{settings.dry_run}")
+      @guard
+    end
+
+    # Stops the guard's monitor and forgets the guard (for tests and embedding; Sidekiq's lifecycle does not
+    # need it). A restart already under way goes on.
+    def stop_guard
+      @guard&.stop_monitor
+      @guard = nil
+    end
+
+    private
+
+    def register
+      Sidekiq.configure_server do |sidekiq|
+        sidekiq.server_middleware do |chain|
+          chain.prepend(ProcessKiller) unless chain.exists?(ProcessKiller)
+        end
+        sidekiq.on(:startup) { SidekiqRust.start_guard(sidekiq) }
+        sidekiq.on(:quiet) { SidekiqRust.guard&.stop_monitor }
+        sidekiq.on(:shutdown) { SidekiqRust.guard&.stop_monitor }
+      end
+    end
+  end
 end

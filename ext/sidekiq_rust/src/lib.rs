@@ -4,8 +4,10 @@ use magnus::{Error, Module, Ruby};
 
 mod allocator;
 mod errors;
+mod guard;
 mod memory;
 mod nogvl;
+mod watchdog;
 
 #[magnus::init]
 fn init(ruby: &Ruby) -> Result<(), Error> {
@@ -14,5 +16,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let native = root.define_module("Native")?;
     memory::init(ruby, &native)?;
     allocator::init(ruby, &native)?;
+    guard::init(ruby, &native)?;
+    watchdog::init(ruby, &native)?;
     Ok(())
 }

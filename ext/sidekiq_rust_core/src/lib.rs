@@ -3,4 +3,6 @@
 
 pub mod allocator;
 pub mod cgroup;
+pub mod jobstats;
+pub mod policy;
 pub mod procfs;

@@ -1,0 +1,63 @@
+# frozen_string_literal: true
+
+# Per-job cost of the guard's middleware, side by side in one run, on a heap of 250,000 live objects:
+#   - no middleware          (the job alone)
+#   - SidekiqRust::ProcessKiller (one RSS read per job, stats in Rust, no GC)
+#   - a hand-written killer  (GC.start + an RSS read from /proc/PID/status after every job, the common pattern)
+# Targets: the guard adds <= 2 us per job and is >= 100x cheaper than GC-per-job.
+$LOAD_PATH.unshift(File.expand_path("../lib", __dir__))
+require "sidekiq_rust"
+require "logger"
+require "sidekiq"
+
+LIVE = Array.new(250_000) { |i| "live object #{i}" } # what a Rails app keeps on its heap
+
+# The pattern of the hand-written "process killer" middlewares.
+class GcEveryJobKiller
+  def call(_worker, _job, _queue)
+    yield
+  ensure
+    GC.start
+    File.foreach("/proc/#{Process.pid}/status") { |l| break l.split[1].to_i * 1024 if l.start_with?("VmRSS:") }
+  end
+end
+
+SidekiqRust.configure do |c|
+  c.max_rss = 100_000 # never reached: the benchmark measures the check, not a restart
+  c.logger = Logger.new(File::NULL)
+end
+SidekiqRust.start_guard
+SidekiqRust.guard.stop_monitor
+
+JOB = { "class" => "HardJob", "args" => [1], "queue" => "default" }.freeze
+WORKER = Object.new
+
+def per_job_ns(iterations)
+  start = Process.clock_gettime(Process::CLOCK_MONOTONIC, :nanosecond)
+  iterations.times { yield }
+  (Process.clock_gettime(Process::CLOCK_MONOTONIC, :nanosecond) - start).fdiv(iterations)
+end
+
+best = Hash.new(Float::INFINITY)
+5.times do
+  best[:none] = [best[:none], per_job_ns(200_000) { JOB["args"].first + 1 }].min
+  best[:guard] = [best[:guard], per_job_ns(200_000) do
+    SidekiqRust::ProcessKiller.new.call(WORKER, JOB, "default") { JOB["args"].first + 1 }
+  end].min
+  best[:gc] = [best[:gc], per_job_ns(20) do
+    GcEveryJobKiller.new.call(WORKER, JOB, "default") { JOB["args"].first + 1 }
+  end].min
+end
+
+guard_cost = best[:guard] - best[:none]
+gc_cost = best[:gc] - best[:none]
+puts "guard_overhead: Ruby #{RUBY_VERSION}, #{LIVE.size} live strings, best of 5 rounds"
+puts "| middleware | ns per job | added by the middleware |"
+puts "|---|---:|---:|"
+puts format("| none | %.0f | - |", best[:none])
+puts format("| SidekiqRust::ProcessKiller | %.0f | %.0f ns |", best[:guard], guard_cost)
+puts format("| GC.start + RSS read per job | %.0f | %.0f ns |", best[:gc], gc_cost)
+puts
+puts format("guard cost per job: %.2f us (target <= 2 us)", guard_cost / 1000.0)
+puts format("GC-per-job / guard: %.0fx cheaper (target >= 100x)", gc_cost / guard_cost)
+puts "jobs recorded: #{SidekiqRust.report(1).first&.fetch(:count)}"

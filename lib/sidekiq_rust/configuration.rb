@@ -1,0 +1,171 @@
+# frozen_string_literal: true
+
+module SidekiqRust
+  # What `SidekiqRust.configure { |c| ... }` sets. Every key is validated at boot by #resolve, which raises
+  # ConfigurationError naming the key, the value and the accepted form.
+  class Configuration
+    SIZE_FORM = 'an Integer (MB), a String with a unit like "800MB" or "1.5GB", ' \
+                'or a percentage of the cgroup memory limit like "80%"'
+    METRICS = %i[rss pss cgroup].freeze
+    UNITS = { "" => 1024**2, "B" => 1, "K" => 1024, "M" => 1024**2, "G" => 1024**3, "T" => 1024**4 }.freeze
+    # The restart slot outlives a hung or killed process by this much, then expires by itself.
+    SLOT_TTL_MARGIN = 60
+    # Over the limit after the process's own Sidekiq timeout, KILL waits this much longer by default.
+    KILL_AFTER_MARGIN = 15
+
+    # Soft limit: above it for `grace_time`, reclaim (if on), then restart.
+    attr_accessor :max_rss
+    # Hard limit: above it, restart at once (no grace, no reclaim). nil: none.
+    attr_accessor :hard_max_rss
+    # Seconds memory may stay above the soft limit.
+    attr_accessor :grace_time
+    # What the limits are compared with: :rss, :pss or :cgroup (the cgroup's usage).
+    attr_accessor :metric
+    # Seconds between the monitor's readings (it catches idle processes).
+    attr_accessor :check_interval
+    # Try GC + Allocator.purge before restarting; restart only if still over.
+    attr_accessor :reclaim
+    # Seconds before another reclaim may be tried.
+    attr_accessor :reclaim_cooldown
+    # Seconds to wait for busy jobs after quiet, before TERM.
+    attr_accessor :shutdown_wait
+    # Seconds after TERM before KILL (only a hung process gets it). nil: Sidekiq's timeout + 15.
+    attr_accessor :kill_after
+    # How many processes of the fleet may restart at the same time.
+    attr_accessor :max_concurrent_restarts
+    # Restart only when another live process is serving.
+    attr_accessor :require_other_process
+    # Log what would happen; never quiet, stop or kill.
+    attr_accessor :dry_run
+    # Called with a Hash describing each restart (or dry-run decision).
+    attr_accessor :on_restart
+    # Where the guard logs; nil: Sidekiq.logger.
+    attr_accessor :logger
+
+    def initialize
+      @max_rss = nil
+      @hard_max_rss = nil
+      @grace_time = 60
+      @metric = :rss
+      @check_interval = 5
+      @reclaim = true
+      @reclaim_cooldown = 300
+      @shutdown_wait = 60
+      @kill_after = nil
+      @max_concurrent_restarts = 1
+      @require_other_process = true
+      @dry_run = false
+      @on_restart = nil
+      @logger = nil
+    end
+
+    # Validates every key and returns frozen Settings in bytes and seconds.
+    # `cgroup` is the memory cgroup ({usage:, limit:} or nil), needed for "80%" limits and metric :cgroup.
+    def resolve(cgroup: Memory.cgroup)
+      metric = resolve_metric(cgroup)
+      soft = size(:max_rss, max_rss, cgroup, required: true)
+      hard = size(:hard_max_rss, hard_max_rss, cgroup, required: false)
+      if hard && hard <= soft
+        fail_key(:hard_max_rss, hard_max_rss, "a limit above max_rss (#{Settings.mb(soft)})")
+      end
+      Settings.new(
+        max_rss: soft, hard_max_rss: hard, metric: metric,
+        grace_time: seconds(:grace_time, grace_time, allow_zero: true),
+        check_interval: seconds(:check_interval, check_interval, allow_zero: false),
+        reclaim: boolean(:reclaim, reclaim),
+        reclaim_cooldown: seconds(:reclaim_cooldown, reclaim_cooldown, allow_zero: true),
+        shutdown_wait: seconds(:shutdown_wait, shutdown_wait, allow_zero: true),
+        kill_after: kill_after.nil? ? nil : seconds(:kill_after, kill_after, allow_zero: false),
+        max_concurrent_restarts: positive_integer(:max_concurrent_restarts, max_concurrent_restarts),
+        require_other_process: boolean(:require_other_process, require_other_process),
+        dry_run: boolean(:dry_run, dry_run),
+        on_restart: callable(:on_restart, on_restart),
+        logger: resolve_logger
+      ).freeze
+    end
+
+    private
+
+    def fail_key(key, value, form)
+      raise ConfigurationError, "sidekiq_rust: #{key} is #{value.inspect}; expected #{form}"
+    end
+
+    def size(key, value, cgroup, required:)
+      return nil if value.nil? && !required
+      fail_key(key, value, "#{SIZE_FORM} (it is required)") if value.nil?
+
+      bytes = case value
+              when Integer then value * UNITS[""]
+              when String then parse_size(key, value, cgroup)
+              end
+      fail_key(key, value, SIZE_FORM) unless bytes&.positive?
+      bytes
+    end
+
+    def parse_size(key, text, cgroup)
+      if (m = text.strip.match(/\A(\d+(?:\.\d+)?)\s*%\z/))
+        percent = Float(m[1])
+        fail_key(key, text, "a percentage above 0 and at most 100") unless percent.positive? && percent <= 100
+        limit = cgroup && cgroup[:limit]
+        unless limit
+          fail_key(key, text, "#{SIZE_FORM}; a percentage needs a memory cgroup with a limit, " \
+                              "and this process has none")
+        end
+        return (limit * percent / 100).to_i
+      end
+      m = text.strip.match(/\A(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\z/i)
+      return nil unless m
+
+      (Float(m[1]) * UNITS.fetch(m[2].upcase)).to_i
+    end
+
+    def seconds(key, value, allow_zero:)
+      ok = value.is_a?(Numeric) && value.real? && (allow_zero ? value >= 0 : value.positive?)
+      fail_key(key, value, allow_zero ? "a number of seconds >= 0" : "a number of seconds > 0") unless ok
+      value.to_f
+    end
+
+    def boolean(key, value)
+      fail_key(key, value, "true or false") unless [true, false].include?(value)
+      value
+    end
+
+    def positive_integer(key, value)
+      fail_key(key, value, "an Integer >= 1") unless value.is_a?(Integer) && value >= 1
+      value
+    end
+
+    def callable(key, value)
+      fail_key(key, value, "nil or an object that responds to call (a Proc or lambda taking a Hash)") unless
+        value.nil? || value.respond_to?(:call)
+      value
+    end
+
+    def resolve_metric(cgroup)
+      name = metric.is_a?(String) ? metric.to_sym : metric
+      fail_key(:metric, metric, "one of #{METRICS.map(&:inspect).join(', ')}") unless METRICS.include?(name)
+      if name == :cgroup && cgroup.nil?
+        fail_key(:metric, metric, ":rss or :pss; :cgroup needs a memory cgroup and this process is in none")
+      end
+      name
+    end
+
+    def resolve_logger
+      return nil if logger.nil?
+      return logger if %i[info warn error].all? { |m| logger.respond_to?(m) }
+
+      fail_key(:logger, logger, "nil (Sidekiq's logger) or a Logger-like object (info, warn, error)")
+    end
+  end
+
+  # The validated configuration: bytes and seconds.
+  Settings = Struct.new(
+    :max_rss, :hard_max_rss, :metric, :grace_time, :check_interval, :reclaim, :reclaim_cooldown, :shutdown_wait,
+    :kill_after, :max_concurrent_restarts, :require_other_process, :dry_run, :on_restart, :logger,
+    keyword_init: true
+  ) do
+    def self.mb(bytes)
+      bytes.nil? ? "none" : format("%.0fMB", bytes / 1_048_576.0)
+    end
+  end
+end

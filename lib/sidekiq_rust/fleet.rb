@@ -1,0 +1,78 @@
+# frozen_string_literal: true
+
+module SidekiqRust
+  # Fleet-wide restart slots in Redis, so that at most `max_concurrent_restarts` processes restart at once and
+  # never the last serving one. A slot is a key set with SET NX and an expiry; it is released when the
+  # restarting process exits, or expires by itself if the process is killed.
+  class Fleet
+    KEY_PREFIX = "sidekiq_rust:restart_slot:"
+    RELEASE_SCRIPT = <<~LUA
+      if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end
+    LUA
+
+    attr_reader :held
+
+    def initialize(settings, adapter: SidekiqAdapter, tag: adapter.own_tag)
+      @settings = settings
+      @adapter = adapter
+      @tag = tag
+      @held = nil
+    end
+
+    def slot_keys
+      Array.new(@settings.max_concurrent_restarts) { |i| "#{KEY_PREFIX}#{i}" }
+    end
+
+    # Takes a slot if the fleet allows it: returns [true, key] or [false, reason]. Never raises.
+    def acquire(ttl)
+      key = take_slot(ttl)
+      return [false, "all #{slot_keys.size} restart slot(s) are held by restarting processes"] unless key
+
+      if @settings.require_other_process
+        others = serving_others
+        if others.empty?
+          release(key)
+          return [false, "no other live Sidekiq process is serving; this one is the only one " \
+                         "(set require_other_process = false to allow it)"]
+        end
+      end
+      @held = key
+      [true, key]
+    rescue StandardError => e
+      release(key) if key
+      [false, "Redis is unavailable (#{e.class}: #{e.message})"]
+    end
+
+    # Lets go of the held slot (only if it is still ours). Never raises.
+    def release(key = @held)
+      return unless key
+
+      @adapter.redis { |conn| conn.call("EVAL", RELEASE_SCRIPT, 1, key, @tag) }
+      @held = nil if key == @held
+    rescue StandardError
+      nil # the slot expires by itself
+    end
+
+    # Tags of the processes holding a slot.
+    def holders
+      @adapter.redis { |conn| slot_keys.map { |k| conn.call("GET", k) } }.compact
+    end
+
+    # Other live processes that are neither quiet, stopping nor holding a slot.
+    def serving_others
+      held_by = holders
+      @adapter.processes.reject do |process|
+        tag = @adapter.tag_of(process)
+        tag == @tag || process.stopping? || held_by.include?(tag)
+      end
+    end
+
+    private
+
+    def take_slot(ttl)
+      @adapter.redis do |conn|
+        slot_keys.find { |k| conn.call("SET", k, @tag, "NX", "EX", ttl.ceil) == "OK" }
+      end
+    end
+  end
+end

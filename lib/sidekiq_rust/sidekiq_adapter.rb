@@ -1,0 +1,53 @@
+# frozen_string_literal: true
+
+require "socket"
+
+module SidekiqRust
+  # The few places where Sidekiq 6.4 and 7.x differ, in one file.
+  module SidekiqAdapter
+    module_function
+
+    def major
+      Sidekiq::VERSION.to_i
+    end
+
+    # Sidekiq's shutdown timeout (-t), in seconds.
+    def timeout(config = nil)
+      value = if major >= 7
+                (config || Sidekiq.default_configuration)[:timeout]
+              else
+                Sidekiq.options[:timeout]
+              end
+      Float(value || 25)
+    end
+
+    def logger
+      Sidekiq.logger
+    end
+
+    # Yields a connection that answers `call(*command)` (redis-rb 4.x and redis-client alike).
+    def redis(&block)
+      Sidekiq.redis(&block)
+    end
+
+    # The live processes of the fleet, from Sidekiq's heartbeats (which lag by one beat).
+    def processes
+      require "sidekiq/api"
+      Sidekiq::ProcessSet.new.to_a
+    end
+
+    # The name Sidekiq files this host's processes under.
+    def hostname
+      ENV["DYNO"] || Socket.gethostname
+    end
+
+    # "hostname:pid", how the guard names a process in its restart slots.
+    def tag_of(process)
+      "#{process['hostname']}:#{process['pid']}"
+    end
+
+    def own_tag
+      "#{hostname}:#{::Process.pid}"
+    end
+  end
+end

@@ -1,0 +1,132 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "logger"
+
+RSpec.describe SidekiqRust::Configuration do
+  let(:mb) { 1024 * 1024 }
+  let(:cgroup) { { usage: 100 * mb, limit: 2048 * mb, version: 2 } }
+
+  def resolve(cgroup: self.cgroup, **values)
+    config = described_class.new
+    config.max_rss = 500
+    values.each { |key, value| config.public_send("#{key}=", value) }
+    config.resolve(cgroup: cgroup)
+  end
+
+  def expect_rejected(key, value, form, **extra)
+    expect { resolve(key => value, **extra) }.to raise_error(SidekiqRust::ConfigurationError) do |e|
+      expect(e.message).to include(key.to_s).and include(value.inspect).and include(form)
+    end
+  end
+
+  describe "defaults" do
+    it "has sensible ones" do
+      s = resolve
+      expect(s.to_h).to include(max_rss: 500 * mb, hard_max_rss: nil, metric: :rss, grace_time: 60.0,
+                                check_interval: 5.0, reclaim: true, reclaim_cooldown: 300.0, shutdown_wait: 60.0,
+                                kill_after: nil, max_concurrent_restarts: 1, require_other_process: true,
+                                dry_run: false, on_restart: nil, logger: nil)
+      expect(s).to be_frozen
+    end
+  end
+
+  describe "sizes (max_rss, hard_max_rss)" do
+    it "reads an Integer as MB, and units" do
+      expect(resolve(max_rss: 800).max_rss).to eq(800 * mb)
+      expect(resolve(max_rss: "800MB").max_rss).to eq(800 * mb)
+      expect(resolve(max_rss: "1.5GB").max_rss).to eq(1536 * mb)
+      expect(resolve(max_rss: "1.5 GiB").max_rss).to eq(1536 * mb)
+      expect(resolve(max_rss: "2g").max_rss).to eq(2048 * mb)
+      expect(resolve(max_rss: "512000KB").max_rss).to eq(500 * mb)
+      expect(resolve(max_rss: "800").max_rss).to eq(800 * mb)
+    end
+
+    it "reads a percentage of the cgroup limit" do
+      expect(resolve(max_rss: "80%").max_rss).to eq((2048 * mb * 0.8).to_i)
+      expect(resolve(max_rss: "50%", hard_max_rss: "90%").hard_max_rss).to eq((2048 * mb * 0.9).to_i)
+    end
+
+    it "rejects a percentage without a cgroup limit" do
+      expect_rejected(:max_rss, "80%", "this process has none", cgroup: nil)
+      expect_rejected(:max_rss, "80%", "this process has none", cgroup: { usage: 1, limit: nil, version: 2 })
+    end
+
+    it "rejects what is not a size" do
+      ["lots", "", "-5MB", "150%", "0%", "1.5XB", 0, -1, 1.5, :big].each do |bad|
+        expect_rejected(:max_rss, bad, "expected")
+      end
+      expect_rejected(:max_rss, nil, "it is required")
+    end
+
+    it "rejects a hard limit not above the soft one" do
+      expect_rejected(:hard_max_rss, 400, "a limit above max_rss (500MB)")
+      expect_rejected(:hard_max_rss, "500MB", "a limit above max_rss")
+      expect_rejected(:hard_max_rss, "huge", '"1.5GB"')
+      expect(resolve(hard_max_rss: "1GB").hard_max_rss).to eq(1024 * mb)
+    end
+  end
+
+  describe "durations" do
+    it "accepts seconds and rejects the rest" do
+      expect(resolve(grace_time: 0).grace_time).to eq(0.0)
+      expect(resolve(kill_after: 40).kill_after).to eq(40.0)
+      expect_rejected(:grace_time, -1, "a number of seconds >= 0")
+      expect_rejected(:grace_time, "60", "a number of seconds >= 0")
+      expect_rejected(:check_interval, 0, "a number of seconds > 0")
+      expect_rejected(:reclaim_cooldown, nil, "a number of seconds >= 0")
+      expect_rejected(:shutdown_wait, "1m", "a number of seconds >= 0")
+      expect_rejected(:kill_after, 0, "a number of seconds > 0")
+    end
+  end
+
+  describe "the other keys" do
+    it "validates metric" do
+      expect(resolve(metric: :pss).metric).to eq(:pss)
+      expect(resolve(metric: "cgroup").metric).to eq(:cgroup)
+      expect_rejected(:metric, :vms, "one of :rss, :pss, :cgroup")
+      expect_rejected(:metric, :cgroup, "needs a memory cgroup", cgroup: nil)
+    end
+
+    it "validates booleans" do
+      %i[reclaim require_other_process dry_run].each do |key|
+        expect_rejected(key, "yes", "true or false")
+        expect_rejected(key, nil, "true or false")
+      end
+      expect(resolve(dry_run: true).dry_run).to be(true)
+    end
+
+    it "validates max_concurrent_restarts" do
+      expect(resolve(max_concurrent_restarts: 3).max_concurrent_restarts).to eq(3)
+      expect_rejected(:max_concurrent_restarts, 0, "an Integer >= 1")
+      expect_rejected(:max_concurrent_restarts, 1.5, "an Integer >= 1")
+    end
+
+    it "validates on_restart and logger" do
+      callback = ->(event) { event }
+      expect(resolve(on_restart: callback).on_restart).to be(callback)
+      expect_rejected(:on_restart, "notify", "responds to call")
+      logger = Logger.new(File::NULL)
+      expect(resolve(logger: logger).logger).to be(logger)
+      expect_rejected(:logger, $stdout, "Logger-like")
+    end
+
+    it "raises NoMethodError for an unknown key" do
+      expect { described_class.new.max_memory = 5 }.to raise_error(NoMethodError)
+    end
+  end
+
+  describe "SidekiqRust.configure in a client-only process" do
+    it "validates at once and registers nothing outside a Sidekiq server" do
+      expect { SidekiqRust.configure { |c| c.max_rss = "nope" } }
+        .to raise_error(SidekiqRust::ConfigurationError, /max_rss is "nope"/)
+      settings = SidekiqRust.configure { |c| c.max_rss = "1GB" }
+      expect(settings.max_rss).to eq(1024 * mb)
+      expect(Sidekiq.server?).to be_falsey
+      chain = Sidekiq::VERSION.to_i >= 7 ? Sidekiq.default_configuration.server_middleware : Sidekiq.server_middleware
+      expect(chain.exists?(SidekiqRust::ProcessKiller)).to be(false)
+      expect(SidekiqRust.guard).to be_nil
+      expect(SidekiqRust.report).to eq([])
+    end
+  end
+end

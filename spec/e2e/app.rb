@@ -1,0 +1,91 @@
+# frozen_string_literal: true
+
+# The Sidekiq application of the end-to-end specs: jobs that grow, hang or make garbage, and the guard
+# configured from SIDEKIQ_RUST_CONFIG (JSON), as a Rails initializer would.
+require "json"
+require "sidekiq"
+Redis.silence_deprecations = true if defined?(Redis) && Redis.respond_to?(:silence_deprecations=)
+$LOAD_PATH.unshift(File.expand_path("../../lib", __dir__))
+require "sidekiq_rust"
+require_relative "../../bench/support/fragmentation_workload"
+
+redis = { path: ENV.fetch("REDIS_SOCKET") }
+Sidekiq.configure_server { |config| config.redis = redis }
+Sidekiq.configure_client { |config| config.redis = redis }
+
+guard = JSON.parse(ENV.fetch("SIDEKIQ_RUST_CONFIG", "{}"))
+events = ENV.fetch("E2E_EVENTS", nil)
+2.times do # configured twice on purpose: it must register once
+  SidekiqRust.configure do |c|
+    c.max_rss = guard.fetch("max_rss")
+    c.hard_max_rss = guard["hard_max_rss"]
+    c.grace_time = guard.fetch("grace_time", 0)
+    c.check_interval = guard.fetch("check_interval", 0.5)
+    c.reclaim = guard.fetch("reclaim", false)
+    c.shutdown_wait = guard.fetch("shutdown_wait", 10)
+    c.kill_after = guard["kill_after"]
+    c.max_concurrent_restarts = guard.fetch("max_concurrent_restarts", 1)
+    c.require_other_process = guard.fetch("require_other_process", true)
+    c.dry_run = guard.fetch("dry_run", false)
+    c.metric = guard.fetch("metric", "rss").to_sym
+    c.on_restart = ->(event) { File.write(events, "#{JSON.generate(event)}\n", mode: "a") } if events
+  end
+end
+
+Sidekiq.configure_server do |config|
+  config.on(:startup) do
+    killers = config.server_middleware.entries.count { |e| e.klass == SidekiqRust::ProcessKiller }
+    Sidekiq.logger.info("e2e: ProcessKiller registered #{killers} time(s)")
+  end
+end
+
+RETAINED = [] # rubocop:disable Style/MutableConstant
+
+def e2e_done(tag)
+  Sidekiq.redis do |conn|
+    conn.call("INCR", "e2e:done")
+    conn.call("RPUSH", "e2e:done_by", "#{ENV.fetch('E2E_NAME')}:#{tag}")
+  end
+end
+
+# Keeps `mb` megabytes for the life of the process.
+class BloatJob
+  include Sidekiq::Worker
+
+  def perform(mb, seconds = 0)
+    RETAINED << ("b" * (mb * 1024 * 1024))
+    sleep seconds
+    e2e_done("bloat")
+  end
+end
+
+class SleepJob
+  include Sidekiq::Worker
+
+  def perform(seconds, marker = nil)
+    Sidekiq.logger.info("e2e: SleepJob started")
+    sleep seconds
+    File.write(marker, "done") if marker
+    e2e_done("sleep") unless marker
+  end
+end
+
+# Ignores every interrupt (Sidekiq's shutdown raise included): only KILL ends the process.
+class HangJob
+  include Sidekiq::Worker
+
+  def perform
+    Sidekiq.logger.info("e2e: HangJob started")
+    Thread.handle_interrupt(Object => :never) { sleep 600 }
+  end
+end
+
+# Makes a few hundred MB of fragmented garbage and keeps none of it.
+class GarbageJob
+  include Sidekiq::Worker
+
+  def perform(per_thread)
+    FragmentationWorkload.run(threads: 4, per_thread: per_thread).size
+    e2e_done("garbage")
+  end
+end

@@ -1,0 +1,89 @@
+# frozen_string_literal: true
+
+require "sidekiq"
+Redis.silence_deprecations = true if defined?(Redis) && Redis.respond_to?(:silence_deprecations=)
+
+# Helpers of the end-to-end specs: one real redis-server for the suite, real Sidekiq processes per example.
+module E2E
+  class << self
+    def redis
+      @redis ||= begin
+        server = RedisServer.new.start
+        Sidekiq.configure_client { |config| config.redis = { path: server.socket } }
+        Sidekiq.logger.level = Logger::WARN
+        server
+      end
+    end
+
+    def shutdown
+      @redis&.cleanup
+      @redis = nil
+    end
+  end
+
+  def redis_server
+    E2E.redis
+  end
+
+  # Starts a Sidekiq process (stopped after the example).
+  def sidekiq(name, **options)
+    process = SidekiqProcess.new(name, redis: redis_server, dir: @e2e_dir, **options)
+    @e2e_processes << process
+    process.start
+  end
+
+  def push(klass, *args, count: 1)
+    count.times { Sidekiq::Client.push("class" => klass, "args" => args, "queue" => "default") }
+  end
+
+  def redis_call(*command)
+    Sidekiq.redis { |conn| conn.call(*command) }
+  end
+
+  def done_count
+    redis_call("GET", "e2e:done").to_i
+  end
+
+  def live_processes
+    require "sidekiq/api"
+    Sidekiq::ProcessSet.new.to_a
+  end
+
+  def eventually(timeout: 60, interval: 0.2, what: "the condition")
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      value = yield
+      return value if value
+      raise "#{what} did not hold within #{timeout}s" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+      sleep interval
+    end
+  end
+
+  def wait_for_fleet(size)
+    eventually(timeout: 30, what: "#{size} processes in Sidekiq's ProcessSet") { live_processes.size >= size }
+  end
+
+  def self.included(base)
+    base.around do |example|
+      Dir.mktmpdir("sidekiq_rust-e2e") do |dir|
+        @e2e_dir = dir
+        @e2e_processes = []
+        redis_server.start unless redis_server.running?
+        redis_server.flushall
+        begin
+          example.run
+        ensure
+          @e2e_processes.each(&:stop)
+          if example.exception
+            @e2e_processes.each { |p| warn "---- #{p.name} log:\n#{p.log.lines.last(60).join}" }
+          end
+        end
+      end
+    end
+  end
+end
+
+RSpec.configure do |config|
+  config.after(:suite) { E2E.shutdown }
+end
