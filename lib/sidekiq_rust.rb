@@ -10,6 +10,7 @@ require_relative "sidekiq_rust/sidekiq_adapter"
 require_relative "sidekiq_rust/fleet"
 require_relative "sidekiq_rust/guard"
 require_relative "sidekiq_rust/process_killer"
+require_relative "sidekiq_rust/doctor"
 
 # Keeps Sidekiq worker processes' memory under control: exact and cheap memory readings,
 # allocator reclaim, and graceful restarts that never lose a job nor stop the last process.
@@ -54,6 +55,7 @@ module SidekiqRust
       logger.info("sidekiq_rust: guard started identity=#{SidekiqAdapter.own_tag} metric=#{settings.metric} " \
                   "limit=#{Settings.mb(settings.max_rss)} hard_limit=#{Settings.mb(settings.hard_max_rss)} " \
                   "allocator=#{Allocator.name} kill_after=#{@guard.kill_after}s dry_run=#{settings.dry_run}")
+      log_doctor(logger, sidekiq_config) if settings.doctor_on_boot
       @guard
     end
 
@@ -65,6 +67,19 @@ module SidekiqRust
     end
 
     private
+
+    def log_doctor(logger, sidekiq_config)
+      checks = Doctor.run(settings: settings, concurrency: SidekiqAdapter.concurrency(sidekiq_config),
+                          timeout: SidekiqAdapter.timeout(sidekiq_config))
+      checks.each do |check|
+        next unless %i[warn fail].include?(check.status)
+
+        logger.warn("sidekiq_rust doctor: #{check.status.upcase} #{check.name}: #{check.saw}" \
+                    "#{check.todo ? " -- #{check.todo}" : ''}")
+      end
+    rescue StandardError => e
+      logger.warn("sidekiq_rust doctor: could not run: #{e.class}: #{e.message}")
+    end
 
     def register
       Sidekiq.configure_server do |sidekiq|

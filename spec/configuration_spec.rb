@@ -26,7 +26,7 @@ RSpec.describe SidekiqRust::Configuration do
       expect(s.to_h).to include(max_rss: 500 * mb, hard_max_rss: nil, metric: :rss, grace_time: 60.0,
                                 check_interval: 5.0, reclaim: true, reclaim_cooldown: 300.0, shutdown_wait: 60.0,
                                 kill_after: nil, max_concurrent_restarts: 1, require_other_process: true,
-                                dry_run: false, on_restart: nil, logger: nil)
+                                dry_run: false, on_restart: nil, logger: nil, doctor_on_boot: false)
       expect(s).to be_frozen
     end
   end
@@ -89,7 +89,7 @@ RSpec.describe SidekiqRust::Configuration do
     end
 
     it "validates booleans" do
-      %i[reclaim require_other_process dry_run].each do |key|
+      %i[reclaim require_other_process dry_run doctor_on_boot].each do |key|
         expect_rejected(key, "yes", "true or false")
         expect_rejected(key, nil, "true or false")
       end

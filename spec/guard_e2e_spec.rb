@@ -17,6 +17,11 @@ RSpec.describe "the memory guard in real Sidekiq processes (Sidekiq #{Sidekiq::V
     expect(a.log.scan("guard started").size).to eq(1)
   end
 
+  it "logs the doctor's warnings at boot with doctor_on_boot" do
+    a = sidekiq("a", guard: roomy.merge("doctor_on_boot" => true), env: { "MALLOC_ARENA_MAX" => nil, "LD_PRELOAD" => nil })
+    a.wait_for_log(/sidekiq_rust doctor: WARN allocator: glibc .* -- threaded Sidekiq bloats on glibc/)
+  end
+
   it "restarts the process pushed over its limit: it quiets, finishes its job, exits 0; no job is lost" do
     bloated = sidekiq("bloated", guard: { "max_rss" => 150, "shutdown_wait" => 20 })
     steady = sidekiq("steady", guard: roomy)

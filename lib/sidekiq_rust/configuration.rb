@@ -41,6 +41,8 @@ module SidekiqRust
     attr_accessor :on_restart
     # Where the guard logs; nil: Sidekiq.logger.
     attr_accessor :logger
+    # Run SidekiqRust::Doctor at Sidekiq's startup and log its WARN and FAIL lines.
+    attr_accessor :doctor_on_boot
 
     def initialize
       @max_rss = nil
@@ -57,6 +59,7 @@ module SidekiqRust
       @dry_run = false
       @on_restart = nil
       @logger = nil
+      @doctor_on_boot = false
     end
 
     # Validates every key and returns frozen Settings in bytes and seconds.
@@ -80,7 +83,8 @@ module SidekiqRust
         require_other_process: boolean(:require_other_process, require_other_process),
         dry_run: boolean(:dry_run, dry_run),
         on_restart: callable(:on_restart, on_restart),
-        logger: resolve_logger
+        logger: resolve_logger,
+        doctor_on_boot: boolean(:doctor_on_boot, doctor_on_boot)
       ).freeze
     end
 
@@ -161,7 +165,7 @@ module SidekiqRust
   # The validated configuration: bytes and seconds.
   Settings = Struct.new(
     :max_rss, :hard_max_rss, :metric, :grace_time, :check_interval, :reclaim, :reclaim_cooldown, :shutdown_wait,
-    :kill_after, :max_concurrent_restarts, :require_other_process, :dry_run, :on_restart, :logger,
+    :kill_after, :max_concurrent_restarts, :require_other_process, :dry_run, :on_restart, :logger, :doctor_on_boot,
     keyword_init: true
   ) do
     def self.mb(bytes)

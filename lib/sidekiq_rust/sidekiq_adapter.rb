@@ -21,6 +21,16 @@ module SidekiqRust
       Float(value || 25)
     end
 
+    # Sidekiq's concurrency (-c).
+    def concurrency(config = nil)
+      value = if major >= 7
+                (config || Sidekiq.default_configuration)[:concurrency]
+              else
+                Sidekiq.options[:concurrency]
+              end
+      value&.to_i
+    end
+
     def logger
       Sidekiq.logger
     end

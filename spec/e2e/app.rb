@@ -28,6 +28,7 @@ events = ENV.fetch("E2E_EVENTS", nil)
     c.require_other_process = guard.fetch("require_other_process", true)
     c.dry_run = guard.fetch("dry_run", false)
     c.metric = guard.fetch("metric", "rss").to_sym
+    c.doctor_on_boot = guard.fetch("doctor_on_boot", false)
     c.on_restart = ->(event) { File.write(events, "#{JSON.generate(event)}\n", mode: "a") } if events
   end
 end
