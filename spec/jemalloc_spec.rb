@@ -63,6 +63,43 @@ RSpec.describe "the bundled jemalloc" do
       expect(out.chomp).to match(/\A5\.\d+\.\d+-\d+-g\h+\z/)
     end
 
+    it "wins the global scope for every allocation entry point (each name resolves to this library)" do
+      names = %w[malloc calloc realloc free posix_memalign aligned_alloc memalign valloc pvalloc malloc_usable_size
+                 mallocx rallocx xallocx sallocx dallocx sdallocx nallocx mallctl]
+      code = <<~RUBY
+        library = Fiddle::Handle.new(#{path.inspect})
+        #{names.inspect}.each { |name| puts "\#{name} \#{Fiddle::Handle::DEFAULT[name] == library[name]}" }
+      RUBY
+      expect(probe_output(code, preload: path).lines.map(&:chomp)).to eq(names.map { |name| "#{name} true" })
+    end
+
+    it "runs C libraries that allocate and free on Ruby's behalf, and Sidekiq, without a crash" do
+      code = <<~'RUBY'
+        require "zlib"
+        require "openssl"
+        require "socket"
+        require "etc"
+        require "json"
+        require "ripper"
+        require "sidekiq"
+        data = JSON.generate(Array.new(20_000) { |i| { "id" => i, "name" => "job#{i}" * 3 } })
+        raise "zlib" unless Zlib::Inflate.inflate(Zlib::Deflate.deflate(data)) == data
+        cipher = OpenSSL::Cipher.new("aes-256-cbc").encrypt
+        cipher.key = OpenSSL::Random.random_bytes(32)
+        (cipher.update(data) + cipher.final).bytesize.positive? || raise("openssl")
+        OpenSSL::Digest::SHA256.hexdigest(data)
+        Addrinfo.getaddrinfo("localhost", 80).size.positive? || raise("getaddrinfo")
+        Etc.getpwnam("root").dir
+        File.realpath("/proc/self/exe")
+        Ripper.sexp("def f(a) = [a, { b: a * 2 }]\n" * 2_000) || raise("ripper")
+        Array.new(8) { Thread.new { 500.times { |i| ("é" * i).encode("UTF-16LE").encode("UTF-8") } } }.each(&:join)
+        GC.start
+        GC.compact if GC.respond_to?(:compact)
+        puts Sidekiq::VERSION
+      RUBY
+      expect(probe_output(code, preload: path).chomp).to match(/\A\d+\.\d+/)
+    end
+
     it "starts with the shipped options" do
       code = <<~'RUBY'
         puts mallctl_read("opt.narenas", "L", 4), mallctl_read("opt.dirty_decay_ms", "q", 8),
