@@ -20,7 +20,7 @@ Gem::Specification.new do |spec|
   spec.bindir = "exe"
   spec.executables = Dir["exe/*"].map { |f| File.basename(f) }
   spec.require_paths = ["lib"]
-  spec.extensions = ["ext/sidekiq_rust/extconf.rb"]
+  spec.extensions = ["ext/sidekiq_rust/extconf.rb", "ext/sidekiq_rust_jemalloc/extconf.rb"]
 
   spec.add_dependency "rb_sys", "~> 0.9"
   spec.add_dependency "sidekiq", ">= 6.4", "< 8"

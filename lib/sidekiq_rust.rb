@@ -11,6 +11,7 @@ require_relative "sidekiq_rust/fleet"
 require_relative "sidekiq_rust/guard"
 require_relative "sidekiq_rust/process_killer"
 require_relative "sidekiq_rust/doctor"
+require_relative "sidekiq_rust/jemalloc"
 
 # Keeps Sidekiq worker processes' memory under control: exact and cheap memory readings,
 # allocator reclaim, and graceful restarts that never lose a job nor stop the last process.

@@ -25,7 +25,7 @@ RSpec.describe SidekiqRust::Doctor do
 
   describe "allocator" do
     it "warns about glibc without an arena limit, passes with one, and passes jemalloc" do
-      glibc = ruby_output("puts SidekiqRust::Doctor.allocator(ENV).to_h.to_json", env: Allocators::GLIBC_ENV)
+      glibc = ruby_output("require %q(json); puts SidekiqRust::Doctor.allocator(ENV).to_h.to_json", env: Allocators::GLIBC_ENV)
       expect(JSON.parse(glibc)).to include("status" => "warn", "todo" => a_string_including("MALLOC_ARENA_MAX=2"))
       limited = ruby_output("puts SidekiqRust::Doctor.allocator(ENV).status",
                             env: Allocators::GLIBC_ENV.merge("MALLOC_ARENA_MAX" => "2"))

@@ -146,7 +146,9 @@ module SidekiqRust
           rtts << (Process.clock_gettime(Process::CLOCK_MONOTONIC) - started)
         end
         policy = begin
-          Array(conn.call("CONFIG", "GET", "maxmemory-policy")).last
+          reply = conn.call("CONFIG", "GET", "maxmemory-policy")
+          # RESP3 (redis-client) answers a Hash, RESP2 (redis-rb 4) a flat [name, value] Array.
+          reply.is_a?(Hash) ? reply["maxmemory-policy"] : Array(reply)[1]
         rescue StandardError
           nil
         end

@@ -1,0 +1,111 @@
+# frozen_string_literal: true
+
+require "json"
+require "optparse"
+
+module SidekiqRust
+  class CLI
+    # `sidekiq_rust doctor [options]`: runs SidekiqRust::Doctor and prints PASS / WARN / FAIL lines (or JSON).
+    # Loaded by lib/sidekiq_rust/cli.rb, which defines the exit statuses and UsageError used here.
+    class Doctor
+      SUMMARY = "check the allocator, DB pool, limits, timeouts, Redis and GC settings"
+
+      HELP = <<~TEXT
+        Usage: sidekiq_rust doctor [options]
+
+        Checks what usually goes wrong with Sidekiq memory and shutdowns, and says what to do:
+          allocator  jemalloc active (linked or preloaded)? glibc without MALLOC_ARENA_MAX?
+          db pool    ActiveRecord's pool >= Sidekiq's concurrency (when ActiveRecord is loaded: use --require)
+          limits     the guard's max_rss / hard_max_rss below the container's memory limit
+          timeouts   Sidekiq's -t vs the guard's kill_after and systemd's TimeoutStopSec
+          redis      reachable, round-trip time, maxmemory-policy noeviction
+          gc env     the RUBY_GC_* / MALLOC_* variables in effect (reported, not judged)
+
+        Options:
+          -r, --require FILE        load FILE first, e.g. -r ./config/environment (repeatable)
+          -c, --concurrency N       Sidekiq's concurrency (default: Sidekiq's configuration)
+          -t, --timeout N           Sidekiq's shutdown timeout in seconds (default: Sidekiq's configuration)
+              --timeout-stop-sec N  the systemd unit's TimeoutStopSec, to check it too
+              --redis-url URL       the Redis to check (default: Sidekiq's configuration / REDIS_URL)
+              --no-redis            leave Redis out
+              --json                print JSON
+          -h, --help                show this help
+
+        Exit status: 0 no FAIL (WARN is advice), 1 at least one FAIL, 2 usage error.
+      TEXT
+
+      Options = Struct.new(:help, :requires, :concurrency, :timeout, :timeout_stop_sec, :redis_url, :redis, :json,
+                           keyword_init: true)
+
+      def initialize(out: $stdout, err: $stderr, env: ENV)
+        @out = out
+        @err = err
+        @env = env
+      end
+
+      def run(argv)
+        options = parse(argv)
+        if options.help
+          @out.puts(HELP)
+          return EXIT_OK
+        end
+
+        options.requires.each { |file| require File.expand_path(file) }
+        configure_redis(options.redis_url) if options.redis
+        checks = SidekiqRust::Doctor.run(concurrency: options.concurrency, timeout: options.timeout,
+                                         timeout_stop_sec: options.timeout_stop_sec, redis: options.redis, env: @env)
+        print_checks(checks, options.json)
+        checks.any?(&:problem?) ? EXIT_PROBLEMS : EXIT_OK
+      rescue UsageError => e
+        @err.puts("sidekiq_rust doctor: #{e.message}")
+        @err.puts(HELP)
+        EXIT_USAGE
+      end
+
+      def parse(argv)
+        options = Options.new(help: false, requires: [], redis: true, json: false)
+        parser = OptionParser.new
+        parser.on("-h", "--help") { options.help = true }
+        parser.on("-r", "--require FILE") { |f| options.requires << f }
+        parser.on("-c", "--concurrency N", Integer) { |n| options.concurrency = positive(n, "--concurrency") }
+        parser.on("-t", "--timeout N", Float) { |n| options.timeout = positive(n, "--timeout") }
+        parser.on("--timeout-stop-sec N", Float) { |n| options.timeout_stop_sec = positive(n, "--timeout-stop-sec") }
+        parser.on("--redis-url URL") { |u| options.redis_url = u }
+        parser.on("--[no-]redis") { |r| options.redis = r }
+        parser.on("--json") { options.json = true }
+        rest = parser.parse(argv)
+        raise UsageError, "unexpected argument #{rest.first.inspect}" unless rest.empty?
+
+        options
+      rescue OptionParser::ParseError => e
+        raise UsageError, e.message
+      end
+
+      private
+
+      def positive(value, flag)
+        raise UsageError, "#{flag} takes a number above 0, got #{value}" unless value.positive?
+
+        value
+      end
+
+      def configure_redis(url)
+        require "sidekiq"
+        Redis.silence_deprecations = true if defined?(Redis) && Redis.respond_to?(:silence_deprecations=)
+        Sidekiq.logger.level = Logger::WARN # its "connecting to Redis" line would mix with the report
+        Sidekiq.configure_client { |c| c.redis = { url: url } } if url
+      end
+
+      def print_checks(checks, json)
+        if json
+          @out.puts(JSON.pretty_generate(checks: checks.map(&:to_h), problems: checks.count(&:problem?)))
+        else
+          checks.each { |check| @out.puts(check.line) }
+          fails = checks.count(&:problem?)
+          warns = checks.count { |c| c.status == :warn }
+          @out.puts("\n#{fails} problem(s), #{warns} warning(s)")
+        end
+      end
+    end
+  end
+end
