@@ -10,6 +10,10 @@ module SidekiqRust
   class Guard
     # How often the restart sequence looks at the busy count.
     RESTART_POLL = 0.25
+    # After quiet, Sidekiq's idle processors may still sit in a blocking fetch (BRPOP, 2 s) for a moment. TERM
+    # is never sent sooner than this, so that a job Sidekiq pushes back at shutdown cannot be fetched by a
+    # processor that is about to be killed (Sidekiq's basic fetch would lose it).
+    QUIET_SETTLE = 2.5
     # A refusal (sole process, no slot, Redis down) is logged again at most this often, unless it changes.
     DENIAL_LOG_EVERY = 60
 
@@ -178,6 +182,7 @@ module SidekiqRust
           **event)
       notify(event)
       signal("TSTP")
+      sleep QUIET_SETTLE
       loop do
         sleep RESTART_POLL
         action, memory = @native.sample(read_metric, true)

@@ -13,22 +13,17 @@ module SidekiqRust
 
     # Sidekiq's shutdown timeout (-t), in seconds.
     def timeout(config = nil)
-      value = if major >= 7
-                (config || Sidekiq.default_configuration)[:timeout]
-              else
-                Sidekiq.options[:timeout]
-              end
-      Float(value || 25)
+      Float(setting(config, :timeout) || 25)
     end
 
     # Sidekiq's concurrency (-c).
     def concurrency(config = nil)
-      value = if major >= 7
-                (config || Sidekiq.default_configuration)[:concurrency]
-              else
-                Sidekiq.options[:concurrency]
-              end
-      value&.to_i
+      setting(config, :concurrency)&.to_i
+    end
+
+    # A value of Sidekiq's own configuration: 7.x keeps it in a Config object, 6.x in Sidekiq.options.
+    def setting(config, key)
+      major >= 7 ? (config || Sidekiq.default_configuration)[key] : Sidekiq.options[key]
     end
 
     def logger
