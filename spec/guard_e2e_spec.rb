@@ -91,7 +91,7 @@ RSpec.describe "the memory guard in real Sidekiq processes (Sidekiq #{Sidekiq::V
     reclaimer = sidekiq("reclaimer", guard: { "max_rss" => 250, "reclaim" => true, "check_interval" => 60 })
     sidekiq("helper", guard: roomy)
     wait_for_fleet(2)
-    push("GarbageJob", 60_000)
+    push("GarbageJob", 20_000)
     eventually(timeout: 60, what: "the garbage job done") { done_count == 1 }
     reclaimer.wait_for_log(/reclaimed \d+MB \(GC \+ purge\): back under the limit, no restart/)
     sleep 2

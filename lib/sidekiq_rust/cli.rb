@@ -1,8 +1,11 @@
 # frozen_string_literal: true
 
 require_relative "../sidekiq_rust"
+require_relative "cli/command"
 require_relative "cli/exec"
 require_relative "cli/doctor"
+require_relative "cli/systemd"
+require_relative "cli/top"
 
 module SidekiqRust
   # `sidekiq_rust COMMAND [options]` (exe/sidekiq_rust): finds the subcommand and runs it.
@@ -20,7 +23,9 @@ module SidekiqRust
 
     COMMANDS = {
       "doctor" => Doctor,
-      "exec" => Exec
+      "exec" => Exec,
+      "systemd" => Systemd,
+      "top" => Top
     }.freeze
 
     def initialize(out: $stdout, err: $stderr, env: ENV)

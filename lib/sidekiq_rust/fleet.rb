@@ -12,6 +12,20 @@ module SidekiqRust
 
     attr_reader :held
 
+    # The tags ("hostname:pid") holding a restart slot, whatever max_concurrent_restarts each process has.
+    def self.all_holders(adapter = SidekiqAdapter)
+      adapter.redis do |conn|
+        keys = []
+        cursor = "0"
+        loop do
+          cursor, batch = conn.call("SCAN", cursor, "MATCH", "#{KEY_PREFIX}*", "COUNT", 100)
+          keys.concat(batch)
+          break if cursor == "0"
+        end
+        keys.map { |k| conn.call("GET", k) }.compact
+      end
+    end
+
     def initialize(settings, adapter: SidekiqAdapter, tag: adapter.own_tag)
       @settings = settings
       @adapter = adapter

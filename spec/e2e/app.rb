@@ -81,12 +81,17 @@ class HangJob
   end
 end
 
-# Makes a few hundred MB of fragmented garbage and keeps none of it.
+# Makes a few hundred MB of fragmented garbage and keeps none of it. The GC is off while it runs, so the
+# garbage is all there when the job ends, whatever the allocator (a jemalloc with a background thread would
+# otherwise give much of it back by itself): only the guard's reclaim (GC + purge) can free it.
 class GarbageJob
   include Sidekiq::Worker
 
   def perform(per_thread)
+    GC.disable
     FragmentationWorkload.run(threads: 4, per_thread: per_thread).size
     e2e_done("garbage")
+  ensure
+    GC.enable
   end
 end

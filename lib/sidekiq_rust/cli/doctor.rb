@@ -7,7 +7,7 @@ module SidekiqRust
   class CLI
     # `sidekiq_rust doctor [options]`: runs SidekiqRust::Doctor and prints PASS / WARN / FAIL lines (or JSON).
     # Loaded by lib/sidekiq_rust/cli.rb, which defines the exit statuses and UsageError used here.
-    class Doctor
+    class Doctor < Command
       SUMMARY = "check the allocator, DB pool, limits, timeouts, Redis and GC settings"
 
       HELP = <<~TEXT
@@ -37,12 +37,6 @@ module SidekiqRust
       Options = Struct.new(:help, :requires, :concurrency, :timeout, :timeout_stop_sec, :redis_url, :redis, :json,
                            keyword_init: true)
 
-      def initialize(out: $stdout, err: $stderr, env: ENV)
-        @out = out
-        @err = err
-        @env = env
-      end
-
       def run(argv)
         options = parse(argv)
         if options.help
@@ -57,9 +51,7 @@ module SidekiqRust
         print_checks(checks, options.json)
         checks.any?(&:problem?) ? EXIT_PROBLEMS : EXIT_OK
       rescue UsageError => e
-        @err.puts("sidekiq_rust doctor: #{e.message}")
-        @err.puts(HELP)
-        EXIT_USAGE
+        usage_error("doctor", e, HELP)
       end
 
       def parse(argv)
@@ -82,12 +74,6 @@ module SidekiqRust
       end
 
       private
-
-      def positive(value, flag)
-        raise UsageError, "#{flag} takes a number above 0, got #{value}" unless value.positive?
-
-        value
-      end
 
       def configure_redis(url)
         require "sidekiq"

@@ -1,0 +1,30 @@
+# frozen_string_literal: true
+
+module SidekiqRust
+  class CLI
+    # What the option-parsing subcommands (doctor, top, systemd) share: their streams and environment, and the
+    # checks of numeric options.
+    class Command
+      def initialize(out: $stdout, err: $stderr, env: ENV)
+        @out = out
+        @err = err
+        @env = env
+      end
+
+      private
+
+      def positive(value, flag)
+        raise UsageError, "#{flag} takes a number above 0, got #{value}" unless value.positive?
+
+        value
+      end
+
+      # Prints a usage error and the command's help; returns the usage exit status.
+      def usage_error(name, error, help)
+        @err.puts("sidekiq_rust #{name}: #{error.message}")
+        @err.puts(help)
+        EXIT_USAGE
+      end
+    end
+  end
+end

@@ -1,0 +1,147 @@
+# frozen_string_literal: true
+
+require "optparse"
+
+module SidekiqRust
+  class CLI
+    # `sidekiq_rust systemd [options]`: prints a systemd unit for a Sidekiq process whose stop timeout agrees
+    # with Sidekiq's -t and the guard's kill_after. Loaded by lib/sidekiq_rust/cli.rb.
+    class Systemd < Command
+      SUMMARY = "print a systemd unit (Restart=always, consistent TimeoutStopSec)"
+
+      HELP = <<~TEXT
+        Usage: sidekiq_rust systemd [options] > /etc/systemd/system/sidekiq.service
+
+        Prints a unit for one Sidekiq process: Restart=always (the guard's graceful restarts rely on it),
+        KillSignal=SIGTERM, and a TimeoutStopSec long enough for Sidekiq to push unfinished jobs back
+        (max(timeout + 15, kill_after + 5) seconds).
+
+        Options:
+              --name NAME              unit name (default: sidekiq)
+              --working-directory DIR  the app's directory (default: the current directory)
+              --exec-start COMMAND     the command (default: /usr/bin/env bundle exec sidekiq -t TIMEOUT)
+              --user USER              run as USER
+          -t, --timeout N              Sidekiq's shutdown timeout, -t (default: 25)
+              --kill-after N           the guard's kill_after (default: timeout + 15)
+              --environment KEY=VALUE  an Environment= line (repeatable)
+              --malloc-arena-max N     Environment=MALLOC_ARENA_MAX=N (glibc)
+              --jemalloc               Environment=LD_PRELOAD=<the bundled jemalloc>
+              --instances N            a template unit (NAME@.service) for N processes
+          -h, --help                   show this help
+
+        Exit status: 0 printed, 1 the bundled jemalloc is missing (--jemalloc), 2 usage error.
+      TEXT
+
+      Options = Struct.new(:help, :name, :working_directory, :exec_start, :user, :timeout, :kill_after,
+                           :environment, :malloc_arena_max, :jemalloc, :instances, keyword_init: true)
+
+      def run(argv)
+        options = parse(argv)
+        if options.help
+          @out.puts(HELP)
+          return EXIT_OK
+        end
+
+        @out.puts(unit(options))
+        EXIT_OK
+      rescue UsageError => e
+        usage_error("systemd", e, HELP)
+      rescue NotSupported => e
+        @err.puts("sidekiq_rust systemd: #{e.message}")
+        EXIT_PROBLEMS
+      end
+
+      def parse(argv)
+        options = Options.new(help: false, name: "sidekiq", working_directory: Dir.pwd, timeout: 25.0,
+                              environment: [], jemalloc: false)
+        parser = OptionParser.new
+        parser.on("-h", "--help") { options.help = true }
+        parser.on("--name NAME") { |v| options.name = v }
+        parser.on("--working-directory DIR") { |v| options.working_directory = v }
+        parser.on("--exec-start COMMAND") { |v| options.exec_start = v }
+        parser.on("--user USER") { |v| options.user = v }
+        parser.on("-t", "--timeout N", Float) { |v| options.timeout = positive(v, "--timeout") }
+        parser.on("--kill-after N", Float) { |v| options.kill_after = positive(v, "--kill-after") }
+        parser.on("--environment KEY=VALUE") { |v| options.environment << environment(v) }
+        parser.on("--malloc-arena-max N", Integer) { |v| options.malloc_arena_max = positive(v, "--malloc-arena-max") }
+        parser.on("--jemalloc") { options.jemalloc = true }
+        parser.on("--instances N", Integer) { |v| options.instances = positive(v, "--instances") }
+        rest = parser.parse(argv)
+        raise UsageError, "unexpected argument #{rest.first.inspect}" unless rest.empty?
+
+        options
+      rescue OptionParser::ParseError => e
+        raise UsageError, e.message
+      end
+
+      # TimeoutStopSec: Sidekiq's timeout plus the guard's margin, and never shorter than the guard's KILL.
+      def timeout_stop_sec(options)
+        kill_after = options.kill_after || (options.timeout + Configuration::KILL_AFTER_MARGIN)
+        [options.timeout + Configuration::KILL_AFTER_MARGIN, kill_after + 5].max
+      end
+
+      # The unit's text.
+      def unit(options)
+        template = !options.instances.nil?
+        lines = []
+        lines.concat(install_comment(options)) if template
+        lines << "[Unit]"
+        lines << "Description=Sidekiq#{template ? ' %i' : ''} (memory guard: sidekiq_rust)"
+        lines << "After=network.target"
+        lines << ""
+        lines << "[Service]"
+        lines << "Type=simple"
+        lines << "WorkingDirectory=#{options.working_directory}"
+        lines << "ExecStart=#{exec_start(options)}"
+        lines << "User=#{options.user}" if options.user
+        environment_lines(options).each { |line| lines << line }
+        lines << "Restart=always"
+        lines << "RestartSec=1"
+        lines << "KillSignal=SIGTERM"
+        lines << "TimeoutStopSec=#{seconds(timeout_stop_sec(options))}"
+        lines << ""
+        lines << "[Install]"
+        lines << "WantedBy=multi-user.target"
+        "#{lines.join("\n")}\n"
+      end
+
+      private
+
+      def environment(pair)
+        raise UsageError, "--environment takes KEY=VALUE, got #{pair.inspect}" unless pair.match?(/\A[A-Za-z_]\w*=/)
+
+        pair
+      end
+
+      def seconds(value)
+        value == value.to_i ? value.to_i.to_s : value.to_s
+      end
+
+      def exec_start(options)
+        command = options.exec_start || "bundle exec sidekiq -t #{seconds(options.timeout)}"
+        command.start_with?("/") ? command : "/usr/bin/env #{command}"
+      end
+
+      def environment_lines(options)
+        lines = options.environment.map { |pair| "Environment=#{pair}" }
+        if options.jemalloc
+          @err.puts("sidekiq_rust systemd: --malloc-arena-max ignored: it tunes glibc, and --jemalloc replaces it") if
+            options.malloc_arena_max
+          lines << "Environment=LD_PRELOAD=#{SidekiqRust.jemalloc_path}"
+        elsif options.malloc_arena_max
+          lines << "Environment=MALLOC_ARENA_MAX=#{options.malloc_arena_max}"
+        end
+        lines
+      end
+
+      def install_comment(options)
+        n = options.instances
+        [
+          "# Save as /etc/systemd/system/#{options.name}@.service, then start #{n} processes:",
+          "#   systemctl daemon-reload && systemctl enable --now #{options.name}@{1..#{n}}",
+          ""
+        ]
+      end
+    end
+  end
+end

@@ -1,0 +1,160 @@
+# frozen_string_literal: true
+
+require "json"
+require "optparse"
+
+module SidekiqRust
+  class CLI
+    # `sidekiq_rust top [options]`: every Sidekiq process of the fleet, from Redis heartbeats, with PSS/USS for
+    # the ones on this host. Loaded by lib/sidekiq_rust/cli.rb.
+    class Top < Command
+      SUMMARY = "a live table of the fleet's Sidekiq processes and their memory"
+
+      HELP = <<~TEXT
+        Usage: sidekiq_rust top [options]
+
+        Every Sidekiq process of the fleet, from its Redis heartbeat (which lags by one beat, 5-10 s): identity,
+        host, pid, busy/concurrency, RSS, quiet, and whether it holds a sidekiq_rust restart slot; PSS and USS
+        for the processes on this host. Largest RSS first.
+
+        Options:
+              --interval SECONDS  refresh period (default: 2)
+              --once              print one frame and exit
+              --json              print one frame as JSON and exit
+              --limit N           rows shown (default: 50); the summary line counts them all
+              --redis-url URL     the fleet's Redis (default: Sidekiq's configuration / REDIS_URL)
+          -h, --help              show this help
+
+        Exit status: 0 fine, 1 Redis cannot be reached, 2 usage error.
+      TEXT
+
+      Options = Struct.new(:help, :interval, :once, :json, :limit, :redis_url, keyword_init: true)
+
+      MB = 1024.0 * 1024
+
+      def run(argv)
+        options = parse(argv)
+        if options.help
+          @out.puts(HELP)
+          return EXIT_OK
+        end
+
+        connect(options.redis_url)
+        if options.json
+          @out.puts(JSON.pretty_generate(report(rows, options.limit)))
+        elsif options.once
+          @out.puts(frame(rows, options.limit))
+        else
+          loop do
+            text = frame(rows, options.limit)
+            @out.print("\e[H\e[2J#{text}\n")
+            @out.flush
+            sleep options.interval
+          end
+        end
+        EXIT_OK
+      rescue UsageError => e
+        usage_error("top", e, HELP)
+      rescue Interrupt
+        EXIT_OK
+      rescue StandardError => e
+        raise unless redis_error?(e)
+
+        @err.puts("sidekiq_rust top: cannot reach Redis (#{e.class}: #{e.message}): check --redis-url or " \
+                  "REDIS_URL, and that the server runs")
+        EXIT_PROBLEMS
+      end
+
+      def parse(argv)
+        options = Options.new(help: false, interval: 2.0, once: false, json: false, limit: 50)
+        parser = OptionParser.new
+        parser.on("-h", "--help") { options.help = true }
+        parser.on("--interval SECONDS", Float) { |v| options.interval = positive(v, "--interval") }
+        parser.on("--once") { options.once = true }
+        parser.on("--json") { options.json = true }
+        parser.on("--limit N", Integer) { |v| options.limit = positive(v, "--limit") }
+        parser.on("--redis-url URL") { |v| options.redis_url = v }
+        rest = parser.parse(argv)
+        raise UsageError, "unexpected argument #{rest.first.inspect}" unless rest.empty?
+
+        options
+      rescue OptionParser::ParseError => e
+        raise UsageError, e.message
+      end
+
+      # One row per live process, largest RSS first: {identity:, hostname:, pid:, busy:, concurrency:, rss:,
+      # quiet:, restart_slot:, pss:, uss:} (bytes; pss/uss nil for other hosts).
+      def rows
+        holders = Fleet.all_holders
+        here = SidekiqAdapter.hostname
+        SidekiqAdapter.processes.map do |process|
+          pid = process["pid"].to_i
+          local = process["hostname"] == here ? local_memory(pid) : {}
+          {
+            identity: process["identity"], hostname: process["hostname"], pid: pid,
+            busy: process["busy"].to_i, concurrency: process["concurrency"].to_i, rss: process["rss"].to_i * 1024,
+            quiet: process.stopping?, restart_slot: holders.include?(SidekiqAdapter.tag_of(process)),
+            pss: local[:pss], uss: local[:uss]
+          }
+        end.sort_by { |row| -row[:rss] }
+      end
+
+      def summary(rows)
+        {
+          processes: rows.size, busy: rows.sum { |r| r[:busy] }, concurrency: rows.sum { |r| r[:concurrency] },
+          rss: rows.sum { |r| r[:rss] }, quiet: rows.count { |r| r[:quiet] },
+          restart_slots: rows.count { |r| r[:restart_slot] }
+        }
+      end
+
+      def report(rows, limit)
+        { summary: summary(rows), processes: rows.first(limit), not_shown: [rows.size - limit, 0].max }
+      end
+
+      # The table as text: a summary line, a header, at most `limit` rows, and how many were left out.
+      def frame(rows, limit, now: Time.now)
+        s = summary(rows)
+        lines = [format("sidekiq_rust top  %<time>s  %<n>d process(es), busy %<busy>d/%<conc>d, RSS %<rss>s, " \
+                        "%<quiet>d quiet, %<slots>d holding a restart slot",
+                        time: now.strftime("%H:%M:%S"), n: s[:processes], busy: s[:busy], conc: s[:concurrency],
+                        rss: mb(s[:rss]), quiet: s[:quiet], slots: s[:restart_slots])]
+        lines << format("%-32s %-16s %8s %9s %9s %9s %9s %-6s %s", "IDENTITY", "HOST", "PID", "BUSY", "RSS", "PSS",
+                        "USS", "STATE", "SLOT")
+        rows.first(limit).each do |r|
+          lines << format("%-32s %-16s %8d %9s %9s %9s %9s %-6s %s", r[:identity].to_s[0, 32], r[:hostname].to_s[0, 16],
+                          r[:pid], "#{r[:busy]}/#{r[:concurrency]}", mb(r[:rss]), mb(r[:pss]), mb(r[:uss]),
+                          r[:quiet] ? "quiet" : "run", r[:restart_slot] ? "yes" : "-")
+        end
+        lines << "(#{rows.size - limit} more not shown: --limit #{rows.size})" if rows.size > limit
+        lines << "(no Sidekiq process is alive)" if rows.empty?
+        lines.join("\n")
+      end
+
+      private
+
+      def mb(bytes)
+        bytes.nil? ? "-" : format("%.0fMB", bytes / MB)
+      end
+
+      def local_memory(pid)
+        smaps = Memory.smaps(pid)
+        { pss: smaps[:pss], uss: smaps[:uss] }
+      rescue SidekiqRust::Error
+        {}
+      end
+
+      def connect(url)
+        require "sidekiq"
+        require "sidekiq/api"
+        Redis.silence_deprecations = true if defined?(Redis) && Redis.respond_to?(:silence_deprecations=)
+        Sidekiq.logger.level = Logger::WARN # its "connecting to Redis" line would mix with the table
+        Sidekiq.configure_client { |c| c.redis = { url: url } } if url
+      end
+
+      def redis_error?(error)
+        names = error.class.ancestors.map(&:name).compact
+        names.any? { |n| n.start_with?("Redis") } || error.is_a?(SystemCallError) || error.is_a?(IOError)
+      end
+    end
+  end
+end

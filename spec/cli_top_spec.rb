@@ -1,0 +1,77 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "json"
+require "sidekiq_rust/cli"
+
+RSpec.describe SidekiqRust::CLI::Top do
+  include E2E
+
+  let(:out) { StringIO.new }
+  let(:err) { StringIO.new }
+  let(:top) { described_class.new(out: out, err: err) }
+  let(:roomy) { { "max_rss" => 8000 } }
+
+  def rows_by_pid
+    JSON.parse(run_top("--json"))["processes"].to_h { |row| [row["pid"], row] }
+  end
+
+  def run_top(*argv)
+    out.truncate(0)
+    out.rewind
+    expect(top.run(argv)).to eq(0), err.string
+    out.string
+  end
+
+  it "shows every process of the fleet, with PSS/USS for this host's, a restart slot and quiet state" do
+    a = sidekiq("a", guard: roomy)
+    b = sidekiq("b", guard: roomy)
+    wait_for_fleet(2)
+
+    text = run_top("--once")
+    expect(text).to match(/2 process\(es\), busy 0\/4/)
+    expect(text).to match(/^\S+\s+\S+\s+#{a.pid}\s+0\/2\s+\d+MB\s+\d+MB\s+\d+MB\s+run\s+-$/)
+    expect(text).to match(/^\S+\s+\S+\s+#{b.pid}\s+0\/2 /)
+
+    rows = rows_by_pid
+    expect(rows.keys).to contain_exactly(a.pid, b.pid)
+    expect(rows[a.pid]["pss"]).to be > 0
+    expect(rows[a.pid]["uss"]).to be <= rows[a.pid]["pss"]
+    expect(rows[a.pid]["rss"]).to be > 10 * 1024 * 1024
+
+    redis_call("SET", "#{SidekiqRust::Fleet::KEY_PREFIX}0", "#{SidekiqRust::SidekiqAdapter.hostname}:#{b.pid}")
+    expect(rows_by_pid[b.pid]).to include("restart_slot" => true)
+    expect(rows_by_pid[a.pid]).to include("restart_slot" => false)
+    expect(run_top("--once")).to include("1 holding a restart slot")
+
+    Process.kill(:TSTP, a.pid) # quiet; the heartbeat shows it within one beat
+    eventually(timeout: 15, what: "a shown quiet") { rows_by_pid[a.pid]["quiet"] }
+    expect(run_top("--once")).to match(/#{a.pid}\s+0\/2\s+\d+MB\s+\d+MB\s+\d+MB\s+quiet/)
+  end
+
+  it "exits 1 with advice when Redis cannot be reached, 2 on a usage error" do
+    exe = File.expand_path("../exe/sidekiq_rust", __dir__)
+    _out, stderr, status = Bundler.with_unbundled_env do
+      Open3.capture3(RbConfig.ruby, exe, "top", "--once", "--redis-url", "unix:///nonexistent/redis.sock")
+    end
+    expect(status.exitstatus).to eq(1)
+    expect(stderr).to include("cannot reach Redis", "--redis-url")
+    expect(top.run(["--limit", "0"])).to eq(2)
+    expect(top.run(["--interval", "soon"])).to eq(2)
+  end
+
+  it "stays readable with 200 processes: the largest first, a limit, and a summary of all" do
+    rows = Array.new(200) do |i|
+      { identity: "host#{i % 20}:#{1000 + i}:abc", hostname: "host#{i % 20}", pid: 1000 + i, busy: i % 3,
+        concurrency: 10, rss: (100 + i) * 1024 * 1024, quiet: i == 7, restart_slot: i == 7, pss: nil, uss: nil }
+    end.sort_by { |r| -r[:rss] }
+    text = top.frame(rows, 50, now: Time.at(0))
+    lines = text.lines
+    expect(lines.size).to eq(1 + 1 + 50 + 1)
+    expect(lines.first).to include("200 process(es), busy 199/2000", "RSS 39900MB", "1 quiet", "1 holding a restart slot")
+    expect(lines[2]).to include("1199", "299MB")
+    expect(lines.last).to eq("(150 more not shown: --limit 200)")
+    expect(top.report(rows, 50)).to include(not_shown: 150)
+    expect(top.frame([], 50)).to include("(no Sidekiq process is alive)")
+  end
+end
