@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "optparse"
+
 module SidekiqRust
   class CLI
     # What the option-parsing subcommands (doctor, top, systemd) share: their streams and environment, and the
@@ -12,6 +14,14 @@ module SidekiqRust
       end
 
       private
+
+      # Runs `parser` over all of `argv`: an unknown option, a bad value or a stray argument is a UsageError.
+      def parse_all(parser, argv)
+        rest = parser.parse(argv)
+        raise UsageError, "unexpected argument #{rest.first.inspect}" unless rest.empty?
+      rescue OptionParser::ParseError => e
+        raise UsageError, e.message
+      end
 
       def positive(value, flag)
         raise UsageError, "#{flag} takes a number above 0, got #{value}" unless value.positive?

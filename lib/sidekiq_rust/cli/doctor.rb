@@ -65,12 +65,8 @@ module SidekiqRust
         parser.on("--redis-url URL") { |u| options.redis_url = u }
         parser.on("--[no-]redis") { |r| options.redis = r }
         parser.on("--json") { options.json = true }
-        rest = parser.parse(argv)
-        raise UsageError, "unexpected argument #{rest.first.inspect}" unless rest.empty?
-
+        parse_all(parser, argv)
         options
-      rescue OptionParser::ParseError => e
-        raise UsageError, e.message
       end
 
       private

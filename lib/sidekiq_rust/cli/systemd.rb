@@ -66,12 +66,8 @@ module SidekiqRust
         parser.on("--malloc-arena-max N", Integer) { |v| options.malloc_arena_max = positive(v, "--malloc-arena-max") }
         parser.on("--jemalloc") { options.jemalloc = true }
         parser.on("--instances N", Integer) { |v| options.instances = positive(v, "--instances") }
-        rest = parser.parse(argv)
-        raise UsageError, "unexpected argument #{rest.first.inspect}" unless rest.empty?
-
+        parse_all(parser, argv)
         options
-      rescue OptionParser::ParseError => e
-        raise UsageError, e.message
       end
 
       # TimeoutStopSec: Sidekiq's timeout plus the guard's margin, and never shorter than the guard's KILL.

@@ -74,12 +74,8 @@ module SidekiqRust
         parser.on("--json") { options.json = true }
         parser.on("--limit N", Integer) { |v| options.limit = positive(v, "--limit") }
         parser.on("--redis-url URL") { |v| options.redis_url = v }
-        rest = parser.parse(argv)
-        raise UsageError, "unexpected argument #{rest.first.inspect}" unless rest.empty?
-
+        parse_all(parser, argv)
         options
-      rescue OptionParser::ParseError => e
-        raise UsageError, e.message
       end
 
       # One row per live process, largest RSS first: {identity:, hostname:, pid:, busy:, concurrency:, rss:,
