@@ -17,13 +17,14 @@ module SidekiqRust
         (max(timeout + 15, kill_after + 5) seconds).
 
         Options:
-              --name NAME              unit name (default: sidekiq)
+              --name NAME              the unit's name in --instances' install comment (default: sidekiq)
               --working-directory DIR  the app's directory (default: the current directory)
-              --exec-start COMMAND     the command (default: /usr/bin/env bundle exec sidekiq -t TIMEOUT)
+              --exec-start COMMAND     the command; /usr/bin/env runs it unless it starts with /
+                                       (default: /usr/bin/env bundle exec sidekiq -t TIMEOUT)
               --user USER              run as USER
-          -t, --timeout N              Sidekiq's shutdown timeout, -t (default: 25)
-              --kill-after N           the guard's kill_after (default: timeout + 15)
-              --environment KEY=VALUE  an Environment= line (repeatable)
+          -t, --timeout N              Sidekiq's shutdown timeout, -t, whole seconds (default: 25)
+              --kill-after N           the guard's kill_after, above the timeout (default: timeout + 15)
+              --environment KEY=VALUE  an Environment= line, quoted when VALUE has spaces (repeatable)
               --malloc-arena-max N     Environment=MALLOC_ARENA_MAX=N (glibc)
               --jemalloc               Environment=LD_PRELOAD=<the bundled jemalloc>
               --instances N            a template unit (NAME@.service) for N processes
@@ -52,28 +53,30 @@ module SidekiqRust
       end
 
       def parse(argv)
-        options = Options.new(help: false, name: "sidekiq", working_directory: Dir.pwd, timeout: 25.0,
+        options = Options.new(help: false, name: "sidekiq", working_directory: Dir.pwd, timeout: 25,
                               environment: [], jemalloc: false)
         parser = OptionParser.new
         parser.on("-h", "--help") { options.help = true }
-        parser.on("--name NAME") { |v| options.name = v }
-        parser.on("--working-directory DIR") { |v| options.working_directory = v }
-        parser.on("--exec-start COMMAND") { |v| options.exec_start = v }
+        parser.on("--name NAME") { |v| options.name = unit_name(v) }
+        parser.on("--working-directory DIR") { |v| options.working_directory = File.expand_path(v) }
+        parser.on("--exec-start COMMAND") { |v| options.exec_start = command(v) }
         parser.on("--user USER") { |v| options.user = v }
-        parser.on("-t", "--timeout N", Float) { |v| options.timeout = positive(v, "--timeout") }
+        parser.on("-t", "--timeout N", Integer) { |v| options.timeout = positive(v, "--timeout") }
         parser.on("--kill-after N", Float) { |v| options.kill_after = positive(v, "--kill-after") }
         parser.on("--environment KEY=VALUE") { |v| options.environment << environment(v) }
         parser.on("--malloc-arena-max N", Integer) { |v| options.malloc_arena_max = positive(v, "--malloc-arena-max") }
         parser.on("--jemalloc") { options.jemalloc = true }
         parser.on("--instances N", Integer) { |v| options.instances = positive(v, "--instances") }
         parse_all(parser, argv)
+        check_kill_after(options)
         options
       end
 
-      # TimeoutStopSec: Sidekiq's timeout plus the guard's margin, and never shorter than the guard's KILL.
+      # TimeoutStopSec, whole seconds: Sidekiq's timeout plus the guard's margin, and never shorter than the guard's
+      # KILL.
       def timeout_stop_sec(options)
         kill_after = options.kill_after || (options.timeout + Configuration::KILL_AFTER_MARGIN)
-        [options.timeout + Configuration::KILL_AFTER_MARGIN, kill_after + 5].max
+        [options.timeout + Configuration::KILL_AFTER_MARGIN, kill_after + 5].max.ceil
       end
 
       # The unit's text.
@@ -94,7 +97,7 @@ module SidekiqRust
         lines << "Restart=always"
         lines << "RestartSec=1"
         lines << "KillSignal=SIGTERM"
-        lines << "TimeoutStopSec=#{seconds(timeout_stop_sec(options))}"
+        lines << "TimeoutStopSec=#{timeout_stop_sec(options)}"
         lines << ""
         lines << "[Install]"
         lines << "WantedBy=multi-user.target"
@@ -109,17 +112,45 @@ module SidekiqRust
         pair
       end
 
+      # Sidekiq's -t takes whole seconds; the guard KILLs at kill_after, which must leave Sidekiq its timeout.
+      def check_kill_after(options)
+        return if options.kill_after.nil? || options.kill_after > options.timeout
+
+        raise UsageError, "--kill-after (#{seconds(options.kill_after)}) must exceed --timeout " \
+                          "(#{options.timeout}): the guard would KILL Sidekiq before it pushes unfinished jobs back"
+      end
+
+      def unit_name(name)
+        return name if name.match?(/\A[\w:.-]+\z/)
+
+        raise UsageError, "--name takes a unit name of letters, digits and : _ . -, got #{name.inspect}"
+      end
+
+      def command(text)
+        raise UsageError, "--exec-start takes a command, got an empty one" if text.strip.empty?
+
+        text.strip
+      end
+
+      # One Environment= line: the pair double-quoted when it has spaces, quotes or backslashes (systemd splits
+      # on spaces), and % doubled (systemd expands %-specifiers there).
+      def environment_line(pair)
+        pair = pair.gsub("%", "%%")
+        pair = "\"#{pair.gsub(/[\\"]/) { |c| "\\#{c}" }}\"" if pair.match?(/[\s"'\\]/)
+        "Environment=#{pair}"
+      end
+
       def seconds(value)
         value == value.to_i ? value.to_i.to_s : value.to_s
       end
 
       def exec_start(options)
-        command = options.exec_start || "bundle exec sidekiq -t #{seconds(options.timeout)}"
+        command = options.exec_start || "bundle exec sidekiq -t #{options.timeout}"
         command.start_with?("/") ? command : "/usr/bin/env #{command}"
       end
 
       def environment_lines(options)
-        lines = options.environment.map { |pair| "Environment=#{pair}" }
+        lines = options.environment.map { |pair| environment_line(pair) }
         if options.jemalloc
           @err.puts("sidekiq_rust systemd: --malloc-arena-max ignored: it tunes glibc, and --jemalloc replaces it") if
             options.malloc_arena_max
