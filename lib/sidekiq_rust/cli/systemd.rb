@@ -112,7 +112,7 @@ module SidekiqRust
         pair
       end
 
-      # Sidekiq's -t takes whole seconds; the guard KILLs at kill_after, which must leave Sidekiq its timeout.
+      # The guard KILLs at kill_after, which must leave Sidekiq its whole timeout (the doctor fails it otherwise).
       def check_kill_after(options)
         return if options.kill_after.nil? || options.kill_after > options.timeout
 
@@ -154,9 +154,9 @@ module SidekiqRust
         if options.jemalloc
           @err.puts("sidekiq_rust systemd: --malloc-arena-max ignored: it tunes glibc, and --jemalloc replaces it") if
             options.malloc_arena_max
-          lines << "Environment=LD_PRELOAD=#{SidekiqRust.jemalloc_path}"
+          lines << environment_line("LD_PRELOAD=#{SidekiqRust.jemalloc_path}")
         elsif options.malloc_arena_max
-          lines << "Environment=MALLOC_ARENA_MAX=#{options.malloc_arena_max}"
+          lines << environment_line("MALLOC_ARENA_MAX=#{options.malloc_arena_max}")
         end
         lines
       end
