@@ -16,6 +16,12 @@ RSpec.describe SidekiqRust::CLI::Top do
     JSON.parse(run_top("--json"))["processes"].to_h { |row| [row["pid"], row] }
   end
 
+  # exe/sidekiq_rust in a child Ruby, under the Sidekiq version of this suite (the child inherits Bundler's
+  # environment).
+  def sidekiq_rust(*argv)
+    Open3.capture3(RbConfig.ruby, File.expand_path("../exe/sidekiq_rust", __dir__), *argv)
+  end
+
   def run_top(*argv)
     out.truncate(0)
     out.rewind
@@ -43,21 +49,57 @@ RSpec.describe SidekiqRust::CLI::Top do
     expect(rows_by_pid[b.pid]).to include("restart_slot" => true)
     expect(rows_by_pid[a.pid]).to include("restart_slot" => false)
     expect(run_top("--once")).to include("1 holding a restart slot")
+    redis_call("SET", "#{SidekiqRust::Fleet::KEY_PREFIX}7", "#{SidekiqRust::SidekiqAdapter.hostname}:#{a.pid}")
+    expect(rows_by_pid[a.pid]).to include("restart_slot" => true) # a slot other than the first
+    expect(run_top("--once")).to include("2 holding a restart slot")
+    redis_call("DEL", "#{SidekiqRust::Fleet::KEY_PREFIX}7")
 
     Process.kill(:TSTP, a.pid) # quiet; the heartbeat shows it within one beat
     eventually(timeout: 15, what: "a shown quiet") { rows_by_pid[a.pid]["quiet"] }
     expect(run_top("--once")).to match(/#{a.pid}\s+0\/2\s+\d+MB\s+\d+MB\s+\d+MB\s+quiet/)
   end
 
-  it "exits 1 with advice when Redis cannot be reached, 2 on a usage error" do
+  it "redraws every --interval, clearing the screen, until interrupted" do
+    process = sidekiq("only", guard: roomy)
+    wait_for_fleet(1)
     exe = File.expand_path("../exe/sidekiq_rust", __dir__)
-    _out, stderr, status = Bundler.with_unbundled_env do
-      Open3.capture3(RbConfig.ruby, exe, "top", "--once", "--redis-url", "unix:///nonexistent/redis.sock")
+    Open3.popen3(RbConfig.ruby, exe, "top", "--interval", "0.3", "--redis-url",
+                 "unix://#{redis_server.socket}") do |stdin, stdout, stderr, thread|
+      stdin.close
+      output = +""
+      eventually(timeout: 20, what: "three frames") do
+        output << stdout.readpartial(65_536) if stdout.wait_readable(0.5)
+        output.scan("\e[H\e[2J").size >= 3
+      end
+      Process.kill(:INT, thread.pid)
+      output << stdout.read
+      expect(thread.value.exitstatus).to eq(0), stderr.read
+      frames = output.split("\e[H\e[2J").reject(&:empty?)
+      expect(frames.size).to be >= 3
+      expect(frames).to all(match(/1 process\(es\), busy 0\/2/).and(match(/^\S+\s+\S+\s+#{process.pid}\s+0\/2 /)))
     end
-    expect(status.exitstatus).to eq(1)
-    expect(stderr).to include("cannot reach Redis", "--redis-url")
+  end
+
+  it "exits 1 with advice when Redis cannot be reached" do
+    [["--once"], ["--json"], ["--interval", "1"]].each do |mode|
+      out, err, status = sidekiq_rust("top", *mode, "--redis-url", "unix:///nonexistent/redis.sock")
+      expect(status.exitstatus).to eq(1), err
+      expect(err).to match(/\Asidekiq_rust top: cannot reach Redis \(.*CannotConnectError.*\): check --redis-url or /)
+      expect(out).to eq("")
+    end
+  end
+
+  it "prints its help and exits 0; exits 2 on a usage error" do
+    expect(top.run(["--help"])).to eq(0)
+    expect(out.string).to include("Usage: sidekiq_rust top", "--limit N")
     expect(top.run(["--limit", "0"])).to eq(2)
     expect(top.run(["--interval", "soon"])).to eq(2)
+    expect(top.run(["--interval", "-1"])).to eq(2)
+    expect(top.run(["--frobnicate"])).to eq(2)
+    expect(top.run(["extra"])).to eq(2)
+    expect(err.string).to include("--limit takes a number above 0", "invalid argument: --interval soon",
+                                  "invalid option: --frobnicate", 'unexpected argument "extra"',
+                                  "Usage: sidekiq_rust top")
   end
 
   it "stays readable with 200 processes: the largest first, a limit, and a summary of all" do

@@ -12,18 +12,14 @@ module SidekiqRust
 
     attr_reader :held
 
-    # The tags ("hostname:pid") holding a restart slot, whatever max_concurrent_restarts each process has.
-    def self.all_holders(adapter = SidekiqAdapter)
-      adapter.redis do |conn|
-        keys = []
-        cursor = "0"
-        loop do
-          cursor, batch = conn.call("SCAN", cursor, "MATCH", "#{KEY_PREFIX}*", "COUNT", 100)
-          keys.concat(batch)
-          break if cursor == "0"
-        end
-        keys.map { |k| conn.call("GET", k) }.compact
-      end
+    # The tags ("hostname:pid") holding one of the first `count` restart slots, in one MGET, whatever
+    # max_concurrent_restarts each process has. A process takes the first free slot, so a slot's number stays
+    # below the number of slots held at once: the processes restarting plus the killed ones whose slot has not
+    # expired yet. `count` = the fleet's size plus a margin covers them (a SCAN of the keyspace would too, at
+    # seconds per call on a Redis with a million keys).
+    def self.all_holders(count, adapter = SidekiqAdapter)
+      keys = Array.new(count) { |i| "#{KEY_PREFIX}#{i}" }
+      adapter.redis { |conn| conn.call("MGET", *keys) }.compact
     end
 
     def initialize(settings, adapter: SidekiqAdapter, tag: adapter.own_tag)

@@ -31,6 +31,8 @@ module SidekiqRust
       Options = Struct.new(:help, :interval, :once, :json, :limit, :redis_url, keyword_init: true)
 
       MB = 1024.0 * 1024
+      # Restart slots looked at beyond one per live process (see Fleet.all_holders).
+      SLOT_MARGIN = 32
 
       def run(argv)
         options = parse(argv)
@@ -81,9 +83,10 @@ module SidekiqRust
       # One row per live process, largest RSS first: {identity:, hostname:, pid:, busy:, concurrency:, rss:,
       # quiet:, restart_slot:, pss:, uss:} (bytes; pss/uss nil for other hosts).
       def rows
-        holders = Fleet.all_holders
+        processes = SidekiqAdapter.processes
+        holders = Fleet.all_holders(processes.size + SLOT_MARGIN)
         here = SidekiqAdapter.hostname
-        SidekiqAdapter.processes.map do |process|
+        processes.map do |process|
           pid = process["pid"].to_i
           local = process["hostname"] == here ? local_memory(pid) : {}
           {
