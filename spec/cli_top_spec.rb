@@ -78,6 +78,16 @@ RSpec.describe SidekiqRust::CLI::Top do
       expect(frames.size).to be >= 3
       expect(frames).to all(match(/1 process\(es\), busy 0\/2/).and(match(/^\S+\s+\S+\s+#{process.pid}\s+0\/2 /)))
     end
+
+    # A reader that goes away (`sidekiq_rust top | head`) ends it quietly, not as a Redis error.
+    Open3.popen3(RbConfig.ruby, exe, "top", "--interval", "0.2", "--redis-url",
+                 "unix://#{redis_server.socket}") do |stdin, stdout, stderr, thread|
+      stdin.close
+      stdout.readpartial(100)
+      stdout.close
+      expect(thread.value.exitstatus).to eq(0)
+      expect(stderr.read).to eq("")
+    end
   end
 
   it "exits 1 with advice when Redis cannot be reached" do

@@ -57,7 +57,7 @@ module SidekiqRust
         EXIT_OK
       rescue UsageError => e
         usage_error("top", e, HELP)
-      rescue Interrupt
+      rescue Interrupt, Errno::EPIPE # Ctrl-C, or the reader went away (`sidekiq_rust top | head`)
         EXIT_OK
       rescue StandardError => e
         raise unless redis_error?(e)
