@@ -18,6 +18,25 @@ type MallctlFn =
 
 /// jemalloc's `MALLCTL_ARENAS_ALL`: an arena index that means every arena.
 const PURGE_ALL_ARENAS: &CStr = c"arena.4096.purge";
+/// How often a purge is repeated while dirty pages remain (each after 10 ms).
+const PURGE_ATTEMPTS: u32 = 5;
+
+/// Dirty pages of all arenas (after refreshing the statistics), if jemalloc keeps statistics.
+fn jemalloc_dirty_pages(mallctl: MallctlFn) -> Option<usize> {
+    let mut epoch: u64 = 1;
+    let mut len = size_of::<u64>();
+    // SAFETY: reads and writes one u64 through valid pointers.
+    unsafe {
+        mallctl(
+            c"epoch".as_ptr(),
+            &mut epoch as *mut u64 as *mut c_void,
+            &mut len,
+            &mut epoch as *mut u64 as *mut c_void,
+            size_of::<u64>(),
+        );
+    }
+    mallctl_read::<usize>(mallctl, c"stats.arenas.4096.pdirty")
+}
 
 pub fn init(_ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     native.define_singleton_method("allocator_info", function!(allocator_info, 0))?;
@@ -356,13 +375,24 @@ fn allocator_purge() -> Result<(u64, u64, f64), Error> {
                         ptr::null_mut(),
                         0,
                     );
-                    mallctl(
-                        PURGE_ALL_ARENAS.as_ptr(),
-                        ptr::null_mut(),
-                        ptr::null_mut(),
-                        ptr::null_mut(),
-                        0,
-                    );
+                }
+                // jemalloc skips a forced purge of an arena its background thread is purging at that moment:
+                // purge again, briefly, while dirty pages remain.
+                for attempt in 0..PURGE_ATTEMPTS {
+                    // SAFETY: as above.
+                    unsafe {
+                        mallctl(
+                            PURGE_ALL_ARENAS.as_ptr(),
+                            ptr::null_mut(),
+                            ptr::null_mut(),
+                            ptr::null_mut(),
+                            0,
+                        );
+                    }
+                    if attempt + 1 == PURGE_ATTEMPTS || jemalloc_dirty_pages(mallctl) == Some(0) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
             }
             None => {
