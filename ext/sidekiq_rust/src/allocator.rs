@@ -23,6 +23,12 @@ const PURGE_ATTEMPTS: u32 = 5;
 
 /// Dirty pages of all arenas (after refreshing the statistics), if jemalloc keeps statistics.
 fn jemalloc_dirty_pages(mallctl: MallctlFn) -> Option<usize> {
+    refresh_stats(mallctl);
+    mallctl_read::<usize>(mallctl, c"stats.arenas.4096.pdirty")
+}
+
+/// jemalloc caches its statistics until the epoch is bumped: refreshes them.
+fn refresh_stats(mallctl: MallctlFn) {
     let mut epoch: u64 = 1;
     let mut len = size_of::<u64>();
     // SAFETY: reads and writes one u64 through valid pointers.
@@ -35,7 +41,6 @@ fn jemalloc_dirty_pages(mallctl: MallctlFn) -> Option<usize> {
             size_of::<u64>(),
         );
     }
-    mallctl_read::<usize>(mallctl, c"stats.arenas.4096.pdirty")
 }
 
 pub fn init(_ruby: &Ruby, native: &RModule) -> Result<(), Error> {
@@ -221,19 +226,7 @@ fn allocator_stats(ruby: &Ruby) -> Result<RHash, Error> {
 }
 
 fn jemalloc_stats(ruby: &Ruby, hash: &RHash, mallctl: MallctlFn) -> Result<(), Error> {
-    // Statistics are cached by jemalloc until the epoch is bumped.
-    let mut epoch: u64 = 1;
-    let mut len = size_of::<u64>();
-    // SAFETY: reads and writes one u64 through valid pointers.
-    unsafe {
-        mallctl(
-            c"epoch".as_ptr(),
-            &mut epoch as *mut u64 as *mut c_void,
-            &mut len,
-            &mut epoch as *mut u64 as *mut c_void,
-            size_of::<u64>(),
-        );
-    }
+    refresh_stats(mallctl);
     let sizes: [(&str, &CStr); 6] = [
         ("allocated", c"stats.allocated"),
         ("active", c"stats.active"),
