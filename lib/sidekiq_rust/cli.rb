@@ -6,6 +6,8 @@ require_relative "cli/exec"
 require_relative "cli/doctor"
 require_relative "cli/systemd"
 require_relative "cli/top"
+require_relative "cli/metrics"
+require_relative "metrics"
 
 module SidekiqRust
   # `sidekiq_rust COMMAND [options]` (exe/sidekiq_rust): finds the subcommand and runs it.
@@ -24,6 +26,7 @@ module SidekiqRust
     COMMANDS = {
       "doctor" => Doctor,
       "exec" => Exec,
+      "metrics" => Metrics,
       "systemd" => Systemd,
       "top" => Top
     }.freeze
