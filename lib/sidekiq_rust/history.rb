@@ -51,6 +51,7 @@ module SidekiqRust
       @settings = settings
       @identity = identity
       @adapter = adapter
+      @logger = settings.logger || adapter.logger
       @interval = settings.check_interval.to_f
       @keep = [(KEEP / @interval).ceil + 1, MAX_READINGS].min
       @started_at = Time.now.to_f
@@ -59,8 +60,7 @@ module SidekiqRust
     end
 
     # One reading (bytes) and the guard's phase, written at most once per check_interval. Never raises.
-    def record(memory, phase)
-      now = Time.now.to_f
+    def record(memory, phase, now: Time.now.to_f)
       return if @last_write && now - @last_write < @interval * 0.9
 
       @last_write = now
@@ -79,8 +79,7 @@ module SidekiqRust
 
     # A guard event: :reclaim (released:, memory:), :restart (the on_restart Hash) or :denial (message:, and the
     # on_restart Hash). Appended to the fleet's event stream and counted on the process. Never raises.
-    def event(type, **fields)
-      now = Time.now.to_f
+    def event(type, now: Time.now.to_f, **fields)
       reason = event_reason(type, fields)
       write do |pipe|
         pipe.call("XADD", EVENTS, "MAXLEN", "~", EVENTS_MAX, "*", "type", type.to_s, "identity", @identity,
@@ -130,7 +129,7 @@ module SidekiqRust
       # Logged once: a Redis outage must not flood the log from every check.
       unless @logged_failure
         @logged_failure = true
-        @adapter.logger.warn("sidekiq_rust: could not write the memory history: #{e.class}: #{e.message}")
+        @logger.warn("sidekiq_rust: could not write the memory history: #{e.class}: #{e.message}")
       end
       nil
     end
