@@ -6,6 +6,7 @@ require "net/http"
 require "socket"
 require "timeout"
 require "tmpdir"
+require_relative "terminate"
 
 # A real headless Chromium (Debian's chromium + chromium-driver), driven through chromedriver's W3C WebDriver HTTP
 # API with net/http: no gem. Started per use, stopped (chromedriver and the browser) by #quit.
@@ -63,16 +64,7 @@ class Browser
   private
 
   def stop_driver
-    return unless @pid
-
-    Process.kill(:TERM, @pid)
-    Timeout.timeout(10) { Process.wait(@pid) }
-  rescue Errno::ESRCH, Errno::ECHILD
-    nil
-  rescue Timeout::Error
-    Process.kill(:KILL, @pid)
-    Process.wait(@pid)
-  ensure
+    Terminate.child(@pid) if @pid
     @pid = nil
   end
 
