@@ -25,7 +25,9 @@ class Browser
     @profile = Dir.mktmpdir("sidekiq_rust-chromium")
     @port = free_port
     @log = File.join(@profile, "chromedriver.log")
-    @pid = Process.spawn(CHROMEDRIVER, "--port=#{@port}", out: @log, err: [:child, :out])
+    # The browser is the tool, not the code under test: it runs without the suite's LD_PRELOAD (`rake
+    # spec:preload`), since Chromium's renderer dies under a preloaded malloc (it has its own, PartitionAlloc).
+    @pid = Process.spawn({ "LD_PRELOAD" => nil }, CHROMEDRIVER, "--port=#{@port}", out: @log, err: [:child, :out])
     Timeout.timeout(30) do
       sleep 0.1 until ready?
     end
