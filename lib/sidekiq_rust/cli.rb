@@ -7,7 +7,6 @@ require_relative "cli/doctor"
 require_relative "cli/systemd"
 require_relative "cli/top"
 require_relative "cli/metrics"
-require_relative "metrics"
 
 module SidekiqRust
   # `sidekiq_rust COMMAND [options]` (exe/sidekiq_rust): finds the subcommand and runs it.
