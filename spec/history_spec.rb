@@ -16,17 +16,6 @@ RSpec.describe SidekiqRust::History do
   let(:history) { described_class.new(settings, identity: "web-1:4242") }
   let(:t0) { 1_800_000_000.0 }
 
-  def all_keys
-    cursor = "0"
-    keys = []
-    loop do
-      cursor, batch = redis_call("SCAN", cursor, "MATCH", "sidekiq_rust:*", "COUNT", 1000)
-      keys.concat(batch)
-      break if cursor == "0"
-    end
-    keys
-  end
-
   it "keeps the last hour of readings, one per check_interval, newest last" do
     20.times { |i| history.record((100 + i) * 1_048_576, :normal, now: t0 + (i * 600)) }
     history.record(999 * 1_048_576, :normal, now: t0 + (19 * 600) + 10) # within the interval: not written
@@ -69,7 +58,7 @@ RSpec.describe SidekiqRust::History do
   it "gives every key it writes an expiry" do
     history.record(1, :normal)
     history.event(:denial, message: "dry run: would restart")
-    keys = all_keys
+    keys = sidekiq_rust_keys
     expect(keys).to contain_exactly("sidekiq_rust:history:web-1:4242", "sidekiq_rust:process:web-1:4242",
                                     "sidekiq_rust:processes", "sidekiq_rust:events")
     keys.each { |key| expect(redis_call("TTL", key)).to be > 0, "#{key} has no expiry" }

@@ -68,7 +68,7 @@ RSpec.describe SidekiqRust::Metrics do
     redis_server.stop
     status, headers, body = described_class::App.call({})
     expect(status).to eq(503)
-    expect(headers["Content-Type"]).to start_with("text/plain")
+    expect(headers["content-type"]).to start_with("text/plain")
     expect(body.join).to include("cannot read Redis")
   end
 end

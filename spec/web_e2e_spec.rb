@@ -119,13 +119,7 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
     expect(Prometheus.parse(out).map { |f| f["name"] }).to eq(families.map { |f| f["name"] })
 
     # Every key the guards and this gem wrote carries an expiry.
-    keys = []
-    cursor = "0"
-    loop do
-      cursor, batch = redis_call("SCAN", cursor, "MATCH", "sidekiq_rust:*", "COUNT", 1000)
-      keys.concat(batch)
-      break if cursor == "0"
-    end
+    keys = sidekiq_rust_keys
     expect(keys).to include("sidekiq_rust:events", "sidekiq_rust:processes",
                             "sidekiq_rust:history:#{identity_of(steady)}")
     keys.each { |key| expect(redis_call("TTL", key)).to be > 0, "#{key} has no expiry" }

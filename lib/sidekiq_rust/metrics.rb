@@ -82,16 +82,17 @@ module SidekiqRust
     end
 
     # A Rack app serving #text, to mount in a Rails app's routes (`mount SidekiqRust::Metrics::App, at:
-    # "/sidekiq_rust/metrics"`) or a config.ru. Redis unreachable: 503 with the reason.
+    # "/sidekiq_rust/metrics"`) or a config.ru. Redis unreachable: 503 with the reason. Lower-case header names,
+    # as Rack 3 requires (Rack 2 takes them too).
     class App
       def self.call(env)
         new.call(env)
       end
 
       def call(_env)
-        [200, { "Content-Type" => CONTENT_TYPE, "Cache-Control" => "no-store" }, [Metrics.text]]
+        [200, { "content-type" => CONTENT_TYPE, "cache-control" => "no-store" }, [Metrics.text]]
       rescue StandardError => e
-        [503, { "Content-Type" => "text/plain; charset=utf-8" },
+        [503, { "content-type" => "text/plain; charset=utf-8" },
          ["sidekiq_rust metrics: cannot read Redis (#{e.class}: #{e.message})\n"]]
       end
     end

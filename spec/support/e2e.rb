@@ -40,6 +40,18 @@ module E2E
     Sidekiq.redis { |conn| conn.call(*command) }
   end
 
+  # Every key of this gem in Redis (SCAN, as an operator would).
+  def sidekiq_rust_keys
+    keys = []
+    cursor = "0"
+    loop do
+      cursor, batch = redis_call("SCAN", cursor, "MATCH", "sidekiq_rust:*", "COUNT", 1000)
+      keys.concat(batch)
+      break if cursor == "0"
+    end
+    keys
+  end
+
   def done_count
     redis_call("GET", "e2e:done").to_i
   end
