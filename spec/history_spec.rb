@@ -6,13 +6,8 @@ require "spec_helper"
 RSpec.describe SidekiqRust::History do
   include E2E
 
-  let(:settings) do
-    SidekiqRust::Configuration.new.tap do |c|
-      c.max_rss = 200
-      c.hard_max_rss = 300
-      c.check_interval = 600 # an hour of readings = 7 entries
-    end.resolve
-  end
+  # An hour of readings at check_interval 600 s: 7 entries.
+  let(:settings) { guard_settings(hard_max_rss: 300, check_interval: 600) }
   let(:history) { described_class.new(settings, identity: "web-1:4242") }
   let(:t0) { 1_800_000_000.0 }
 
@@ -90,11 +85,7 @@ RSpec.describe SidekiqRust::History do
 
   it "never raises when Redis is down, and says so once" do
     log = StringIO.new
-    logged = SidekiqRust::Configuration.new.tap do |c|
-      c.max_rss = 200
-      c.check_interval = 0.01
-      c.logger = Logger.new(log)
-    end.resolve
+    logged = guard_settings(check_interval: 0.01, logger: Logger.new(log))
     history = described_class.new(logged, identity: "web-3:1")
     redis_server.stop
     expect { 3.times { |i| history.record(1, :normal, now: i.to_f) } }.not_to raise_error

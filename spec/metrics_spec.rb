@@ -6,12 +6,7 @@ require "spec_helper"
 RSpec.describe SidekiqRust::Metrics do
   include E2E
 
-  let(:settings) do
-    SidekiqRust::Configuration.new.tap do |c|
-      c.max_rss = 200
-      c.check_interval = 1
-    end.resolve
-  end
+  let(:settings) { guard_settings(check_interval: 1) }
 
   # The command as a user runs it, in a process of its own.
   def cli(*args)

@@ -8,12 +8,7 @@ require "rack/mock"
 RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})" do
   include E2E
 
-  let(:settings) do
-    SidekiqRust::Configuration.new.tap do |c|
-      c.max_rss = 200
-      c.check_interval = 5
-    end.resolve
-  end
+  let(:settings) { guard_settings(check_interval: 5) }
 
   it "pages through 25 processes, 10 at a time, newest first" do
     now = Time.now.to_f

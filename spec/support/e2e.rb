@@ -40,6 +40,16 @@ module E2E
     Sidekiq.redis { |conn| conn.call(*command) }
   end
 
+  # Resolved guard settings (limit 200 MB) for an in-process SidekiqRust::History.
+  def guard_settings(check_interval:, hard_max_rss: nil, logger: nil)
+    config = SidekiqRust::Configuration.new
+    config.max_rss = 200
+    config.hard_max_rss = hard_max_rss
+    config.check_interval = check_interval
+    config.logger = logger
+    config.resolve
+  end
+
   # Every key of this gem in Redis (SCAN, as an operator would).
   def sidekiq_rust_keys
     keys = []
