@@ -14,7 +14,8 @@ Gem::Specification.new do |spec|
   spec.required_ruby_version = ">= 3.1"
 
   spec.files = Dir[
-    "lib/**/*.rb", "ext/**/*.{rs,rb,toml}", "Cargo.toml", "Cargo.lock", "exe/*",
+    "lib/**/*.rb", "lib/sidekiq_rust/web/**/*.{erb,yml,css}", "ext/**/*.{rs,rb,toml}", "Cargo.toml", "Cargo.lock",
+    "exe/*",
     "README.md", "CHANGELOG.md", "LICENSE"
   ]
   spec.bindir = "exe"

@@ -6,6 +6,7 @@ require "open3"
 require "rbconfig"
 require "tmpdir"
 require "etc"
+require "net/http"
 require "fileutils"
 
 Dir[File.join(__dir__, "support", "*.rb")].sort.each { |f| require f }

@@ -26,6 +26,7 @@ module SidekiqRust
       @kill_after = settings.kill_after || (sidekiq_timeout + Configuration::KILL_AFTER_MARGIN)
       @tag = adapter.own_tag
       @fleet = Fleet.new(settings, adapter: adapter, tag: @tag)
+      @history = History.new(settings, identity: @tag, adapter: adapter)
       @native = Native::Guard.new(
         settings.max_rss, settings.hard_max_rss, ms(settings.grace_time), settings.reclaim,
         ms(settings.reclaim_cooldown), ms(settings.check_interval), ms(settings.shutdown_wait), ms(@kill_after)
@@ -56,6 +57,7 @@ module SidekiqRust
     def check
       action, memory = @native.sample(read_metric, false)
       dispatch(action) if action
+      @history.record(memory, phase)
       memory
     end
 
@@ -152,6 +154,7 @@ module SidekiqRust
       after = current_memory
       action = @native.reclaimed(after)
       verdict = action ? "still over the limit" : "back under the limit, no restart"
+      @history.event(:reclaim, released: [before - after, 0].max, memory: after, still_over: !action.nil?)
       log(:info, "reclaimed #{Settings.mb([before - after, 0].max)} (GC + #{purge ? 'purge' : 'no purge'}): #{verdict}",
           memory: after)
       action
@@ -181,6 +184,7 @@ module SidekiqRust
       log(:warn, "restarting: quiet (TSTP), then TERM when no job runs (at most #{@settings.shutdown_wait}s)",
           **event)
       notify(event)
+      @history.event(:restart, **event)
       signal("TSTP")
       sleep QUIET_SETTLE
       loop do
@@ -228,6 +232,7 @@ module SidekiqRust
       return if @last_denial && @last_denial[0] == message && now - @last_denial[1] < DENIAL_LOG_EVERY
 
       @last_denial = [message, now]
+      @history.event(:denial, message: message, **event)
       log(:warn, message, **event)
     end
 

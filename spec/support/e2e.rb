@@ -40,6 +40,28 @@ module E2E
     Sidekiq.redis { |conn| conn.call(*command) }
   end
 
+  # Resolved guard settings (limit 200 MB) for an in-process SidekiqRust::History.
+  def guard_settings(check_interval:, hard_max_rss: nil, logger: nil)
+    config = SidekiqRust::Configuration.new
+    config.max_rss = 200
+    config.hard_max_rss = hard_max_rss
+    config.check_interval = check_interval
+    config.logger = logger
+    config.resolve
+  end
+
+  # Every key of this gem in Redis (SCAN, as an operator would).
+  def sidekiq_rust_keys
+    keys = []
+    cursor = "0"
+    loop do
+      cursor, batch = redis_call("SCAN", cursor, "MATCH", "sidekiq_rust:*", "COUNT", 1000)
+      keys.concat(batch)
+      break if cursor == "0"
+    end
+    keys
+  end
+
   def done_count
     redis_call("GET", "e2e:done").to_i
   end

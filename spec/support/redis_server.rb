@@ -2,6 +2,7 @@
 
 require "socket"
 require "timeout"
+require_relative "terminate"
 
 # A real redis-server for the suite, on a unix socket in a temporary directory; stopped and removed after.
 class RedisServer
@@ -54,15 +55,7 @@ class RedisServer
   def stop
     return unless @pid
 
-    begin
-      Process.kill(:TERM, @pid)
-      Timeout.timeout(10) { Process.wait(@pid) }
-    rescue Errno::ESRCH, Errno::ECHILD
-      nil
-    rescue Timeout::Error
-      Process.kill(:KILL, @pid)
-      Process.wait(@pid)
-    end
+    Terminate.child(@pid)
     @pid = nil
   end
 

@@ -29,6 +29,22 @@ module SidekiqRust
         value
       end
 
+      # Points Sidekiq's client at `url` (nil: Sidekiq's configuration / REDIS_URL), quietly: its "connecting to
+      # Redis" line would mix with the command's output.
+      def connect_redis(url)
+        require "sidekiq"
+        require "sidekiq/api"
+        Redis.silence_deprecations = true if defined?(Redis) && Redis.respond_to?(:silence_deprecations=)
+        Sidekiq.logger.level = Logger::WARN
+        Sidekiq.configure_client { |c| c.redis = { url: url } } if url
+      end
+
+      # Whether `error` means Redis could not be reached (redis-rb, redis-client or a socket error).
+      def redis_error?(error)
+        names = error.class.ancestors.map(&:name).compact
+        names.any? { |n| n.start_with?("Redis") } || error.is_a?(SystemCallError) || error.is_a?(IOError)
+      end
+
       # Prints a usage error and the command's help; returns the usage exit status.
       def usage_error(name, error, help)
         @err.puts("sidekiq_rust #{name}: #{error.message}")

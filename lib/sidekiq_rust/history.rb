@@ -1,0 +1,247 @@
+# frozen_string_literal: true
+
+require "json"
+
+module SidekiqRust
+  # The memory history of one guarded process, and the fleet's guard events, in Redis: what the Web UI's Memory tab
+  # and the Prometheus metrics read. Every key expires and stays bounded:
+  #
+  # - `sidekiq_rust:history:IDENTITY`: a list of readings "unix_seconds bytes", the newest last, trimmed to the last
+  #   hour (ceil(3600 / check_interval) + 1 entries, at most MAX_READINGS); one write per check_interval at most.
+  # - `sidekiq_rust:process:IDENTITY`: a hash: hostname, pid, started_at, at (the last reading's time), memory,
+  #   metric, soft, hard, allocator, phase, interval, and the counters reclaimed_bytes, restarts:REASON,
+  #   denials:REASON.
+  # - `sidekiq_rust:processes`: a sorted set of identities scored by their last reading (members older than TTL are
+  #   dropped at each write), so that readers find the processes without a SCAN.
+  # - `sidekiq_rust:events`: a stream of reclaim, restart and denial events, capped at about EVENTS_MAX entries.
+  #
+  # A guarded process writes through an instance (Guard calls #record and #event); the Web UI and the metrics read
+  # through the class methods. Writing never raises: Redis being down only costs the history.
+  class History
+    READINGS_PREFIX = "sidekiq_rust:history:"
+    PROCESS_PREFIX = "sidekiq_rust:process:"
+    INDEX = "sidekiq_rust:processes"
+    EVENTS = "sidekiq_rust:events"
+    # The key holding issue 11's per-class figures of one process (read only, by .class_rows).
+    CLASSES_PREFIX = "sidekiq_rust:classes:"
+    # How far back the readings reach.
+    KEEP = 3600
+    # Readings kept per process whatever check_interval is (0.5 s and up keep the whole hour).
+    MAX_READINGS = 7200
+    # Every key expires this long after its last write: a process gone for two hours leaves nothing behind.
+    TTL = 2 * 3600
+    # The event stream keeps about this many events (XADD MAXLEN ~), for this long after the last one.
+    EVENTS_MAX = 1000
+    EVENTS_TTL = 7 * 86_400
+    # A process without a reading for this many check intervals (and at least GONE_MIN seconds) is gone.
+    GONE_INTERVALS = 3
+    GONE_MIN = 15
+
+    # The short reason of a refused restart, from the guard's log message (Prometheus label values).
+    DENIAL_REASONS = [
+      [/dry run/, "dry_run"],
+      [/restart slot/, "no_slot"],
+      [/no other live/, "sole_process"],
+      [/Redis is unavailable/, "redis_unavailable"]
+    ].freeze
+
+    attr_reader :identity
+
+    def initialize(settings, identity:, adapter: SidekiqAdapter)
+      @settings = settings
+      @identity = identity
+      @adapter = adapter
+      @logger = settings.logger || adapter.logger
+      @interval = settings.check_interval.to_f
+      @keep = [(KEEP / @interval).ceil + 1, MAX_READINGS].min
+      @started_at = Time.now.to_f
+      @last_write = nil
+      @logged_failure = false
+    end
+
+    # One reading (bytes) and the guard's phase, written at most once per check_interval. Never raises.
+    def record(memory, phase, now: Time.now.to_f)
+      return if @last_write && now - @last_write < @interval * 0.9
+
+      @last_write = now
+      write do |pipe|
+        readings = READINGS_PREFIX + @identity
+        pipe.call("RPUSH", readings, "#{now.round(3)} #{memory.to_i}")
+        pipe.call("LTRIM", readings, -@keep, -1)
+        pipe.call("EXPIRE", readings, TTL)
+        pipe.call("HSET", process_key, *process_fields(now, memory, phase))
+        pipe.call("EXPIRE", process_key, TTL)
+        pipe.call("ZADD", INDEX, now.round(3), @identity)
+        pipe.call("ZREMRANGEBYSCORE", INDEX, "-inf", (now - TTL).round(3))
+        pipe.call("EXPIRE", INDEX, TTL)
+      end
+    end
+
+    # A guard event: :reclaim (released:, memory:), :restart (the on_restart Hash) or :denial (message:, and the
+    # on_restart Hash). Appended to the fleet's event stream and counted on the process. Never raises.
+    def event(type, now: Time.now.to_f, **fields)
+      reason = event_reason(type, fields)
+      write do |pipe|
+        pipe.call("XADD", EVENTS, "MAXLEN", "~", EVENTS_MAX, "*", "type", type.to_s, "identity", @identity,
+                  "at", now.round(3).to_s, "reason", reason.to_s, "data", JSON.generate(event_data(fields)))
+        pipe.call("EXPIRE", EVENTS, EVENTS_TTL)
+        counter = case type
+                  when :reclaim then ["reclaimed_bytes", [fields[:released].to_i, 0].max]
+                  when :restart then ["restarts:#{reason}", 1]
+                  when :denial then ["denials:#{reason}", 1]
+                  end
+        pipe.call("HINCRBY", process_key, *counter) if counter
+        pipe.call("EXPIRE", process_key, TTL)
+      end
+    end
+
+    def process_key
+      PROCESS_PREFIX + @identity
+    end
+
+    private
+
+    def process_fields(now, memory, phase)
+      {
+        "hostname" => @adapter.hostname, "pid" => ::Process.pid, "started_at" => @started_at.round(3),
+        "at" => now.round(3), "memory" => memory.to_i, "metric" => @settings.metric,
+        "soft" => @settings.max_rss, "hard" => @settings.hard_max_rss.to_s, "allocator" => Allocator.name,
+        "phase" => phase, "interval" => @interval
+      }.flat_map { |k, v| [k, v.to_s] }
+    end
+
+    def event_reason(type, fields)
+      case type
+      when :restart then fields[:reason] || "unknown"
+      when :denial then self.class.denial_reason(fields[:message].to_s)
+      else ""
+      end
+    end
+
+    # What the timeline shows of an event: numbers and names only (no callables, no Settings).
+    def event_data(fields)
+      fields.reject { |_k, v| v.respond_to?(:call) }
+    end
+
+    def write(&block)
+      @adapter.redis { |conn| conn.pipelined(&block) }
+    rescue StandardError => e
+      # Logged once: a Redis outage must not flood the log from every check.
+      unless @logged_failure
+        @logged_failure = true
+        @logger.warn("sidekiq_rust: could not write the memory history: #{e.class}: #{e.message}")
+      end
+      nil
+    end
+
+    class << self
+      def denial_reason(message)
+        DENIAL_REASONS.each { |pattern, reason| return reason if message.match?(pattern) }
+        "other"
+      end
+
+      # How many processes have a history (live and gone within TTL).
+      def process_count(adapter = SidekiqAdapter)
+        adapter.redis { |conn| conn.call("ZCARD", INDEX) }.to_i
+      end
+
+      # The processes, most recently seen first, `offset`/`limit` for paging: Hashes with symbol keys :identity,
+      # :hostname, :pid, :started_at, :at, :memory, :metric, :soft, :hard, :allocator, :phase, :interval,
+      # :reclaimed_bytes, :restarts ({reason => n}), :denials ({reason => n}), :gone (true when no reading came for
+      # GONE_INTERVALS check intervals). Processes whose hash expired are left out.
+      def processes(limit: 50, offset: 0, now: Time.now.to_f, adapter: SidekiqAdapter)
+        identities = adapter.redis { |conn| conn.call("ZREVRANGE", INDEX, offset, offset + limit - 1) }
+        hashes = adapter.redis do |conn|
+          conn.pipelined { |pipe| identities.each { |id| pipe.call("HGETALL", PROCESS_PREFIX + id) } }
+        end
+        identities.zip(hashes).filter_map do |identity, hash|
+          hash = hash.each_slice(2).to_h if hash.is_a?(Array) # redis-rb 4.8 in a pipeline: a flat Array
+          next if hash.nil? || hash.empty?
+
+          process_row(identity, hash, now)
+        end
+      end
+
+      # The readings of one process, oldest first: [[unix_seconds Float, bytes Integer], ...].
+      def readings(identity, adapter: SidekiqAdapter)
+        adapter.redis { |conn| conn.call("LRANGE", READINGS_PREFIX + identity, 0, -1) }.map do |line|
+          at, bytes = line.split(" ", 2)
+          [at.to_f, bytes.to_i]
+        end
+      end
+
+      # The newest `count` events, newest first: {id:, type:, identity:, at:, reason:, data: Hash}.
+      def events(count: 50, identity: nil, adapter: SidekiqAdapter)
+        entries = adapter.redis { |conn| conn.call("XREVRANGE", EVENTS, "+", "-", "COUNT", count) }
+        rows = entries.map do |id, fields|
+          f = fields.is_a?(Hash) ? fields : fields.each_slice(2).to_h
+          { id: id, type: f["type"], identity: f["identity"], at: f["at"].to_f, reason: f["reason"],
+            data: parse_json(f["data"]) }
+        end
+        identity ? rows.select { |row| row[:identity] == identity } : rows
+      end
+
+      # The fleet's per-class figures, largest retained per job first:
+      # [{class:, jobs:, retained_per_job:, growth_per_job:, allocated_per_job:}] (bytes, nil when unknown).
+      # SidekiqRust::Report.fleet when it exists; otherwise read here from each known process's
+      # `sidekiq_rust:classes:IDENTITY` key (JSON: {"identity", "at", "classes": [{"class", "jobs",
+      # "retained_per_job", "growth_per_job", "allocated_per_job"}]}), per-job figures averaged over jobs.
+      def class_rows(limit: nil, adapter: SidekiqAdapter)
+        return SidekiqRust::Report.fleet(limit: limit) if defined?(SidekiqRust::Report) &&
+                                                          SidekiqRust::Report.respond_to?(:fleet)
+
+        identities = adapter.redis { |conn| conn.call("ZRANGE", INDEX, 0, -1) }
+        return [] if identities.empty?
+
+        docs = adapter.redis { |conn| conn.call("MGET", *identities.map { |id| CLASSES_PREFIX + id }) }
+        rows = merge_classes(docs.compact.map { |doc| parse_json(doc)["classes"] || [] }.flatten(1))
+        limit ? rows.first(limit) : rows
+      end
+
+      private
+
+      def process_row(identity, hash, now)
+        interval = hash["interval"].to_f
+        at = hash["at"].to_f
+        {
+          identity: identity, hostname: hash["hostname"], pid: hash["pid"].to_i, started_at: hash["started_at"].to_f,
+          at: at, memory: hash["memory"].to_i, metric: hash["metric"], soft: integer_or_nil(hash["soft"]),
+          hard: integer_or_nil(hash["hard"]), allocator: hash["allocator"], phase: hash["phase"],
+          interval: interval, reclaimed_bytes: hash["reclaimed_bytes"].to_i,
+          restarts: counters(hash, "restarts:"), denials: counters(hash, "denials:"),
+          gone: now - at > [GONE_INTERVALS * interval, GONE_MIN].max
+        }
+      end
+
+      def counters(hash, prefix)
+        hash.select { |k, _| k.start_with?(prefix) }.to_h { |k, v| [k.delete_prefix(prefix), v.to_i] }
+      end
+
+      def integer_or_nil(value)
+        value.nil? || value.empty? ? nil : value.to_i
+      end
+
+      def parse_json(text)
+        text ? JSON.parse(text) : {}
+      rescue JSON::ParserError
+        {}
+      end
+
+      # Sums the jobs of each class over the processes; a per-job figure is the jobs-weighted mean of the
+      # processes that know it.
+      def merge_classes(entries)
+        fields = %w[retained_per_job growth_per_job allocated_per_job]
+        rows = entries.group_by { |e| e["class"].to_s }.map do |klass, list|
+          row = { class: klass, jobs: list.sum { |e| e["jobs"].to_i } }
+          fields.each do |field|
+            known = list.reject { |e| e[field].nil? }
+            weight = known.sum { |e| e["jobs"].to_i }
+            row[field.to_sym] = weight.positive? ? (known.sum { |e| e[field].to_i * e["jobs"].to_i } / weight) : nil
+          end
+          row
+        end
+        rows.sort_by { |r| r[:retained_per_job].nil? ? [1, 0] : [0, -r[:retained_per_job]] }
+      end
+    end
+  end
+end

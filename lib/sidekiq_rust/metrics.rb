@@ -1,0 +1,100 @@
+# frozen_string_literal: true
+
+require_relative "history"
+
+module SidekiqRust
+  # The fleet's memory figures in the Prometheus text exposition format (version 0.0.4), read from Redis only
+  # (what the guards write through SidekiqRust::History). Served by `SidekiqRust::Metrics::App` (a Rack app to
+  # mount) and `sidekiq_rust metrics` (stdout or a file, for node_exporter's textfile collector).
+  module Metrics
+    CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+    # Processes exported at most (the most recently seen first).
+    MAX_PROCESSES = 1000
+    # Job classes exported at most (largest retained per job first).
+    MAX_CLASSES = 100
+
+    # [name, type, help]; the samples come from #samples.
+    FAMILIES = [
+      ["sidekiq_rust_memory_bytes", "gauge", "Memory of a guarded process at its last reading (label metric: what " \
+                                             "the limits compare with)"],
+      ["sidekiq_rust_limit_bytes", "gauge", "The guard's soft and hard memory limits"],
+      ["sidekiq_rust_up", "gauge", "1 while the process writes readings, 0 once it is gone (kept until its " \
+                                   "history expires)"],
+      ["sidekiq_rust_last_reading_timestamp_seconds", "gauge", "Unix time of the process's last memory reading"],
+      ["sidekiq_rust_start_time_seconds", "gauge", "Unix time the process's guard started"],
+      ["sidekiq_rust_reclaimed_bytes_total", "counter", "Bytes given back by GC + allocator purge"],
+      ["sidekiq_rust_restarts_total", "counter", "Graceful restarts begun by the guard"],
+      ["sidekiq_rust_restart_denials_total", "counter", "Restarts the fleet refused (logged refusals)"],
+      ["sidekiq_rust_class_jobs", "gauge", "Jobs of the class measured (fleet)"],
+      ["sidekiq_rust_class_retained_per_job_bytes", "gauge", "Memory a job of the class leaves retained (fleet)"],
+      ["sidekiq_rust_class_growth_per_job_bytes", "gauge", "Process memory growth per job of the class (fleet)"],
+      ["sidekiq_rust_class_allocated_per_job_bytes", "gauge", "Bytes a job of the class allocates (fleet)"]
+    ].freeze
+
+    module_function
+
+    # The whole exposition as a String.
+    def text(now: Time.now.to_f, adapter: SidekiqAdapter)
+      processes = History.processes(limit: MAX_PROCESSES, now: now, adapter: adapter)
+      classes = History.class_rows(limit: MAX_CLASSES, adapter: adapter)
+      by_name = samples(processes, classes).group_by(&:first)
+      FAMILIES.map do |name, type, help|
+        lines = ["# HELP #{name} #{help}", "# TYPE #{name} #{type}"]
+        (by_name[name] || []).each { |_, labels, value| lines << "#{name}#{format_labels(labels)} #{value}" }
+        lines.join("\n")
+      end.join("\n") + "\n"
+    end
+
+    # [[name, {label => value}, number], ...]
+    def samples(processes, classes)
+      out = []
+      processes.each do |p|
+        id = { "identity" => p[:identity] }
+        out << ["sidekiq_rust_memory_bytes", id.merge("metric" => p[:metric]), p[:memory]]
+        out << ["sidekiq_rust_limit_bytes", id.merge("kind" => "soft"), p[:soft]] if p[:soft]
+        out << ["sidekiq_rust_limit_bytes", id.merge("kind" => "hard"), p[:hard]] if p[:hard]
+        out << ["sidekiq_rust_up", id, p[:gone] ? 0 : 1]
+        out << ["sidekiq_rust_last_reading_timestamp_seconds", id, p[:at]]
+        out << ["sidekiq_rust_start_time_seconds", id, p[:started_at]]
+        out << ["sidekiq_rust_reclaimed_bytes_total", id, p[:reclaimed_bytes]]
+        p[:restarts].each { |reason, n| out << ["sidekiq_rust_restarts_total", id.merge("reason" => reason), n] }
+        p[:denials].each { |reason, n| out << ["sidekiq_rust_restart_denials_total", id.merge("reason" => reason), n] }
+      end
+      classes.each do |c|
+        label = { "class" => c[:class] }
+        out << ["sidekiq_rust_class_jobs", label, c[:jobs]]
+        %i[retained_per_job growth_per_job allocated_per_job].each do |field|
+          out << ["sidekiq_rust_class_#{field}_bytes", label, c[field]] unless c[field].nil?
+        end
+      end
+      out
+    end
+
+    # {identity="a",metric="rss"}: backslash, double quote and newline escaped as the format asks.
+    def format_labels(labels)
+      return "" if labels.empty?
+
+      pairs = labels.map do |key, value|
+        escaped = value.to_s.gsub("\\") { "\\\\" }.gsub("\"") { "\\\"" }.gsub("\n") { "\\n" }
+        "#{key}=\"#{escaped}\""
+      end
+      "{#{pairs.join(',')}}"
+    end
+
+    # A Rack app serving #text, to mount in a Rails app's routes (`mount SidekiqRust::Metrics::App, at:
+    # "/sidekiq_rust/metrics"`) or a config.ru. Redis unreachable: 503 with the reason. Lower-case header names,
+    # as Rack 3 requires (Rack 2 takes them too).
+    class App
+      def self.call(env)
+        new.call(env)
+      end
+
+      def call(_env)
+        [200, { "content-type" => CONTENT_TYPE, "cache-control" => "no-store" }, [Metrics.text]]
+      rescue StandardError => e
+        [503, { "content-type" => "text/plain; charset=utf-8" },
+         ["sidekiq_rust metrics: cannot read Redis (#{e.class}: #{e.message})\n"]]
+      end
+    end
+  end
+end

@@ -1,0 +1,119 @@
+# frozen_string_literal: true
+
+require "cgi"
+require_relative "../history"
+require_relative "chart"
+
+module SidekiqRust
+  module Web
+    # What the Memory tab shows, read from Redis only (SidekiqRust::History): one page of processes (live first by
+    # recency; gone ones fade), each with its chart, the fleet's latest events and the per-class table. The view
+    # (views/memory.erb) only lays it out.
+    class Page
+      PER_PAGE = 10
+      EVENTS_SHOWN = 50
+      # Events read to put markers on the charts of the processes shown.
+      EVENTS_FOR_MARKERS = 500
+      CLASSES_SHOWN = 25
+      MB = 1024.0 * 1024
+
+      attr_reader :page, :now
+
+      def initialize(page: 1, now: Time.now.to_f, adapter: SidekiqAdapter)
+        @page = [page.to_i, 1].max
+        @now = now
+        @adapter = adapter
+      end
+
+      def total
+        @total ||= History.process_count(@adapter)
+      end
+
+      def pages
+        [(total + PER_PAGE - 1) / PER_PAGE, 1].max
+      end
+
+      # This page's processes (History.processes rows).
+      def processes
+        @processes ||= History.processes(limit: PER_PAGE, offset: (page - 1) * PER_PAGE, now: now, adapter: @adapter)
+      end
+
+      def events
+        @events ||= History.events(count: EVENTS_FOR_MARKERS, adapter: @adapter)
+      end
+
+      def timeline
+        events.first(EVENTS_SHOWN)
+      end
+
+      def classes
+        @classes ||= History.class_rows(limit: CLASSES_SHOWN, adapter: @adapter)
+      end
+
+      def chart(process)
+        readings = History.readings(process[:identity], adapter: @adapter)
+        Chart.new(readings, soft: process[:soft], hard: process[:hard],
+                            events: events.select { |e| e[:identity] == process[:identity] },
+                            label: "#{process[:metric]} of #{process[:identity]}").to_svg
+      end
+
+      def mb(bytes)
+        bytes.nil? ? "-" : format("%.0fMB", bytes / MB)
+      end
+
+      # A per-job figure: KB below a megabyte.
+      def size(bytes)
+        return "-" if bytes.nil?
+        return format("%.1fKB", bytes / 1024.0) if bytes.abs < MB
+
+        format("%.1fMB", bytes / MB)
+      end
+
+      # "3m 05s" / "2h 10m": a duration in seconds.
+      def duration(seconds)
+        s = seconds.to_i
+        return "#{s}s" if s < 60
+        return format("%<m>dm %<s>02ds", m: s / 60, s: s % 60) if s < 3600
+
+        format("%<h>dh %<m>02dm", h: s / 3600, m: (s % 3600) / 60)
+      end
+
+      def clock(at)
+        Time.at(at).utc.strftime("%H:%M:%S UTC")
+      end
+
+      # "live" or "gone 2m 10s ago".
+      def state(process)
+        process[:gone] ? "gone #{duration(now - process[:at])} ago" : "live"
+      end
+
+      # One line describing an event for the timeline.
+      def details(event)
+        data = event[:data]
+        case event[:type]
+        when "reclaim"
+          "gave back #{mb(data['released'])}, #{mb(data['memory'])} after" \
+            "#{data['still_over'] ? ', still over the limit' : ', back under the limit'}"
+        when "restart"
+          parts = ["#{event[:reason]}: #{mb(data['memory'])} (limit #{mb(data['limit'])}), busy #{data['busy']}"]
+          parts << "in flight: #{in_flight(data['in_flight'])}" if data["in_flight"]
+          top = data["top_retained"] || data["top_growth"] || data["top_jobs"]
+          parts << "top: #{top.first(3).map { |j| j['class'] }.join(', ')}" if top.is_a?(Array) && !top.empty?
+          parts.join("; ")
+        when "denial"
+          data["message"].to_s
+        else
+          ""
+        end
+      end
+
+      private
+
+      def in_flight(jobs)
+        return "none" if jobs.empty?
+
+        jobs.first(5).map { |j| "#{j['class']} #{j['jid']} (#{j['running_s'].to_f.round(1)}s)" }.join(", ")
+      end
+    end
+  end
+end

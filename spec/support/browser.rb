@@ -1,0 +1,101 @@
+# frozen_string_literal: true
+
+require "base64"
+require "json"
+require "net/http"
+require "socket"
+require "timeout"
+require "tmpdir"
+require_relative "terminate"
+
+# A real headless Chromium (Debian's chromium + chromium-driver), driven through chromedriver's W3C WebDriver HTTP
+# API with net/http: no gem. Started per use, stopped (chromedriver and the browser) by #quit.
+class Browser
+  CHROMEDRIVER = ENV.fetch("CHROMEDRIVER", "/usr/bin/chromedriver")
+  CHROMIUM = ENV.fetch("CHROMIUM", "/usr/bin/chromium")
+  # Headless, no sandbox (root in a container), and none of the background connections this closed network refuses.
+  ARGS = %w[--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking
+            --disable-component-update --disable-sync --disable-dev-shm-usage --window-size=1400,1800].freeze
+
+  def self.available?
+    File.executable?(CHROMEDRIVER) && File.executable?(CHROMIUM)
+  end
+
+  def initialize
+    @profile = Dir.mktmpdir("sidekiq_rust-chromium")
+    @port = free_port
+    @log = File.join(@profile, "chromedriver.log")
+    # The browser is the tool, not the code under test: it runs without the suite's LD_PRELOAD (`rake
+    # spec:preload`), since Chromium's renderer dies under a preloaded malloc (it has its own, PartitionAlloc).
+    @pid = Process.spawn({ "LD_PRELOAD" => nil }, CHROMEDRIVER, "--port=#{@port}", out: @log, err: [:child, :out])
+    Timeout.timeout(30) do
+      sleep 0.1 until ready?
+    end
+    capabilities = { browserName: "chrome",
+                     "goog:chromeOptions": { binary: CHROMIUM, args: ARGS + ["--user-data-dir=#{@profile}/data"] } }
+    @session = request(:post, "/session", capabilities: { alwaysMatch: capabilities })["sessionId"]
+  end
+
+  def visit(url)
+    request(:post, "/session/#{@session}/url", url: url)
+  end
+
+  # Runs `script` (a function body; `arguments` holds args) in the page and returns its value.
+  def execute(script, *args)
+    request(:post, "/session/#{@session}/execute/sync", script: script, args: args)
+  end
+
+  def text
+    execute("return document.body.innerText")
+  end
+
+  # Saves a PNG of the window.
+  def screenshot(path)
+    File.binwrite(path, Base64.decode64(request(:get, "/session/#{@session}/screenshot")))
+  end
+
+  def quit
+    request(:delete, "/session/#{@session}") if @session
+  rescue StandardError
+    nil
+  ensure
+    stop_driver
+    FileUtils.rm_rf(@profile)
+  end
+
+  private
+
+  def stop_driver
+    Terminate.child(@pid) if @pid
+    @pid = nil
+  end
+
+  def free_port
+    server = TCPServer.new("127.0.0.1", 0)
+    server.addr[1]
+  ensure
+    server&.close
+  end
+
+  def ready?
+    request(:get, "/status")["ready"]
+  rescue SystemCallError, EOFError, RuntimeError
+    false
+  end
+
+  # One WebDriver command; returns its "value", raises with WebDriver's error message.
+  def request(method, path, body = nil)
+    http = Net::HTTP.new("127.0.0.1", @port)
+    http.read_timeout = 120
+    req = { get: Net::HTTP::Get, post: Net::HTTP::Post, delete: Net::HTTP::Delete }.fetch(method).new(path)
+    if body
+      req["Content-Type"] = "application/json"
+      req.body = JSON.generate(body)
+    end
+    response = http.request(req)
+    value = JSON.parse(response.body)["value"]
+    raise "WebDriver #{method.upcase} #{path}: #{value['error']}: #{value['message']}" if value.is_a?(Hash) && value["error"]
+
+    value
+  end
+end
