@@ -60,4 +60,4 @@ puts format("| GC.start + RSS read per job | %.0f | %.0f ns |", best[:gc], gc_co
 puts
 puts format("guard cost per job: %.2f us (target <= 2 us)", guard_cost / 1000.0)
 puts format("GC-per-job / guard: %.0fx cheaper (target >= 100x)", gc_cost / guard_cost)
-puts "jobs recorded: #{SidekiqRust.report(1).first&.fetch(:count)}"
+puts "jobs recorded: #{SidekiqRust.report(limit: 1).first&.fetch(:jobs)}"

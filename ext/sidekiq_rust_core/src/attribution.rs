@@ -1,0 +1,827 @@
+//! Which job class grew the memory, told truthfully under concurrency.
+//!
+//! The memory readings cut time into windows. A window's change is attributed to the jobs that ran in it, each
+//! job weighted by the share of its run time that fell in the window (a job's weights add up to 1), and the
+//! per-class figures are the least-squares fit of `change = sum over classes of weight * per_job` over all
+//! windows. Two series of windows:
+//!
+//! - **growth**: between consecutive readings. A fall is the allocator giving memory back, never a job's
+//!   shrinkage: it counts as 0. The time a reclaim takes is no window at all.
+//! - **retained**: between the readings after consecutive reclaims (GC + purge), the floors: what stays
+//!   after a reclaim is the leak signal.
+//!
+//! A per-job figure the windows cannot tell from zero (within two standard errors), or below zero, is reported
+//! as 0, and one without enough windows yet (no more windows than classes) as unknown. **allocated** needs no fit: the
+//! allocator's per-thread counter read at a job's start and end gives each job's own bytes.
+//!
+//! Time is a nanosecond count given by the caller, so tests replay any timeline.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Classes beyond this many share one column, [`OTHER`], so a job-name explosion cannot grow memory.
+pub const MAX_CLASSES: usize = 200;
+pub const OTHER: &str = "(other classes)";
+/// Closed windows still waiting for a job that overlaps them; beyond this many the oldest is fitted as it is.
+pub const MAX_PENDING: usize = 4096;
+/// An estimate within this many standard errors of zero is reported as 0.
+pub const SIGNIFICANCE: f64 = 2.0;
+
+/// One finished class's figures, bytes per job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassFigures {
+    pub class: String,
+    pub jobs: u64,
+    pub retained: Option<i64>,
+    pub growth: Option<i64>,
+    pub allocated: Option<i64>,
+}
+
+/// A job running now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InFlight {
+    pub class: String,
+    pub jid: String,
+    pub running_ns: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    class: usize,
+    jid: String,
+    start: u64,
+    allocated: Option<u64>,
+    /// How many windows each series had closed when it started: [growth, retained].
+    closed: [u64; 2],
+}
+
+#[derive(Debug, Clone, Default)]
+struct Window {
+    /// Its place in the series: the jobs running when it closed started while fewer windows were closed.
+    seq: u64,
+    start: u64,
+    end: u64,
+    change: f64,
+    observed: bool,
+    weights: Vec<(usize, f64)>,
+    /// Jobs that were running when it closed and have not finished yet.
+    open: u32,
+}
+
+fn add_weight(weights: &mut Vec<(usize, f64)>, class: usize, w: f64) {
+    match weights.iter_mut().find(|(c, _)| *c == class) {
+        Some((_, total)) => *total += w,
+        None => weights.push((class, w)),
+    }
+}
+
+/// The normal equations of a least-squares fit without intercept, grown one class at a time.
+#[derive(Debug, Clone, Default)]
+pub struct Normal {
+    xtx: Vec<Vec<f64>>,
+    xty: Vec<f64>,
+    yy: f64,
+    windows: u64,
+}
+
+impl Normal {
+    fn grow(&mut self, k: usize) {
+        if k <= self.xty.len() {
+            return;
+        }
+        while self.xty.len() < k {
+            self.xty.push(0.0);
+            self.xtx.push(Vec::new());
+        }
+        for row in &mut self.xtx {
+            row.resize(k, 0.0);
+        }
+    }
+
+    fn add(&mut self, weights: &[(usize, f64)], y: f64) {
+        let k = weights.iter().map(|(c, _)| c + 1).max().unwrap_or(0);
+        self.grow(k);
+        for &(i, wi) in weights {
+            self.xty[i] += wi * y;
+            for &(j, wj) in weights {
+                self.xtx[i][j] += wi * wj;
+            }
+        }
+        self.yy += y * y;
+        self.windows += 1;
+    }
+
+    /// Per-class estimates (None: the class was in no window, or there are not more windows than classes).
+    pub fn solve(&self, k: usize) -> Vec<Option<f64>> {
+        let mut out = vec![None; k];
+        let active: Vec<usize> = (0..self.xty.len().min(k))
+            .filter(|&i| self.xtx[i][i] > 0.0)
+            .collect();
+        let n = active.len();
+        if n == 0 || self.windows <= n as u64 {
+            return out;
+        }
+        let a: Vec<Vec<f64>> = active
+            .iter()
+            .map(|&i| active.iter().map(|&j| self.xtx[i][j]).collect())
+            .collect();
+        let b: Vec<f64> = active.iter().map(|&i| self.xty[i]).collect();
+        let max_diag = (0..n).map(|i| a[i][i]).fold(0.0, f64::max);
+        let Some(l) = cholesky(&a, max_diag * 1e-9) else {
+            return out;
+        };
+        let beta = back_substitute(&l, &forward_substitute(&l, &b));
+        // Residual sum of squares from the normal equations: y'y - 2 b'X'y + b'X'Xb.
+        let mut rss = self.yy;
+        for i in 0..n {
+            rss -= 2.0 * beta[i] * b[i];
+            for j in 0..n {
+                rss += beta[i] * a[i][j] * beta[j];
+            }
+        }
+        let sigma2 = rss.max(0.0) / (self.windows - n as u64) as f64;
+        for (pos, &class) in active.iter().enumerate() {
+            let mut unit = vec![0.0; n];
+            unit[pos] = 1.0;
+            let z = forward_substitute(&l, &unit);
+            let variance = sigma2 * z.iter().map(|v| v * v).sum::<f64>();
+            let estimate = beta[pos];
+            let significant = estimate.abs() > SIGNIFICANCE * variance.sqrt();
+            // Below zero is noise or the allocator giving back what others held: no job keeps less than nothing.
+            out[class] = Some(if significant { estimate.max(0.0) } else { 0.0 });
+        }
+        out
+    }
+}
+
+/// Lower-triangular L with L L' = A + ridge I, or None when A is not positive definite.
+fn cholesky(a: &[Vec<f64>], ridge: f64) -> Option<Vec<Vec<f64>>> {
+    let n = a.len();
+    let mut l = vec![vec![0.0; n]; n];
+    for i in 0..n {
+        for j in 0..=i {
+            let dot: f64 = l[i][..j].iter().zip(&l[j][..j]).map(|(x, y)| x * y).sum();
+            let sum = a[i][j] + if i == j { ridge } else { 0.0 } - dot;
+            if i == j {
+                if sum <= 0.0 {
+                    return None;
+                }
+                l[i][i] = sum.sqrt();
+            } else {
+                l[i][j] = sum / l[j][j];
+            }
+        }
+    }
+    Some(l)
+}
+
+fn forward_substitute(l: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
+    let mut z = vec![0.0; b.len()];
+    for i in 0..b.len() {
+        let s: f64 = (0..i).map(|m| l[i][m] * z[m]).sum();
+        z[i] = (b[i] - s) / l[i][i];
+    }
+    z
+}
+
+fn back_substitute(l: &[Vec<f64>], z: &[f64]) -> Vec<f64> {
+    let n = z.len();
+    let mut x = vec![0.0; n];
+    for i in (0..n).rev() {
+        let s: f64 = (i + 1..n).map(|m| l[m][i] * x[m]).sum();
+        x[i] = (z[i] - s) / l[i][i];
+    }
+    x
+}
+
+/// One series of windows: the open one, the closed ones still waiting for a job, and the fit so far.
+#[derive(Debug, Clone, Default)]
+struct Series {
+    /// Falls count as 0 (the growth series).
+    clamp_falls: bool,
+    start: u64,
+    base: Option<f64>,
+    current: Vec<(usize, f64)>,
+    pending: VecDeque<Window>,
+    closed: u64,
+    normal: Normal,
+}
+
+impl Series {
+    fn new(clamp_falls: bool) -> Self {
+        Series {
+            clamp_falls,
+            ..Series::default()
+        }
+    }
+
+    /// Closes the open window at `memory`; `observed = false` drops it (the time a reclaim took).
+    fn close(&mut self, memory: f64, now: u64, observed: bool, running: u32) {
+        let window = Window {
+            seq: self.closed,
+            start: self.start,
+            end: now,
+            change: self.base.map_or(0.0, |base| memory - base),
+            observed: observed && self.base.is_some(),
+            weights: std::mem::take(&mut self.current),
+            open: running,
+        };
+        self.closed += 1;
+        self.start = now;
+        self.base = Some(memory);
+        self.pending.push_back(window);
+        self.settle();
+    }
+
+    /// Distributes a finished job over the windows it ran in.
+    fn job_finished(&mut self, class: usize, start: u64, end: u64, closed_at_start: u64) {
+        let duration = end.saturating_sub(start).max(1) as f64;
+        for window in self.pending.iter_mut().rev() {
+            if window.seq < closed_at_start {
+                break;
+            }
+            let overlap = window.end.min(end).saturating_sub(window.start.max(start));
+            if overlap > 0 {
+                add_weight(&mut window.weights, class, overlap as f64 / duration);
+            }
+            window.open = window.open.saturating_sub(1);
+        }
+        let overlap = end.saturating_sub(self.start.max(start));
+        let share = if end == start && start >= self.start {
+            1.0
+        } else {
+            overlap as f64 / duration
+        };
+        if share > 0.0 {
+            add_weight(&mut self.current, class, share);
+        }
+        self.settle();
+    }
+
+    /// Fits the windows no running job overlaps any more (and the oldest beyond MAX_PENDING).
+    fn settle(&mut self) {
+        while let Some(front) = self.pending.front() {
+            if front.open > 0 && self.pending.len() <= MAX_PENDING {
+                break;
+            }
+            if let Some(window) = self.pending.pop_front() {
+                if window.observed && !window.weights.is_empty() {
+                    let change = if self.clamp_falls {
+                        window.change.max(0.0)
+                    } else {
+                        window.change
+                    };
+                    self.normal.add(&window.weights, change);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct ClassTotals {
+    jobs: u64,
+    allocated: u128,
+    allocated_jobs: u64,
+}
+
+/// Per-class attribution of one process's memory.
+#[derive(Debug, Clone)]
+pub struct Attribution {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+    totals: Vec<ClassTotals>,
+    running: HashMap<u64, Running>,
+    next_token: u64,
+    growth: Series,
+    retained: Series,
+    reclaiming: bool,
+}
+
+impl Default for Attribution {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a report needs, copied out so that the fit can run without the caller's lock.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    names: Vec<String>,
+    jobs: Vec<u64>,
+    allocated: Vec<Option<i64>>,
+    growth: Normal,
+    retained: Normal,
+}
+
+impl Attribution {
+    pub fn new() -> Self {
+        Attribution {
+            names: Vec::new(),
+            index: HashMap::new(),
+            totals: Vec::new(),
+            running: HashMap::new(),
+            next_token: 0,
+            growth: Series::new(true),
+            retained: Series::new(false),
+            reclaiming: false,
+        }
+    }
+
+    fn class_index(&mut self, class: &str) -> usize {
+        if let Some(&i) = self.index.get(class) {
+            return i;
+        }
+        let name = if self.names.len() >= MAX_CLASSES {
+            OTHER
+        } else {
+            class
+        };
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        self.names.push(name.to_string());
+        self.totals.push(ClassTotals::default());
+        self.index.insert(name.to_string(), self.names.len() - 1);
+        self.names.len() - 1
+    }
+
+    /// A job starts; returns its token for `job_finished`. `allocated`: the thread's allocation counter.
+    pub fn job_started(&mut self, class: &str, jid: &str, now: u64, allocated: Option<u64>) -> u64 {
+        let class = self.class_index(class);
+        self.next_token += 1;
+        self.running.insert(
+            self.next_token,
+            Running {
+                class,
+                jid: jid.to_string(),
+                start: now,
+                allocated,
+                closed: [self.growth.closed, self.retained.closed],
+            },
+        );
+        self.next_token
+    }
+
+    /// A job ends (an unknown token is ignored). `allocated`: the same thread's counter, now.
+    pub fn job_finished(&mut self, token: u64, now: u64, allocated: Option<u64>) {
+        let Some(job) = self.running.remove(&token) else {
+            return;
+        };
+        let totals = &mut self.totals[job.class];
+        totals.jobs += 1;
+        if let (Some(before), Some(after)) = (job.allocated, allocated) {
+            totals.allocated += u128::from(after.wrapping_sub(before));
+            totals.allocated_jobs += 1;
+        }
+        self.growth
+            .job_finished(job.class, job.start, now, job.closed[0]);
+        self.retained
+            .job_finished(job.class, job.start, now, job.closed[1]);
+    }
+
+    fn running_count(&self) -> u32 {
+        self.running.len().min(u32::MAX as usize) as u32
+    }
+
+    /// A memory reading (bytes): closes a growth window.
+    pub fn reading(&mut self, memory: u64, now: u64) {
+        if self.reclaiming {
+            return;
+        }
+        let running = self.running_count();
+        self.growth.close(memory as f64, now, true, running);
+    }
+
+    /// A reclaim (GC + purge) starts; `memory` is read just before it.
+    pub fn reclaim_started(&mut self, memory: u64, now: u64) {
+        self.reading(memory, now);
+        self.reclaiming = true;
+    }
+
+    /// The reclaim is over; `memory` is the floor read just after it. What it gave back counts for no job.
+    pub fn reclaim_finished(&mut self, memory: u64, now: u64) {
+        let running = self.running_count();
+        self.growth.close(memory as f64, now, false, running);
+        self.retained.close(memory as f64, now, true, running);
+        self.reclaiming = false;
+    }
+
+    /// The jobs running now, longest first.
+    pub fn in_flight(&self, now: u64) -> Vec<InFlight> {
+        let mut jobs: Vec<InFlight> = self
+            .running
+            .values()
+            .map(|r| InFlight {
+                class: self.names[r.class].clone(),
+                jid: r.jid.clone(),
+                running_ns: now.saturating_sub(r.start),
+            })
+            .collect();
+        jobs.sort_by(|a, b| b.running_ns.cmp(&a.running_ns).then(a.jid.cmp(&b.jid)));
+        jobs
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            names: self.names.clone(),
+            jobs: self.totals.iter().map(|t| t.jobs).collect(),
+            allocated: self
+                .totals
+                .iter()
+                .map(|t| {
+                    (t.allocated_jobs > 0)
+                        .then(|| (t.allocated / u128::from(t.allocated_jobs)) as i64)
+                })
+                .collect(),
+            growth: self.growth.normal.clone(),
+            retained: self.retained.normal.clone(),
+        }
+    }
+
+    /// Every class with a finished job, ranked (see [`Snapshot::report`]).
+    pub fn report(&self) -> Vec<ClassFigures> {
+        self.snapshot().report()
+    }
+
+    pub fn clear(&mut self) {
+        *self = Attribution::new();
+    }
+}
+
+/// Orders rows: retained per job descending, then growth, then allocated (unknown last), then by name.
+pub fn rank(rows: &mut [ClassFigures]) {
+    fn key(v: Option<i64>) -> (bool, std::cmp::Reverse<i64>) {
+        (v.is_none(), std::cmp::Reverse(v.unwrap_or(0)))
+    }
+    rows.sort_by(|a, b| {
+        key(a.retained)
+            .cmp(&key(b.retained))
+            .then(key(a.growth).cmp(&key(b.growth)))
+            .then(key(a.allocated).cmp(&key(b.allocated)))
+            .then(a.class.cmp(&b.class))
+    });
+}
+
+impl Snapshot {
+    /// Fits both series and returns one row per class with a finished job, ranked by [`rank`].
+    pub fn report(&self) -> Vec<ClassFigures> {
+        let k = self.names.len();
+        let growth = self.growth.solve(k);
+        let retained = self.retained.solve(k);
+        let mut rows: Vec<ClassFigures> = (0..k)
+            .filter(|&i| self.jobs[i] > 0)
+            .map(|i| ClassFigures {
+                class: self.names[i].clone(),
+                jobs: self.jobs[i],
+                retained: retained[i].map(|v| v.round() as i64),
+                growth: growth[i].map(|v| v.round() as i64),
+                allocated: self.allocated[i],
+            })
+            .collect();
+        rank(&mut rows);
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: f64 = 1_048_576.0;
+    const MS: u64 = 1_000_000;
+
+    /// A small deterministic generator (xorshift), so every timeline is reproducible.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    struct Kind {
+        name: &'static str,
+        /// Kept for the life of the process, bytes.
+        keeps: f64,
+        /// Made and dropped (reclaimable garbage), bytes.
+        churns: f64,
+        /// Run time, ms.
+        run_ms: u64,
+        weight: u64,
+    }
+
+    const LEAKER: Kind = Kind {
+        name: "LeakJob",
+        keeps: 6.0 * MB,
+        churns: 0.0,
+        run_ms: 300,
+        weight: 2,
+    };
+    const CHURNER: Kind = Kind {
+        name: "ChurnJob",
+        keeps: 0.0,
+        churns: 200.0 * MB,
+        run_ms: 900,
+        weight: 1,
+    };
+    const LIGHT: Kind = Kind {
+        name: "PingJob",
+        keeps: 0.0,
+        churns: 0.0,
+        run_ms: 5,
+        weight: 8,
+    };
+
+    struct Slot {
+        kind: Kind,
+        token: u64,
+        end: u64,
+        start: u64,
+    }
+
+    /// Simulates a process with `concurrency` threads running the kinds interleaved for `seconds`: memory grows
+    /// linearly over a job's run (kept + garbage), garbage stays until a reclaim (every `reclaim_ms`), the
+    /// allocator gives a little back by itself now and then, readings every `read_ms`, noise of +-`noise` bytes.
+    fn simulate(
+        kinds: &[Kind],
+        concurrency: usize,
+        seconds: u64,
+        read_ms: u64,
+        reclaim_ms: u64,
+        noise: f64,
+        seed: u64,
+    ) -> Vec<ClassFigures> {
+        let mut rng = Rng(seed);
+        let mut a = Attribution::new();
+        let total_weight: u64 = kinds.iter().map(|k| k.weight).sum();
+        let mut slots: Vec<Option<Slot>> = (0..concurrency).map(|_| None).collect();
+        let mut kept = 100.0 * MB;
+        let mut garbage = 0.0;
+        let step = MS;
+        let end = seconds * 1000 * MS;
+        let mut t = 0;
+        let mut next_read = 0;
+        let mut next_reclaim = reclaim_ms * MS;
+        let mut jid = 0u64;
+        while t < end {
+            for slot in slots.iter_mut() {
+                if slot.as_ref().is_some_and(|s| s.end <= t) {
+                    if let Some(s) = slot.take() {
+                        a.job_finished(s.token, t, None);
+                    }
+                }
+                if let Some(s) = slot {
+                    let share = step as f64 / (s.end - s.start).max(1) as f64;
+                    kept += s.kind.keeps * share;
+                    garbage += s.kind.churns * share;
+                } else {
+                    let mut pick = rng.below(total_weight);
+                    let kind = *kinds
+                        .iter()
+                        .find(|k| {
+                            if pick < k.weight {
+                                true
+                            } else {
+                                pick -= k.weight;
+                                false
+                            }
+                        })
+                        .unwrap();
+                    jid += 1;
+                    let run = (kind.run_ms as f64 * (0.5 + rng.unit())) as u64 * MS;
+                    let token = a.job_started(kind.name, &format!("jid{jid}"), t, None);
+                    *slot = Some(Slot {
+                        kind,
+                        token,
+                        start: t,
+                        end: t + run.max(MS),
+                    });
+                }
+            }
+            if rng.below(2000) == 0 {
+                garbage *= 0.5; // the allocator's own decay
+            }
+            let memory = |rng: &mut Rng, kept: f64, garbage: f64| {
+                (kept + garbage + (rng.unit() - 0.5) * 2.0 * noise) as u64
+            };
+            if t >= next_reclaim {
+                a.reclaim_started(memory(&mut rng, kept, garbage), t);
+                garbage = 0.0;
+                t += 30 * MS; // the reclaim takes time; jobs go on meanwhile
+                a.reclaim_finished(memory(&mut rng, kept, garbage), t);
+                next_reclaim = t + reclaim_ms * MS;
+                continue;
+            }
+            if t >= next_read {
+                a.reading(memory(&mut rng, kept, garbage), t);
+                next_read = t + read_ms * MS;
+            }
+            t += step;
+        }
+        a.report()
+    }
+
+    fn row<'a>(rows: &'a [ClassFigures], name: &str) -> &'a ClassFigures {
+        rows.iter().find(|r| r.class == name).unwrap()
+    }
+
+    fn within(value: Option<i64>, truth: f64, tolerance: f64) -> bool {
+        value.is_some_and(|v| (v as f64 - truth).abs() <= tolerance * truth.max(MB))
+    }
+
+    #[test]
+    fn the_leaker_leads_on_retained_at_every_concurrency() {
+        for concurrency in [1, 2, 5, 10, 25] {
+            let rows = simulate(
+                &[LEAKER, CHURNER, LIGHT],
+                concurrency,
+                300,
+                50,
+                2000,
+                0.5 * MB,
+                7 + concurrency as u64,
+            );
+            let names: Vec<&str> = rows.iter().map(|r| r.class.as_str()).collect();
+            assert_eq!(
+                names,
+                ["LeakJob", "ChurnJob", "PingJob"],
+                "c={concurrency}: {rows:?}"
+            );
+            let leak = row(&rows, "LeakJob");
+            assert!(
+                within(leak.retained, 6.0 * MB, 0.15),
+                "c={concurrency}: {leak:?}"
+            );
+            let churn = row(&rows, "ChurnJob");
+            assert!(
+                churn.retained.unwrap().abs() as f64 <= 1.5 * MB,
+                "c={concurrency}: {churn:?}"
+            );
+            assert!(
+                churn.growth.unwrap() as f64 >= 100.0 * MB,
+                "c={concurrency}: {churn:?}"
+            );
+            let light = row(&rows, "PingJob");
+            assert!(
+                light.retained.unwrap().abs() as f64 <= 0.2 * MB,
+                "c={concurrency}: {light:?}"
+            );
+            assert!(
+                light.growth.unwrap().abs() as f64 <= 0.5 * MB,
+                "c={concurrency}: {light:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn growth_per_job_of_a_leaker_alone_is_its_allocation() {
+        for concurrency in [1, 3, 25] {
+            let rows = simulate(&[LEAKER], concurrency, 120, 20, 5000, 0.0, 3);
+            let leak = row(&rows, "LeakJob");
+            assert!(within(leak.growth, 6.0 * MB, 0.05), "{leak:?}");
+            assert!(within(leak.retained, 6.0 * MB, 0.05), "{leak:?}");
+        }
+    }
+
+    #[test]
+    fn a_reclaim_during_a_leakers_run_is_not_its_shrinkage() {
+        let mut a = Attribution::new();
+        a.reading(500 * MB as u64, 0);
+        for i in 0..40u64 {
+            let t = i * 1000 * MS;
+            let leak = a.job_started("LeakJob", "l", t, None);
+            // Garbage from earlier is reclaimed while the leaker runs.
+            a.reclaim_started((700.0 * MB) as u64 + i * 6 * MB as u64, t + 100 * MS);
+            a.reclaim_finished((500.0 * MB) as u64 + i * 6 * MB as u64, t + 200 * MS);
+            a.reading((500.0 * MB) as u64 + (i + 1) * 6 * MB as u64, t + 500 * MS);
+            a.job_finished(leak, t + 500 * MS, None);
+        }
+        let rows = a.report();
+        assert!(rows[0].growth.unwrap() > 0, "{rows:?}");
+        assert!(within(rows[0].retained, 6.0 * MB, 0.05), "{rows:?}");
+    }
+
+    #[test]
+    fn unknown_until_more_windows_than_classes() {
+        let mut a = Attribution::new();
+        let t = a.job_started("A", "1", 0, None);
+        a.job_finished(t, 10, None);
+        let rows = a.report();
+        assert_eq!(rows[0].jobs, 1);
+        assert_eq!(rows[0].retained, None);
+        assert_eq!(rows[0].growth, None);
+        assert_eq!(rows[0].allocated, None);
+    }
+
+    #[test]
+    fn allocated_is_the_mean_of_the_counter_deltas() {
+        let mut a = Attribution::new();
+        for (i, bytes) in [100u64, 300, 200].into_iter().enumerate() {
+            let base = 1_000_000 * i as u64;
+            let t = a.job_started("Alloc", "j", 0, Some(base));
+            a.job_finished(t, 5, Some(base + bytes));
+        }
+        let t = a.job_started("Alloc", "j", 0, None);
+        a.job_finished(t, 5, Some(7));
+        let rows = a.report();
+        assert_eq!(rows[0].jobs, 4);
+        assert_eq!(rows[0].allocated, Some(200));
+    }
+
+    #[test]
+    fn in_flight_lists_running_jobs_longest_first() {
+        let mut a = Attribution::new();
+        a.job_started("Slow", "s1", 0, None);
+        let quick = a.job_started("Quick", "q1", 5 * MS, None);
+        a.job_started("Mid", "m1", 2 * MS, None);
+        a.job_finished(quick, 6 * MS, None);
+        let jobs = a.in_flight(10 * MS);
+        assert_eq!(
+            jobs,
+            vec![
+                InFlight {
+                    class: "Slow".into(),
+                    jid: "s1".into(),
+                    running_ns: 10 * MS
+                },
+                InFlight {
+                    class: "Mid".into(),
+                    jid: "m1".into(),
+                    running_ns: 8 * MS
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_job_spread_over_windows_weighs_one_in_all() {
+        let mut a = Attribution::new();
+        a.reading(0, 0);
+        let t = a.job_started("Long", "l", 0, None);
+        a.reading(0, 25);
+        a.reading(0, 50);
+        a.job_finished(t, 100, None);
+        let pending: f64 = a
+            .growth
+            .pending
+            .iter()
+            .flat_map(|w| w.weights.iter().map(|(_, w)| w))
+            .sum::<f64>()
+            + a.growth.current.iter().map(|(_, w)| w).sum::<f64>();
+        let fitted = a.growth.normal.windows;
+        assert_eq!(fitted, 2);
+        assert!(a.growth.pending.is_empty());
+        assert!((pending - 0.5).abs() < 1e-9, "{pending}");
+    }
+
+    #[test]
+    fn a_hung_job_cannot_hold_windows_forever() {
+        let mut a = Attribution::new();
+        a.job_started("Hung", "h", 0, None);
+        for i in 0..(MAX_PENDING as u64 + 10) {
+            a.reading(i, i + 1);
+        }
+        assert_eq!(a.growth.pending.len(), MAX_PENDING);
+    }
+
+    #[test]
+    fn a_flood_of_class_names_is_bounded() {
+        let mut a = Attribution::new();
+        for i in 0..(MAX_CLASSES + 50) {
+            let t = a.job_started(&format!("Job{i}"), "j", 0, None);
+            a.job_finished(t, 1, None);
+        }
+        let rows = a.report();
+        assert_eq!(rows.len(), MAX_CLASSES + 1);
+        assert!(rows.iter().any(|r| r.class == OTHER && r.jobs == 50));
+    }
+
+    #[test]
+    fn ranking_puts_unknown_last_and_breaks_ties_by_growth() {
+        let f = |class: &str, retained, growth| ClassFigures {
+            class: class.into(),
+            jobs: 1,
+            retained,
+            growth,
+            allocated: None,
+        };
+        let mut rows = vec![
+            f("Unknown", None, Some(9)),
+            f("Light", Some(0), Some(0)),
+            f("Churn", Some(0), Some(500)),
+            f("Leak", Some(6), Some(6)),
+        ];
+        rank(&mut rows);
+        let names: Vec<&str> = rows.iter().map(|r| r.class.as_str()).collect();
+        assert_eq!(names, ["Leak", "Churn", "Light", "Unknown"]);
+    }
+}
