@@ -17,6 +17,7 @@
 //! Time is a nanosecond count given by the caller, so tests replay any timeline.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Classes beyond this many share one column, [`OTHER`], so a job-name explosion cannot grow memory.
 pub const MAX_CLASSES: usize = 200;
@@ -44,10 +45,62 @@ pub struct InFlight {
     pub running_ns: u64,
 }
 
+/// FNV-1a: class names are short, and SipHash's protection against chosen keys is not needed for them.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A jid kept inline (Sidekiq's are 24 characters; longer ones are cut at 32 bytes): no allocation per job.
+#[derive(Debug, Clone, Copy)]
+struct Jid {
+    bytes: [u8; 32],
+    len: u8,
+}
+
+impl Jid {
+    fn new(jid: &str) -> Self {
+        let mut end = jid.len().min(32);
+        while !jid.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0u8; 32];
+        bytes[..end].copy_from_slice(&jid.as_bytes()[..end]);
+        Jid {
+            bytes,
+            len: end as u8,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+/// Running jobs sit in slots; a token is the slot's index in its low bits and a serial number above them.
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+
 #[derive(Debug, Clone)]
 struct Running {
+    token: u64,
     class: usize,
-    jid: String,
+    jid: Jid,
     start: u64,
     allocated: Option<u64>,
     /// How many windows each series had closed when it started: [growth, retained].
@@ -288,10 +341,12 @@ struct ClassTotals {
 #[derive(Debug, Clone)]
 pub struct Attribution {
     names: Vec<String>,
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, BuildHasherDefault<Fnv>>,
     totals: Vec<ClassTotals>,
-    running: HashMap<u64, Running>,
-    next_token: u64,
+    slots: Vec<Option<Running>>,
+    free: Vec<usize>,
+    running: usize,
+    serial: u64,
     growth: Series,
     retained: Series,
     reclaiming: bool,
@@ -317,10 +372,12 @@ impl Attribution {
     pub fn new() -> Self {
         Attribution {
             names: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             totals: Vec::new(),
-            running: HashMap::new(),
-            next_token: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            running: 0,
+            serial: 0,
             growth: Series::new(true),
             retained: Series::new(false),
             reclaiming: false,
@@ -348,25 +405,38 @@ impl Attribution {
     /// A job starts; returns its token for `job_finished`. `allocated`: the thread's allocation counter.
     pub fn job_started(&mut self, class: &str, jid: &str, now: u64, allocated: Option<u64>) -> u64 {
         let class = self.class_index(class);
-        self.next_token += 1;
-        self.running.insert(
-            self.next_token,
-            Running {
-                class,
-                jid: jid.to_string(),
-                start: now,
-                allocated,
-                closed: [self.growth.closed, self.retained.closed],
-            },
-        );
-        self.next_token
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        self.serial += 1;
+        let token = (self.serial << SLOT_BITS) | (slot as u64 & SLOT_MASK);
+        self.slots[slot] = Some(Running {
+            token,
+            class,
+            jid: Jid::new(jid),
+            start: now,
+            allocated,
+            closed: [self.growth.closed, self.retained.closed],
+        });
+        self.running += 1;
+        token
     }
 
     /// A job ends (an unknown token is ignored). `allocated`: the same thread's counter, now.
     pub fn job_finished(&mut self, token: u64, now: u64, allocated: Option<u64>) {
-        let Some(job) = self.running.remove(&token) else {
+        let slot = (token & SLOT_MASK) as usize;
+        let Some(entry) = self.slots.get_mut(slot) else {
             return;
         };
+        if entry.as_ref().is_none_or(|r| r.token != token) {
+            return;
+        }
+        let Some(job) = entry.take() else {
+            return;
+        };
+        self.free.push(slot);
+        self.running -= 1;
         let totals = &mut self.totals[job.class];
         totals.jobs += 1;
         if let (Some(before), Some(after)) = (job.allocated, allocated) {
@@ -380,7 +450,7 @@ impl Attribution {
     }
 
     fn running_count(&self) -> u32 {
-        self.running.len().min(u32::MAX as usize) as u32
+        self.running.min(u32::MAX as usize) as u32
     }
 
     /// A memory reading (bytes): closes a growth window.
@@ -409,11 +479,12 @@ impl Attribution {
     /// The jobs running now, longest first.
     pub fn in_flight(&self, now: u64) -> Vec<InFlight> {
         let mut jobs: Vec<InFlight> = self
-            .running
-            .values()
+            .slots
+            .iter()
+            .flatten()
             .map(|r| InFlight {
                 class: self.names[r.class].clone(),
-                jid: r.jid.clone(),
+                jid: r.jid.as_str().to_string(),
                 running_ns: now.saturating_sub(r.start),
             })
             .collect();
@@ -781,6 +852,22 @@ mod tests {
         assert_eq!(fitted, 2);
         assert!(a.growth.pending.is_empty());
         assert!((pending - 0.5).abs() < 1e-9, "{pending}");
+    }
+
+    #[test]
+    fn a_stale_or_unknown_token_is_ignored_and_long_jids_are_cut() {
+        let mut a = Attribution::new();
+        let first = a.job_started("A", "j1", 0, None);
+        a.job_finished(first, 1, None);
+        let second = a.job_started("B", &"x".repeat(40), 2, None);
+        a.job_finished(first, 3, None); // the same slot, another job now
+        a.job_finished(12345, 3, None);
+        let jobs = a.in_flight(5);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].jid, "x".repeat(32));
+        a.job_finished(second, 6, None);
+        assert!(a.in_flight(7).is_empty());
+        assert_eq!(a.report().iter().map(|r| r.jobs).sum::<u64>(), 2);
     }
 
     #[test]
