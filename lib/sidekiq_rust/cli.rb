@@ -6,6 +6,7 @@ require_relative "cli/exec"
 require_relative "cli/doctor"
 require_relative "cli/systemd"
 require_relative "cli/top"
+require_relative "cli/report"
 
 module SidekiqRust
   # `sidekiq_rust COMMAND [options]` (exe/sidekiq_rust): finds the subcommand and runs it.
@@ -24,6 +25,7 @@ module SidekiqRust
     COMMANDS = {
       "doctor" => Doctor,
       "exec" => Exec,
+      "report" => Report,
       "systemd" => Systemd,
       "top" => Top
     }.freeze

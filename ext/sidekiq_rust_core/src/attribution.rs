@@ -5,10 +5,13 @@
 //! per-class figures are the least-squares fit of `change = sum over classes of weight * per_job` over all
 //! windows. Two series of windows:
 //!
-//! - **growth**: between consecutive readings. A fall is the allocator giving memory back, never a job's
+//! - **growth**: between readings at least [`MIN_WINDOW_NS`] apart. A fall is the allocator giving memory back, never a job's
 //!   shrinkage: it counts as 0. The time a reclaim takes is no window at all.
 //! - **retained**: between the readings after consecutive reclaims (GC + purge), the floors: what stays
-//!   after a reclaim is the leak signal.
+//!   after a reclaim is the leak signal. A job still running at a reclaim holds its working set in that floor
+//!   and gives it back later: each class has a second column, the jobs of the class in flight at the window's
+//!   end minus those at its start, so that a working set (taken as held from a job's start to its end) is not
+//!   taken for a leak.
 //!
 //! A per-job figure the windows cannot tell from zero (within two standard errors), or below zero, is reported
 //! as 0, and one without enough windows yet (no more windows than classes) as unknown. **allocated** needs no fit: the
@@ -26,6 +29,9 @@ pub const OTHER: &str = "(other classes)";
 pub const MAX_PENDING: usize = 4096;
 /// An estimate within this many standard errors of zero is reported as 0.
 pub const SIGNIFICANCE: f64 = 2.0;
+/// A reading closes a growth window only when the window is at least this old, so that most jobs fall in one
+/// or two windows whenever in their run they allocate (a reclaim closes it whatever its age).
+pub const MIN_WINDOW_NS: u64 = 500_000_000;
 
 /// One finished class's figures, bytes per job.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +126,18 @@ struct Window {
     open: u32,
 }
 
+/// The column of a class's per-job figure.
+fn per_job(class: usize) -> usize {
+    2 * class
+}
+
+/// The class's second column: in the retained series the jobs in flight at the window's end minus those at
+/// its start (what a running job holds); in the growth series the jobs that started in the window (what a job
+/// allocates at its start rather than over its run).
+fn second(class: usize) -> usize {
+    2 * class + 1
+}
+
 fn add_weight(weights: &mut Vec<(usize, f64)>, class: usize, w: f64) {
     match weights.iter_mut().find(|(c, _)| *c == class) {
         Some((_, total)) => *total += w,
@@ -163,10 +181,11 @@ impl Normal {
         self.windows += 1;
     }
 
-    /// Per-class estimates (None: the class was in no window, or there are not more windows than classes).
-    pub fn solve(&self, k: usize) -> Vec<Option<f64>> {
-        let mut out = vec![None; k];
-        let active: Vec<usize> = (0..self.xty.len().min(k))
+    /// One estimate per group of columns, the sum of its columns' coefficients (None: no column of the group
+    /// was in a window, or there are not more windows than columns in use).
+    pub fn solve(&self, groups: &[Vec<usize>]) -> Vec<Option<f64>> {
+        let mut out = vec![None; groups.len()];
+        let active: Vec<usize> = (0..self.xty.len())
             .filter(|&i| self.xtx[i][i] > 0.0)
             .collect();
         let n = active.len();
@@ -192,15 +211,22 @@ impl Normal {
             }
         }
         let sigma2 = rss.max(0.0) / (self.windows - n as u64) as f64;
-        for (pos, &class) in active.iter().enumerate() {
-            let mut unit = vec![0.0; n];
-            unit[pos] = 1.0;
-            let z = forward_substitute(&l, &unit);
+        for (slot, group) in out.iter_mut().zip(groups) {
+            let mut pick = vec![0.0; n];
+            for column in group {
+                if let Some(pos) = active.iter().position(|c| c == column) {
+                    pick[pos] = 1.0;
+                }
+            }
+            if pick.iter().all(|&v| v == 0.0) {
+                continue;
+            }
+            let estimate: f64 = pick.iter().zip(&beta).map(|(p, v)| p * v).sum();
+            let z = forward_substitute(&l, &pick);
             let variance = sigma2 * z.iter().map(|v| v * v).sum::<f64>();
-            let estimate = beta[pos];
             let significant = estimate.abs() > SIGNIFICANCE * variance.sqrt();
             // Below zero is noise or the allocator giving back what others held: no job keeps less than nothing.
-            out[class] = Some(if significant { estimate.max(0.0) } else { 0.0 });
+            *slot = Some(if significant { estimate.max(0.0) } else { 0.0 });
         }
         out
     }
@@ -251,6 +277,8 @@ fn back_substitute(l: &[Vec<f64>], z: &[f64]) -> Vec<f64> {
 struct Series {
     /// Falls count as 0 (the growth series).
     clamp_falls: bool,
+    /// The second columns: jobs in flight at the window's ends (retained), or jobs started in it (growth).
+    in_flight_columns: bool,
     start: u64,
     base: Option<f64>,
     current: Vec<(usize, f64)>,
@@ -260,23 +288,31 @@ struct Series {
 }
 
 impl Series {
-    fn new(clamp_falls: bool) -> Self {
+    fn new(clamp_falls: bool, in_flight_columns: bool) -> Self {
         Series {
             clamp_falls,
+            in_flight_columns,
             ..Series::default()
         }
     }
 
     /// Closes the open window at `memory`; `observed = false` drops it (the time a reclaim took).
-    fn close(&mut self, memory: f64, now: u64, observed: bool, running: u32) {
+    fn close(&mut self, memory: f64, now: u64, observed: bool, running: &[usize]) {
+        let mut weights = std::mem::take(&mut self.current);
+        if self.in_flight_columns {
+            for &class in running {
+                add_weight(&mut weights, second(class), 1.0);
+                add_weight(&mut self.current, second(class), -1.0);
+            }
+        }
         let window = Window {
             seq: self.closed,
             start: self.start,
             end: now,
             change: self.base.map_or(0.0, |base| memory - base),
             observed: observed && self.base.is_some(),
-            weights: std::mem::take(&mut self.current),
-            open: running,
+            weights,
+            open: running.len().min(u32::MAX as usize) as u32,
         };
         self.closed += 1;
         self.start = now;
@@ -287,6 +323,15 @@ impl Series {
 
     /// Distributes a finished job over the windows it ran in.
     fn job_finished(&mut self, class: usize, start: u64, end: u64, closed_at_start: u64) {
+        if !self.in_flight_columns {
+            // The window it started in: still open, or waiting for it among the closed ones.
+            if self.closed == closed_at_start {
+                add_weight(&mut self.current, second(class), 1.0);
+            } else if let Some(window) = self.pending.iter_mut().find(|w| w.seq == closed_at_start)
+            {
+                add_weight(&mut window.weights, second(class), 1.0);
+            }
+        }
         let duration = end.saturating_sub(start).max(1) as f64;
         for window in self.pending.iter_mut().rev() {
             if window.seq < closed_at_start {
@@ -294,7 +339,11 @@ impl Series {
             }
             let overlap = window.end.min(end).saturating_sub(window.start.max(start));
             if overlap > 0 {
-                add_weight(&mut window.weights, class, overlap as f64 / duration);
+                add_weight(
+                    &mut window.weights,
+                    per_job(class),
+                    overlap as f64 / duration,
+                );
             }
             window.open = window.open.saturating_sub(1);
         }
@@ -305,7 +354,7 @@ impl Series {
             overlap as f64 / duration
         };
         if share > 0.0 {
-            add_weight(&mut self.current, class, share);
+            add_weight(&mut self.current, per_job(class), share);
         }
         self.settle();
     }
@@ -345,7 +394,6 @@ pub struct Attribution {
     totals: Vec<ClassTotals>,
     slots: Vec<Option<Running>>,
     free: Vec<usize>,
-    running: usize,
     serial: u64,
     growth: Series,
     retained: Series,
@@ -376,10 +424,9 @@ impl Attribution {
             totals: Vec::new(),
             slots: Vec::new(),
             free: Vec::new(),
-            running: 0,
             serial: 0,
-            growth: Series::new(true),
-            retained: Series::new(false),
+            growth: Series::new(true, false),
+            retained: Series::new(false, true),
             reclaiming: false,
         }
     }
@@ -419,7 +466,6 @@ impl Attribution {
             allocated,
             closed: [self.growth.closed, self.retained.closed],
         });
-        self.running += 1;
         token
     }
 
@@ -436,7 +482,6 @@ impl Attribution {
             return;
         };
         self.free.push(slot);
-        self.running -= 1;
         let totals = &mut self.totals[job.class];
         totals.jobs += 1;
         if let (Some(before), Some(after)) = (job.allocated, allocated) {
@@ -449,30 +494,33 @@ impl Attribution {
             .job_finished(job.class, job.start, now, job.closed[1]);
     }
 
-    fn running_count(&self) -> u32 {
-        self.running.min(u32::MAX as usize) as u32
+    fn running_classes(&self) -> Vec<usize> {
+        self.slots.iter().flatten().map(|r| r.class).collect()
     }
 
     /// A memory reading (bytes): closes a growth window.
     pub fn reading(&mut self, memory: u64, now: u64) {
-        if self.reclaiming {
+        if self.reclaiming || now.saturating_sub(self.growth.start) < MIN_WINDOW_NS {
             return;
         }
-        let running = self.running_count();
-        self.growth.close(memory as f64, now, true, running);
+        let running = self.running_classes();
+        self.growth.close(memory as f64, now, true, &running);
     }
 
     /// A reclaim (GC + purge) starts; `memory` is read just before it.
     pub fn reclaim_started(&mut self, memory: u64, now: u64) {
-        self.reading(memory, now);
+        if !self.reclaiming {
+            let running = self.running_classes();
+            self.growth.close(memory as f64, now, true, &running);
+        }
         self.reclaiming = true;
     }
 
     /// The reclaim is over; `memory` is the floor read just after it. What it gave back counts for no job.
     pub fn reclaim_finished(&mut self, memory: u64, now: u64) {
-        let running = self.running_count();
-        self.growth.close(memory as f64, now, false, running);
-        self.retained.close(memory as f64, now, true, running);
+        let running = self.running_classes();
+        self.growth.close(memory as f64, now, false, &running);
+        self.retained.close(memory as f64, now, true, &running);
         self.reclaiming = false;
     }
 
@@ -537,8 +585,12 @@ impl Snapshot {
     /// Fits both series and returns one row per class with a finished job, ranked by [`rank`].
     pub fn report(&self) -> Vec<ClassFigures> {
         let k = self.names.len();
-        let growth = self.growth.solve(k);
-        let retained = self.retained.solve(k);
+        // Growth per job: the spread share plus the share of the window it started in; retained per job: the
+        // per-job column alone (the other is what jobs in flight hold).
+        let both: Vec<Vec<usize>> = (0..k).map(|c| vec![per_job(c), second(c)]).collect();
+        let one: Vec<Vec<usize>> = (0..k).map(|c| vec![per_job(c)]).collect();
+        let growth = self.growth.solve(&both);
+        let retained = self.retained.solve(&one);
         let mut rows: Vec<ClassFigures> = (0..k)
             .filter(|&i| self.jobs[i] > 0)
             .map(|i| ClassFigures {
@@ -585,6 +637,8 @@ mod tests {
         keeps: f64,
         /// Made and dropped (reclaimable garbage), bytes.
         churns: f64,
+        /// Held while it runs (its working set, live until it ends), bytes.
+        holds: f64,
         /// Run time, ms.
         run_ms: u64,
         weight: u64,
@@ -594,6 +648,7 @@ mod tests {
         name: "LeakJob",
         keeps: 6.0 * MB,
         churns: 0.0,
+        holds: 0.0,
         run_ms: 300,
         weight: 2,
     };
@@ -601,6 +656,7 @@ mod tests {
         name: "ChurnJob",
         keeps: 0.0,
         churns: 200.0 * MB,
+        holds: 80.0 * MB,
         run_ms: 900,
         weight: 1,
     };
@@ -608,6 +664,7 @@ mod tests {
         name: "PingJob",
         keeps: 0.0,
         churns: 0.0,
+        holds: 0.0,
         run_ms: 5,
         weight: 8,
     };
@@ -617,6 +674,7 @@ mod tests {
         token: u64,
         end: u64,
         start: u64,
+        held: f64,
     }
 
     /// Simulates a process with `concurrency` threads running the kinds interleaved for `seconds`: memory grows
@@ -648,6 +706,7 @@ mod tests {
                 if slot.as_ref().is_some_and(|s| s.end <= t) {
                     if let Some(s) = slot.take() {
                         a.job_finished(s.token, t, None);
+                        garbage += s.held;
                     }
                 }
                 if let Some(s) = slot {
@@ -675,14 +734,16 @@ mod tests {
                         token,
                         start: t,
                         end: t + run.max(MS),
+                        held: kind.holds, // its working set, from its start to its end
                     });
                 }
             }
             if rng.below(2000) == 0 {
                 garbage *= 0.5; // the allocator's own decay
             }
+            let held: f64 = slots.iter().flatten().map(|s| s.held).sum();
             let memory = |rng: &mut Rng, kept: f64, garbage: f64| {
-                (kept + garbage + (rng.unit() - 0.5) * 2.0 * noise) as u64
+                (kept + garbage + held + (rng.unit() - 0.5) * 2.0 * noise) as u64
             };
             if t >= next_reclaim {
                 a.reclaim_started(memory(&mut rng, kept, garbage), t);
@@ -836,11 +897,12 @@ mod tests {
     #[test]
     fn a_job_spread_over_windows_weighs_one_in_all() {
         let mut a = Attribution::new();
+        const W: u64 = MIN_WINDOW_NS;
         a.reading(0, 0);
         let t = a.job_started("Long", "l", 0, None);
-        a.reading(0, 25);
-        a.reading(0, 50);
-        a.job_finished(t, 100, None);
+        a.reading(0, W);
+        a.reading(0, 2 * W);
+        a.job_finished(t, 4 * W, None);
         let pending: f64 = a
             .growth
             .pending
@@ -849,7 +911,7 @@ mod tests {
             .sum::<f64>()
             + a.growth.current.iter().map(|(_, w)| w).sum::<f64>();
         let fitted = a.growth.normal.windows;
-        assert_eq!(fitted, 2);
+        assert_eq!(fitted, 1); // the first window had no reading at its start
         assert!(a.growth.pending.is_empty());
         assert!((pending - 0.5).abs() < 1e-9, "{pending}");
     }
@@ -875,7 +937,7 @@ mod tests {
         let mut a = Attribution::new();
         a.job_started("Hung", "h", 0, None);
         for i in 0..(MAX_PENDING as u64 + 10) {
-            a.reading(i, i + 1);
+            a.reading(i, (i + 1) * MIN_WINDOW_NS);
         }
         assert_eq!(a.growth.pending.len(), MAX_PENDING);
     }

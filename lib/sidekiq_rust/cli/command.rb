@@ -29,6 +29,21 @@ module SidekiqRust
         value
       end
 
+      # Loads Sidekiq's client side, quietly, and points it at `url` (nil: Sidekiq's configuration / REDIS_URL).
+      def connect(url)
+        require "sidekiq"
+        require "sidekiq/api"
+        Redis.silence_deprecations = true if defined?(Redis) && Redis.respond_to?(:silence_deprecations=)
+        Sidekiq.logger.level = Logger::WARN # its "connecting to Redis" line would mix with the output
+        Sidekiq.configure_client { |c| c.redis = { url: url } } if url
+      end
+
+      # A failure to reach Redis (redis-rb and redis-client errors, sockets).
+      def redis_error?(error)
+        names = error.class.ancestors.map(&:name).compact
+        names.any? { |n| n.start_with?("Redis") } || error.is_a?(SystemCallError) || error.is_a?(IOError)
+      end
+
       # Prints a usage error and the command's help; returns the usage exit status.
       def usage_error(name, error, help)
         @err.puts("sidekiq_rust #{name}: #{error.message}")

@@ -141,19 +141,6 @@ module SidekiqRust
       rescue SidekiqRust::Error
         {}
       end
-
-      def connect(url)
-        require "sidekiq"
-        require "sidekiq/api"
-        Redis.silence_deprecations = true if defined?(Redis) && Redis.respond_to?(:silence_deprecations=)
-        Sidekiq.logger.level = Logger::WARN # its "connecting to Redis" line would mix with the table
-        Sidekiq.configure_client { |c| c.redis = { url: url } } if url
-      end
-
-      def redis_error?(error)
-        names = error.class.ancestors.map(&:name).compact
-        names.any? { |n| n.start_with?("Redis") } || error.is_a?(SystemCallError) || error.is_a?(IOError)
-      end
     end
   end
 end
