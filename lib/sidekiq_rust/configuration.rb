@@ -44,7 +44,7 @@ module SidekiqRust
     # Run SidekiqRust::Doctor at Sidekiq's startup and log its WARN and FAIL lines.
     attr_accessor :doctor_on_boot
     # Seconds between the monitor's measuring reclaims (GC + purge) that give the per-class retained figure;
-    # never more than 1% of the process's time. nil: none (only the guard's own reclaims measure).
+    # never more than 5% of the process's time. nil: none (only the guard's own reclaims measure).
     attr_accessor :measure_interval
 
     def initialize

@@ -16,8 +16,9 @@ module SidekiqRust
     QUIET_SETTLE = 2.5
     # A refusal (sole process, no slot, Redis down) is logged again at most this often, unless it changes.
     DENIAL_LOG_EVERY = 60
-    # A measuring reclaim takes at most 1/MEASURE_BUDGET of the process's time.
-    MEASURE_BUDGET = 100
+    # Measuring reclaims take at most 1/MEASURE_BUDGET of the process's time (the next one waits at least this
+    # many times as long as the last one took).
+    MEASURE_BUDGET = 20
     # Classes named in a log line and an event, by retained and by growth.
     TOP = 5
 

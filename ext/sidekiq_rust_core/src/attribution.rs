@@ -1,21 +1,24 @@
 //! Which job class grew the memory, told truthfully under concurrency.
 //!
-//! The memory readings cut time into windows. A window's change is attributed to the jobs that ran in it, each
-//! job weighted by the share of its run time that fell in the window (a job's weights add up to 1), and the
-//! per-class figures are the least-squares fit of `change = sum over classes of weight * per_job` over all
-//! windows. Two series of windows:
+//! The memory readings cut time into windows. A window's change is attributed to the jobs that ran in it, and
+//! the per-class figures are the least-squares fit of `change = sum over classes of weight * per_job` over
+//! all windows (each job weighs 1 in all). Two series of windows:
 //!
-//! - **growth**: between readings at least [`MIN_WINDOW_NS`] apart. A fall is the allocator giving memory back, never a job's
-//!   shrinkage: it counts as 0. The time a reclaim takes is no window at all.
+//! - **growth**: between readings at least [`MIN_WINDOW_NS`] apart. A job weighs in each window the share of
+//!   its run time that fell in it, and a second column per class counts the jobs that started in the window;
+//!   growth per job is the sum of both (what a job allocates over its run, and at its start). A fall is the
+//!   allocator giving memory back, never a job's shrinkage: it counts as 0. The time a reclaim takes is no
+//!   window at all.
 //! - **retained**: between the readings after consecutive reclaims (GC + purge), the floors: what stays
-//!   after a reclaim is the leak signal. A job still running at a reclaim holds its working set in that floor
-//!   and gives it back later: each class has a second column, the jobs of the class in flight at the window's
-//!   end minus those at its start, so that a working set (taken as held from a job's start to its end) is not
-//!   taken for a leak.
+//!   after a reclaim is the leak signal. A job weighs 1 in the window it started in. A job still running at a
+//!   reclaim holds its working set in that floor and gives it back later: the second column counts the jobs
+//!   of the class in flight at the window's end minus those at its start, so that a working set (taken as
+//!   held from a job's start to its end) is not taken for a leak.
 //!
-//! A per-job figure the windows cannot tell from zero (within two standard errors), or below zero, is reported
-//! as 0, and one without enough windows yet (no more windows than classes) as unknown. **allocated** needs no fit: the
-//! allocator's per-thread counter read at a job's start and end gives each job's own bytes.
+//! A per-job figure the windows cannot tell from zero (within two standard errors), or below zero, is
+//! reported as 0, and one without enough windows yet (no more windows than columns in use) as unknown.
+//! **allocated** needs no fit: the allocator's per-thread counter read at a job's start and end gives each
+//! job's own bytes.
 //!
 //! Time is a nanosecond count given by the caller, so tests replay any timeline.
 
@@ -277,7 +280,9 @@ fn back_substitute(l: &[Vec<f64>], z: &[f64]) -> Vec<f64> {
 struct Series {
     /// Falls count as 0 (the growth series).
     clamp_falls: bool,
-    /// The second columns: jobs in flight at the window's ends (retained), or jobs started in it (growth).
+    /// The retained series: a job counts 1 in the window it started in, and the second columns count the jobs
+    /// in flight at the window's ends. Otherwise (growth): a job is spread over its windows by run time, and
+    /// the second columns count the jobs started in the window.
     in_flight_columns: bool,
     start: u64,
     base: Option<f64>,
@@ -321,24 +326,28 @@ impl Series {
         self.settle();
     }
 
-    /// Distributes a finished job over the windows it ran in.
+    /// Counts a finished job in the windows it ran in: in the growth series spread by run time (its second
+    /// column: 1 in the window it started in); in the retained series 1 in the window it started in (what it
+    /// keeps is usually allocated early, and a job still running at a reclaim is its second column's business).
     fn job_finished(&mut self, class: usize, start: u64, end: u64, closed_at_start: u64) {
-        if !self.in_flight_columns {
-            // The window it started in: still open, or waiting for it among the closed ones.
-            if self.closed == closed_at_start {
-                add_weight(&mut self.current, second(class), 1.0);
-            } else if let Some(window) = self.pending.iter_mut().find(|w| w.seq == closed_at_start)
-            {
-                add_weight(&mut window.weights, second(class), 1.0);
-            }
+        let start_column = if self.in_flight_columns {
+            per_job(class)
+        } else {
+            second(class)
+        };
+        if self.closed == closed_at_start {
+            add_weight(&mut self.current, start_column, 1.0);
+        } else if let Some(window) = self.pending.iter_mut().find(|w| w.seq == closed_at_start) {
+            add_weight(&mut window.weights, start_column, 1.0);
         }
+        let spread = !self.in_flight_columns;
         let duration = end.saturating_sub(start).max(1) as f64;
         for window in self.pending.iter_mut().rev() {
             if window.seq < closed_at_start {
                 break;
             }
             let overlap = window.end.min(end).saturating_sub(window.start.max(start));
-            if overlap > 0 {
+            if spread && overlap > 0 {
                 add_weight(
                     &mut window.weights,
                     per_job(class),
@@ -353,7 +362,7 @@ impl Series {
         } else {
             overlap as f64 / duration
         };
-        if share > 0.0 {
+        if spread && share > 0.0 {
             add_weight(&mut self.current, per_job(class), share);
         }
         self.settle();

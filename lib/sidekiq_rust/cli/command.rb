@@ -44,6 +44,15 @@ module SidekiqRust
         names.any? { |n| n.start_with?("Redis") } || error.is_a?(SystemCallError) || error.is_a?(IOError)
       end
 
+      # Says that Redis cannot be reached and returns the problems exit status; re-raises any other error.
+      def redis_failure(name, error)
+        raise error unless redis_error?(error)
+
+        @err.puts("sidekiq_rust #{name}: cannot reach Redis (#{error.class}: #{error.message}): check --redis-url " \
+                  "or REDIS_URL, and that the server runs")
+        EXIT_PROBLEMS
+      end
+
       # Prints a usage error and the command's help; returns the usage exit status.
       def usage_error(name, error, help)
         @err.puts("sidekiq_rust #{name}: #{error.message}")

@@ -45,11 +45,7 @@ module SidekiqRust
       rescue Errno::EPIPE # the reader went away (`sidekiq_rust report | head`)
         EXIT_OK
       rescue StandardError => e
-        raise unless redis_error?(e)
-
-        @err.puts("sidekiq_rust report: cannot reach Redis (#{e.class}: #{e.message}): check --redis-url or " \
-                  "REDIS_URL, and that the server runs")
-        EXIT_PROBLEMS
+        redis_failure("report", e)
       end
 
       def parse(argv)
