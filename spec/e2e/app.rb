@@ -117,6 +117,9 @@ class ChurnJob
     junk = Array.new(mb) { "c" * ((1024 * 1024) - 1) }
     sleep seconds
     e2e_done("churn#{junk.size}")
+    # Ruby's GC scans thread stacks conservatively: a stale reference to the Array there would keep it all;
+    # emptied, it keeps none of the strings.
+    junk.clear
   end
 end
 

@@ -148,16 +148,43 @@ fn add_weight(weights: &mut Vec<(usize, f64)>, class: usize, w: f64) {
     }
 }
 
-/// The normal equations of a least-squares fit without intercept, grown one class at a time.
+/// Fitted windows a robust fit keeps (the retained series: one window per reclaim).
+pub const MAX_HISTORY: usize = 2048;
+/// Huber's tuning constant: residuals beyond this many robust standard deviations weigh less.
+const HUBER: f64 = 1.345;
+/// Rounds of reweighting of a robust fit.
+const ROBUST_ROUNDS: usize = 8;
+
+/// The normal equations of a least-squares fit without intercept, grown one column at a time. A robust one
+/// also keeps its last MAX_HISTORY windows, so that windows far off the fit (a reclaim that caught a job in
+/// the middle of allocating its working set) can be weighed down (Huber's M-estimator).
 #[derive(Debug, Clone, Default)]
 pub struct Normal {
     xtx: Vec<Vec<f64>>,
     xty: Vec<f64>,
     yy: f64,
     windows: u64,
+    history: Option<VecDeque<Observation>>,
+}
+
+/// One fitted window: its weights by column, and its change.
+type Observation = (Vec<(usize, f64)>, f64);
+
+struct Fit {
+    active: Vec<usize>,
+    l: Vec<Vec<f64>>,
+    beta: Vec<f64>,
+    sigma2: f64,
 }
 
 impl Normal {
+    fn robust() -> Self {
+        Normal {
+            history: Some(VecDeque::new()),
+            ..Normal::default()
+        }
+    }
+
     fn grow(&mut self, k: usize) {
         if k <= self.xty.len() {
             return;
@@ -172,28 +199,36 @@ impl Normal {
     }
 
     fn add(&mut self, weights: &[(usize, f64)], y: f64) {
+        if let Some(history) = &mut self.history {
+            history.push_back((weights.to_vec(), y));
+            if history.len() > MAX_HISTORY {
+                history.pop_front();
+            }
+        }
+        self.add_weighted(weights, y, 1.0);
+    }
+
+    fn add_weighted(&mut self, weights: &[(usize, f64)], y: f64, w: f64) {
         let k = weights.iter().map(|(c, _)| c + 1).max().unwrap_or(0);
         self.grow(k);
         for &(i, wi) in weights {
-            self.xty[i] += wi * y;
+            self.xty[i] += w * wi * y;
             for &(j, wj) in weights {
-                self.xtx[i][j] += wi * wj;
+                self.xtx[i][j] += w * wi * wj;
             }
         }
-        self.yy += y * y;
+        self.yy += w * y * y;
         self.windows += 1;
     }
 
-    /// One estimate per group of columns, the sum of its columns' coefficients (None: no column of the group
-    /// was in a window, or there are not more windows than columns in use).
-    pub fn solve(&self, groups: &[Vec<usize>]) -> Vec<Option<f64>> {
-        let mut out = vec![None; groups.len()];
+    /// Least squares over the columns in use; None when there are not more windows than columns.
+    fn fit(&self) -> Option<Fit> {
         let active: Vec<usize> = (0..self.xty.len())
             .filter(|&i| self.xtx[i][i] > 0.0)
             .collect();
         let n = active.len();
         if n == 0 || self.windows <= n as u64 {
-            return out;
+            return None;
         }
         let a: Vec<Vec<f64>> = active
             .iter()
@@ -201,9 +236,7 @@ impl Normal {
             .collect();
         let b: Vec<f64> = active.iter().map(|&i| self.xty[i]).collect();
         let max_diag = (0..n).map(|i| a[i][i]).fold(0.0, f64::max);
-        let Some(l) = cholesky(&a, max_diag * 1e-9) else {
-            return out;
-        };
+        let l = cholesky(&a, max_diag * 1e-9)?;
         let beta = back_substitute(&l, &forward_substitute(&l, &b));
         // Residual sum of squares from the normal equations: y'y - 2 b'X'y + b'X'Xb.
         let mut rss = self.yy;
@@ -214,6 +247,67 @@ impl Normal {
             }
         }
         let sigma2 = rss.max(0.0) / (self.windows - n as u64) as f64;
+        Some(Fit {
+            active,
+            l,
+            beta,
+            sigma2,
+        })
+    }
+
+    /// The plain fit, or for a robust series the fit after weighing down the windows far off it.
+    fn final_fit(&self) -> Option<Fit> {
+        let Some(history) = &self.history else {
+            return self.fit();
+        };
+        let mut weights = vec![1.0; history.len()];
+        let mut fit = None;
+        for _ in 0..ROBUST_ROUNDS {
+            let mut normal = Normal::default();
+            for ((x, y), &w) in history.iter().zip(&weights) {
+                normal.add_weighted(x, *y, w);
+            }
+            let current = normal.fit()?;
+            let coefficient = |column: usize| {
+                current
+                    .active
+                    .iter()
+                    .position(|&c| c == column)
+                    .map_or(0.0, |p| current.beta[p])
+            };
+            let residuals: Vec<f64> = history
+                .iter()
+                .map(|(x, y)| y - x.iter().map(|&(c, w)| w * coefficient(c)).sum::<f64>())
+                .collect();
+            fit = Some(current);
+            let mut magnitudes: Vec<f64> = residuals.iter().map(|r| r.abs()).collect();
+            magnitudes.sort_by(f64::total_cmp);
+            let scale = 1.4826 * magnitudes[magnitudes.len() / 2];
+            if scale <= 0.0 {
+                break;
+            }
+            weights = residuals
+                .iter()
+                .map(|r| (HUBER * scale / r.abs().max(f64::MIN_POSITIVE)).min(1.0))
+                .collect();
+        }
+        fit
+    }
+
+    /// One estimate per group of columns, the sum of its columns' coefficients (None: no column of the group
+    /// was in a window, or there are not more windows than columns in use).
+    pub fn solve(&self, groups: &[Vec<usize>]) -> Vec<Option<f64>> {
+        let mut out = vec![None; groups.len()];
+        let Some(Fit {
+            active,
+            l,
+            beta,
+            sigma2,
+        }) = self.final_fit()
+        else {
+            return out;
+        };
+        let n = active.len();
         for (slot, group) in out.iter_mut().zip(groups) {
             let mut pick = vec![0.0; n];
             for column in group {
@@ -297,6 +391,11 @@ impl Series {
         Series {
             clamp_falls,
             in_flight_columns,
+            normal: if in_flight_columns {
+                Normal::robust()
+            } else {
+                Normal::default()
+            },
             ..Series::default()
         }
     }
@@ -849,6 +948,41 @@ mod tests {
         let rows = a.report();
         assert!(rows[0].growth.unwrap() > 0, "{rows:?}");
         assert!(within(rows[0].retained, 6.0 * MB, 0.05), "{rows:?}");
+    }
+
+    #[test]
+    fn a_floor_caught_mid_allocation_is_weighed_down() {
+        let mut rng = Rng(11);
+        let mut a = Attribution::new();
+        let mut kept = 300.0 * MB;
+        let mut t = 0;
+        a.reclaim_started(kept as u64, t);
+        a.reclaim_finished(kept as u64, t);
+        for window in 0..60 {
+            for _ in 0..rng.below(4) {
+                let job = a.job_started("LeakJob", "l", t, None);
+                kept += 2.0 * MB;
+                a.job_finished(job, t + 100 * MS, None);
+                t += 100 * MS;
+            }
+            for _ in 0..(1 + rng.below(6)) {
+                let job = a.job_started("PingJob", "p", t, None);
+                a.job_finished(job, t + 10 * MS, None);
+                t += 10 * MS;
+            }
+            // One reclaim in eight lands while a job is half-way through building a 48 MB working set.
+            let caught = if window % 8 == 3 { 24.0 * MB } else { 0.0 };
+            a.reclaim_started((kept + caught) as u64, t);
+            a.reclaim_finished(
+                (kept + caught + (rng.unit() - 0.5) * 0.2 * MB) as u64,
+                t + MS,
+            );
+            t += 2 * MS;
+        }
+        let rows = a.report();
+        assert_eq!(rows[0].class, "LeakJob", "{rows:?}");
+        assert!(within(rows[0].retained, 2.0 * MB, 0.1), "{rows:?}");
+        assert_eq!(rows[1].retained, Some(0), "{rows:?}");
     }
 
     #[test]
