@@ -10,6 +10,7 @@ require_relative "sidekiq_rust/sidekiq_adapter"
 require_relative "sidekiq_rust/fleet"
 require_relative "sidekiq_rust/history"
 require_relative "sidekiq_rust/metrics"
+require_relative "sidekiq_rust/report"
 require_relative "sidekiq_rust/guard"
 require_relative "sidekiq_rust/process_killer"
 require_relative "sidekiq_rust/doctor"
@@ -43,9 +44,10 @@ module SidekiqRust
       @settings
     end
 
-    # The job classes that grew memory the most in this process: [{class:, count:, total_growth:, max_growth:}].
-    def report(limit = 5)
-      guard ? guard.report(limit) : []
+    # This process's per-job-class memory figures, largest retained first: [{class:, jobs:, retained_per_job:,
+    # growth_per_job:, allocated_per_job:}] (bytes, nil when unknown). The fleet's: Report.fleet.
+    def report(limit: nil)
+      guard ? guard.report(limit: limit) : []
     end
 
     # Starts the guard (Sidekiq's :startup event does this).
@@ -91,7 +93,7 @@ module SidekiqRust
         end
         sidekiq.on(:startup) { SidekiqRust.start_guard(sidekiq) }
         sidekiq.on(:quiet) { SidekiqRust.guard&.stop_monitor }
-        sidekiq.on(:shutdown) { SidekiqRust.guard&.stop_monitor }
+        sidekiq.on(:shutdown) { SidekiqRust.guard&.shutting_down }
       end
     end
   end

@@ -26,7 +26,8 @@ RSpec.describe SidekiqRust::Configuration do
       expect(s.to_h).to include(max_rss: 500 * mb, hard_max_rss: nil, metric: :rss, grace_time: 60.0,
                                 check_interval: 5.0, reclaim: true, reclaim_cooldown: 300.0, shutdown_wait: 60.0,
                                 kill_after: nil, max_concurrent_restarts: 1, require_other_process: true,
-                                dry_run: false, on_restart: nil, logger: nil, doctor_on_boot: false)
+                                dry_run: false, on_restart: nil, logger: nil, doctor_on_boot: false,
+                                measure_interval: 60.0)
       expect(s).to be_frozen
     end
   end
@@ -77,6 +78,8 @@ RSpec.describe SidekiqRust::Configuration do
       expect_rejected(:reclaim_cooldown, nil, "a number of seconds >= 0")
       expect_rejected(:shutdown_wait, "1m", "a number of seconds >= 0")
       expect_rejected(:kill_after, 0, "a number of seconds > 0")
+      expect(resolve(measure_interval: nil).measure_interval).to be_nil
+      expect_rejected(:measure_interval, 0, "a number of seconds > 0")
     end
   end
 

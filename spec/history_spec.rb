@@ -59,30 +59,6 @@ RSpec.describe SidekiqRust::History do
     keys.each { |key| expect(redis_call("TTL", key)).to be > 0, "#{key} has no expiry" }
   end
 
-  it "merges the per-class figures the processes publish (sidekiq_rust:classes:IDENTITY)" do
-    other = described_class.new(settings, identity: "web-2:7")
-    history.record(1, :normal)
-    other.record(1, :normal)
-    publish = lambda do |identity, classes|
-      redis_call("SET", "sidekiq_rust:classes:#{identity}",
-                 JSON.generate(identity: identity, at: Time.now.to_f, classes: classes), "EX", 60)
-    end
-    publish.call("web-1:4242", [{ class: "ImportJob", jobs: 10, retained_per_job: 1000, growth_per_job: nil,
-                                  allocated_per_job: 50_000 },
-                                { class: "MailJob", jobs: 5, retained_per_job: nil, growth_per_job: 10,
-                                  allocated_per_job: 100 }])
-    publish.call("web-2:7", [{ class: "ImportJob", jobs: 30, retained_per_job: 3000, growth_per_job: 200,
-                               allocated_per_job: 10_000 }])
-
-    rows = described_class.class_rows
-    expect(rows).to eq([
-                         { class: "ImportJob", jobs: 40, retained_per_job: 2500, growth_per_job: 200,
-                           allocated_per_job: 20_000 },
-                         { class: "MailJob", jobs: 5, retained_per_job: nil, growth_per_job: 10,
-                           allocated_per_job: 100 }
-                       ])
-  end
-
   it "never raises when Redis is down, and says so once" do
     log = StringIO.new
     logged = guard_settings(check_interval: 0.01, logger: Logger.new(log))

@@ -19,10 +19,8 @@ RSpec.describe SidekiqRust::Metrics do
     history = SidekiqRust::History.new(settings, identity: "web-1:9")
     history.record(123 * 1_048_576, :serving)
     odd = "Odd\"Job\\With\nNewline"
-    redis_call("SET", "sidekiq_rust:classes:web-1:9",
-               JSON.generate(identity: "web-1:9", at: Time.now.to_f,
-                             classes: [{ class: odd, jobs: 2, retained_per_job: 512, growth_per_job: -100,
-                                         allocated_per_job: nil }]), "EX", 60)
+    SidekiqRust::Report.publish("web-1:9", [{ class: odd, jobs: 2, retained_per_job: 512, growth_per_job: -100,
+                                              allocated_per_job: nil }], ttl: 60)
 
     families = Prometheus.parse(described_class.text)
     retained = Prometheus.samples(families, "sidekiq_rust_class_retained_per_job_bytes")

@@ -10,9 +10,11 @@ RSpec.describe SidekiqRust::ProcessKiller do
   let(:on_restart) { ->(_event) { raise "the team's callback is broken" } }
   let(:guard) { SidekiqRust.guard }
 
+  let(:max_rss) { 10 } # this Ruby is far above: every check is over the limit
+
   around do |example|
     SidekiqRust.configure do |c|
-      c.max_rss = 10 # this Ruby is far above: every check is over the limit
+      c.max_rss = max_rss
       c.grace_time = 0
       c.reclaim = false
       c.dry_run = true
@@ -26,7 +28,7 @@ RSpec.describe SidekiqRust::ProcessKiller do
   end
 
   def run_job(klass = "GrowJob", &block)
-    described_class.new.call(Object.new, { "class" => klass }, "default", &block)
+    described_class.new.call(Object.new, { "class" => klass, "jid" => "jid-#{klass}" }, "default", &block)
   end
 
   it "returns the job's value and counts it in and out" do
@@ -42,20 +44,18 @@ RSpec.describe SidekiqRust::ProcessKiller do
     expect(guard.busy).to eq(0)
   end
 
-  it "records which job class grew memory, named by ActiveJob's wrapped class when there is one" do
-    guard.check # a baseline reading
-    kept = nil
-    run_job { kept = "g" * (30 * 1024 * 1024) }
+  it "names a job by ActiveJob's wrapped class when there is one, and lists the jobs in flight" do
+    inside = nil
     described_class.new.call(Object.new, { "class" => "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper",
-                                           "wrapped" => "ReportJob" }, "default") { :ok }
-    report = SidekiqRust.report
-    grow = report.find { |r| r[:class] == "GrowJob" }
-    expect(grow).to include(count: 1)
-    expect(grow[:total_growth]).to be >= 25 * 1024 * 1024
-    expect(grow[:max_growth]).to eq(grow[:total_growth])
-    expect(report.map { |r| r[:class] }).to include("ReportJob")
-    expect(report.first[:class]).to eq("GrowJob")
-    expect(kept.bytesize).to eq(30 * 1024 * 1024)
+                                           "wrapped" => "ReportJob", "jid" => "abc123" }, "default") do
+      sleep 0.05
+      inside = guard.in_flight
+    end
+    expect(inside.size).to eq(1)
+    expect(inside.first).to include(class: "ReportJob", jid: "abc123")
+    expect(inside.first[:running_s]).to be >= 0.0
+    expect(guard.in_flight).to eq([])
+    expect(SidekiqRust.report).to match([include(class: "ReportJob", jobs: 1)])
   end
 
   it "keeps the guard's own failures (a broken on_restart) out of the job, and logs them" do
@@ -64,6 +64,37 @@ RSpec.describe SidekiqRust::ProcessKiller do
     sleep 0.05 until log.string.include?("on_restart") || Time.now > deadline
     expect(log.string).to include("dry run: would restart").and include("reason=soft_limit")
     expect(log.string).to include("error in on_restart: RuntimeError: the team's callback is broken")
+  end
+
+  context "with room under the limit" do
+    let(:max_rss) { 100_000 }
+    let(:on_restart) { nil }
+    let(:mb) { 1024 * 1024 }
+
+    # Windows with varied mixes of a leaking and a light class, each closed by a measuring reclaim.
+    it "fits retained and growth per job for each class, and allocated per job under jemalloc" do
+      kept = []
+      15.times do |i|
+        (1 + (i % 3)).times { run_job("LeakJob") { kept << ("l" * ((2 * mb) - 1)) } }
+        (1 + ((i * 2) % 5)).times { run_job("LightJob") { :ok } }
+        sleep 0.03 # the next job's end reads RSS: a growth window
+        run_job("LightJob") { :ok }
+        expect(guard.measure(force: true)).to be(true)
+      end
+      rows = SidekiqRust.report
+      expect(rows.map { |r| r[:class] }).to eq(%w[LeakJob LightJob])
+      leak, light = rows
+      expect(leak[:jobs]).to eq(30)
+      expect(leak[:retained_per_job]).to be_within(0.3 * 2 * mb).of(2 * mb)
+      expect(leak[:growth_per_job]).to be_within(0.3 * 2 * mb).of(2 * mb)
+      expect(light[:retained_per_job]).to be < 256 * 1024
+      if SidekiqRust::Allocator.name == "jemalloc"
+        expect(leak[:allocated_per_job]).to be_within(0.1 * 2 * mb).of(2 * mb)
+        expect(light[:allocated_per_job]).to be < 100 * 1024
+      else
+        expect(leak[:allocated_per_job]).to be_nil
+      end
+    end
   end
 
   it "does nothing before the guard starts (and in client processes)" do

@@ -7,6 +7,7 @@ require_relative "cli/doctor"
 require_relative "cli/systemd"
 require_relative "cli/top"
 require_relative "cli/metrics"
+require_relative "cli/report"
 
 module SidekiqRust
   # `sidekiq_rust COMMAND [options]` (exe/sidekiq_rust): finds the subcommand and runs it.
@@ -26,6 +27,7 @@ module SidekiqRust
       "doctor" => Doctor,
       "exec" => Exec,
       "metrics" => Metrics,
+      "report" => Report,
       "systemd" => Systemd,
       "top" => Top
     }.freeze

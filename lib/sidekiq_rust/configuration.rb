@@ -43,6 +43,9 @@ module SidekiqRust
     attr_accessor :logger
     # Run SidekiqRust::Doctor at Sidekiq's startup and log its WARN and FAIL lines.
     attr_accessor :doctor_on_boot
+    # Seconds between the monitor's measuring reclaims (GC + purge) that give the per-class retained figure;
+    # never more than 5% of the process's time. nil: none (only the guard's own reclaims measure).
+    attr_accessor :measure_interval
 
     def initialize
       @max_rss = nil
@@ -60,6 +63,7 @@ module SidekiqRust
       @on_restart = nil
       @logger = nil
       @doctor_on_boot = false
+      @measure_interval = 60
     end
 
     # Validates every key and returns frozen Settings in bytes and seconds.
@@ -84,7 +88,8 @@ module SidekiqRust
         dry_run: boolean(:dry_run, dry_run),
         on_restart: callable(:on_restart, on_restart),
         logger: resolve_logger,
-        doctor_on_boot: boolean(:doctor_on_boot, doctor_on_boot)
+        doctor_on_boot: boolean(:doctor_on_boot, doctor_on_boot),
+        measure_interval: measure_interval.nil? ? nil : seconds(:measure_interval, measure_interval, allow_zero: false)
       ).freeze
     end
 
@@ -166,6 +171,7 @@ module SidekiqRust
   Settings = Struct.new(
     :max_rss, :hard_max_rss, :metric, :grace_time, :check_interval, :reclaim, :reclaim_cooldown, :shutdown_wait,
     :kill_after, :max_concurrent_restarts, :require_other_process, :dry_run, :on_restart, :logger, :doctor_on_boot,
+    :measure_interval,
     keyword_init: true
   ) do
     def self.mb(bytes)

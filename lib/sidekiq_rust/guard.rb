@@ -16,6 +16,11 @@ module SidekiqRust
     QUIET_SETTLE = 2.5
     # A refusal (sole process, no slot, Redis down) is logged again at most this often, unless it changes.
     DENIAL_LOG_EVERY = 60
+    # Measuring reclaims take at most 1/MEASURE_BUDGET of the process's time (the next one waits at least this
+    # many times as long as the last one took).
+    MEASURE_BUDGET = 20
+    # Classes named in a log line and an event, by retained and by growth.
+    TOP = 5
 
     attr_reader :settings, :fleet, :kill_after
 
@@ -37,20 +42,24 @@ module SidekiqRust
       @monitor = nil
       @monitoring = false
       @last_denial = nil
+      @rss_metric = settings.metric == :rss
+      @reclaim_lock = Mutex.new
+      @next_measure = settings.measure_interval && (monotonic + settings.measure_interval)
+      @publish_error = nil
     end
 
-    # Called by the middleware before a job: counts it in, returns the memory baseline (no system call).
-    def job_started
-      @native.job_started
+    # Called by the middleware before a job: counts it in (no system call); returns its token.
+    def job_started(job_class, jid)
+      @native.job_started(job_class, jid)
     end
 
-    # Called by the middleware after a job, even a failed one: one RSS read, the job class's growth recorded,
-    # the limits checked. Never raises.
-    def job_finished(job_class, start)
-      action = @native.job_finished(job_class, start, @settings.metric == :rss)
+    # Called by the middleware after a job, even a failed one: counts it out and, when the last reading is
+    # older than 20 ms, reads RSS and checks the limits. Never raises.
+    def job_finished(token)
+      action = @native.job_finished(token, @rss_metric)
       dispatch(action) if action
     rescue StandardError => e
-      log_error("after a #{job_class} job", e)
+      log_error("after a job", e)
     end
 
     # One reading by the monitor; returns the memory figure.
@@ -86,11 +95,43 @@ module SidekiqRust
       @native.busy
     end
 
-    # The job classes that grew memory the most: [{class:, count:, total_growth:, max_growth:}], bytes.
-    def report(limit = 5)
-      @native.report(limit).map do |klass, count, total, max|
-        { class: klass, count: count, total_growth: total, max_growth: max }
-      end
+    # Per job class: [{class:, jobs:, retained_per_job:, growth_per_job:, allocated_per_job:}] (bytes, nil when
+    # unknown), largest retained first. See Report.
+    def report(limit: nil)
+      rows = Report.rows(@native.report)
+      limit ? rows.first(limit) : rows
+    end
+
+    # The jobs running now, longest first: [{class:, jid:, running_s:}].
+    def in_flight
+      @native.in_flight.map { |klass, jid, seconds| { class: klass, jid: jid, running_s: seconds.round(1) } }
+    end
+
+    # Writes this process's figures to Redis for `sidekiq_rust report` (Report.fleet). Never raises.
+    def publish
+      Report.publish(@tag, report(limit: Report::MAX_CLASSES), ttl: 3 * @settings.check_interval)
+      @publish_error = nil
+    rescue StandardError => e
+      log_error("publishing the per-class figures", e) unless @publish_error == e.message
+      @publish_error = e.message
+    end
+
+    # Sidekiq's :shutdown (TERM): stops the monitor, publishes the figures and, unless the guard's own restart
+    # already said so, logs the jobs still running and the top classes.
+    def shutting_down
+      stop_monitor
+      log(:info, "shutting down (TERM)", **attribution) if phase == :serving
+      publish
+    end
+
+    # A measuring reclaim when due (or at once with `force: true`): GC + purge, the floor read after it, for the
+    # per-class retained figure. Returns true if it ran.
+    def measure(force: false)
+      due = force || (@next_measure && monotonic >= @next_measure)
+      return false unless due && phase == :serving
+
+      gc_and_purge
+      true
     end
 
     private
@@ -108,6 +149,8 @@ module SidekiqRust
         end
         begin
           check
+          measure
+          publish
         rescue StandardError => e
           log_error("in the monitor", e)
         end
@@ -142,15 +185,34 @@ module SidekiqRust
       log_error("while acting on #{action}", e)
     end
 
+    def monotonic
+      ::Process.clock_gettime(::Process::CLOCK_MONOTONIC)
+    end
+
+    # GC + allocator purge between two RSS readings, so that what it gives back counts for no job (one at a
+    # time: the monitor's measuring reclaims and the guard's). Returns the purge result, nil when not supported.
+    def gc_and_purge
+      @reclaim_lock.synchronize do
+        started = monotonic
+        @native.reclaim_started
+        GC.start
+        purge = begin
+          Allocator.purge
+        rescue NotSupported => e
+          log(:info, "reclaim: allocator purge skipped (#{e.message})")
+          nil
+        end
+        @native.reclaim_finished
+        finished = monotonic
+        interval = @settings.measure_interval
+        @next_measure = finished + [interval, (finished - started) * MEASURE_BUDGET].max if interval
+        purge
+      end
+    end
+
     def reclaim
       before = current_memory
-      GC.start
-      purge = begin
-        Allocator.purge
-      rescue NotSupported => e
-        log(:info, "reclaim: allocator purge skipped (#{e.message})")
-        nil
-      end
+      purge = gc_and_purge
       after = current_memory
       action = @native.reclaimed(after)
       verdict = action ? "still over the limit" : "back under the limit, no restart"
@@ -185,6 +247,7 @@ module SidekiqRust
           **event)
       notify(event)
       @history.event(:restart, **event)
+      publish
       signal("TSTP")
       sleep QUIET_SETTLE
       loop do
@@ -192,7 +255,8 @@ module SidekiqRust
         action, memory = @native.sample(read_metric, true)
         case action
         when :stop
-          log(:warn, "restarting: stop (TERM); KILL if still alive after #{@kill_after}s", memory: memory)
+          log(:warn, "restarting: stop (TERM); KILL if still alive after #{@kill_after}s", memory: memory,
+                                                                                        in_flight: in_flight)
           # A native timer, which Ruby's own shutdown cannot end, sends the KILL if this thread is gone by then.
           Native.arm_kill_timer(@kill_after)
           signal("TERM")
@@ -216,9 +280,16 @@ module SidekiqRust
       {
         event: :restart, reason: reason, identity: @tag, hostname: @adapter.hostname, pid: ::Process.pid,
         metric: @settings.metric, memory: @native.last_memory.nonzero? || current_memory,
-        limit: @settings.max_rss, hard_limit: @settings.hard_max_rss, busy: @native.busy,
-        top_jobs: report(5), dry_run: false
+        limit: @settings.max_rss, hard_limit: @settings.hard_max_rss, busy: @native.busy, dry_run: false,
+        **attribution
       }
+    end
+
+    # The jobs in flight and the top classes by retained and by growth per job.
+    def attribution
+      rows = report
+      { in_flight: in_flight, top_retained: Report.top(rows, :retained_per_job, TOP),
+        top_growth: Report.top(rows, :growth_per_job, TOP) }
     end
 
     def notify(event)
@@ -236,27 +307,29 @@ module SidekiqRust
       log(:warn, message, **event)
     end
 
-    def log(level, message, memory: nil, reason: nil, top_jobs: nil, **_rest)
+    def log(level, message, memory: nil, reason: nil, in_flight: nil, top_retained: nil, top_growth: nil, **_rest)
       parts = ["sidekiq_rust: #{message}", "identity=#{@tag}"]
       parts << "#{@settings.metric}=#{Settings.mb(memory)}" if memory
       parts << "limit=#{Settings.mb(@settings.max_rss)} hard_limit=#{Settings.mb(@settings.hard_max_rss)}"
       parts << "reason=#{reason}" if reason
-      parts << "top_jobs=#{format_jobs(top_jobs)}" if top_jobs
+      parts << "in_flight=#{format_in_flight(in_flight)}" if in_flight
+      parts << "top_retained=#{format_top(top_retained, :retained_per_job)}" if top_retained
+      parts << "top_growth=#{format_top(top_growth, :growth_per_job)}" if top_growth
       @logger.public_send(level, parts.join(" "))
     rescue StandardError
       nil # logging must never break the guard
     end
 
-    def format_jobs(jobs)
+    def format_in_flight(jobs)
       return "none" if jobs.empty?
 
-      jobs.map do |j|
-        "#{j[:class]}(#{signed_mb(j[:total_growth])} in #{j[:count]} jobs, max #{signed_mb(j[:max_growth])})"
-      end.join(", ")
+      jobs.map { |j| "#{j[:class]}(jid #{j[:jid]}, #{j[:running_s]}s)" }.join(", ")
     end
 
-    def signed_mb(bytes)
-      bytes.negative? ? "-#{Settings.mb(-bytes)}" : "+#{Settings.mb(bytes)}"
+    def format_top(rows, figure)
+      return "none" if rows.empty?
+
+      rows.map { |r| "#{r[:class]}(#{Report.bytes(r[figure])}/job in #{r[:jobs]} jobs)" }.join(", ")
     end
 
     def log_error(where, error)

@@ -22,8 +22,6 @@ module SidekiqRust
     PROCESS_PREFIX = "sidekiq_rust:process:"
     INDEX = "sidekiq_rust:processes"
     EVENTS = "sidekiq_rust:events"
-    # The key holding issue 11's per-class figures of one process (read only, by .class_rows).
-    CLASSES_PREFIX = "sidekiq_rust:classes:"
     # How far back the readings reach.
     KEEP = 3600
     # Readings kept per process whatever check_interval is (0.5 s and up keep the whole hour).
@@ -182,22 +180,6 @@ module SidekiqRust
       end
 
       # The fleet's per-class figures, largest retained per job first:
-      # [{class:, jobs:, retained_per_job:, growth_per_job:, allocated_per_job:}] (bytes, nil when unknown).
-      # SidekiqRust::Report.fleet when it exists; otherwise read here from each known process's
-      # `sidekiq_rust:classes:IDENTITY` key (JSON: {"identity", "at", "classes": [{"class", "jobs",
-      # "retained_per_job", "growth_per_job", "allocated_per_job"}]}), per-job figures averaged over jobs.
-      def class_rows(limit: nil, adapter: SidekiqAdapter)
-        return SidekiqRust::Report.fleet(limit: limit) if defined?(SidekiqRust::Report) &&
-                                                          SidekiqRust::Report.respond_to?(:fleet)
-
-        identities = adapter.redis { |conn| conn.call("ZRANGE", INDEX, 0, -1) }
-        return [] if identities.empty?
-
-        docs = adapter.redis { |conn| conn.call("MGET", *identities.map { |id| CLASSES_PREFIX + id }) }
-        rows = merge_classes(docs.compact.map { |doc| parse_json(doc)["classes"] || [] }.flatten(1))
-        limit ? rows.first(limit) : rows
-      end
-
       private
 
       def process_row(identity, hash, now)
@@ -225,22 +207,6 @@ module SidekiqRust
         text ? JSON.parse(text) : {}
       rescue JSON::ParserError
         {}
-      end
-
-      # Sums the jobs of each class over the processes; a per-job figure is the jobs-weighted mean of the
-      # processes that know it.
-      def merge_classes(entries)
-        fields = %w[retained_per_job growth_per_job allocated_per_job]
-        rows = entries.group_by { |e| e["class"].to_s }.map do |klass, list|
-          row = { class: klass, jobs: list.sum { |e| e["jobs"].to_i } }
-          fields.each do |field|
-            known = list.reject { |e| e[field].nil? }
-            weight = known.sum { |e| e["jobs"].to_i }
-            row[field.to_sym] = weight.positive? ? (known.sum { |e| e[field].to_i * e["jobs"].to_i } / weight) : nil
-          end
-          row
-        end
-        rows.sort_by { |r| r[:retained_per_job].nil? ? [1, 0] : [0, -r[:retained_per_job]] }
       end
     end
   end

@@ -36,7 +36,7 @@ module SidekiqRust
     # The whole exposition as a String.
     def text(now: Time.now.to_f, adapter: SidekiqAdapter)
       processes = History.processes(limit: MAX_PROCESSES, now: now, adapter: adapter)
-      classes = History.class_rows(limit: MAX_CLASSES, adapter: adapter)
+      classes = Report.fleet(limit: MAX_CLASSES, adapter: adapter)
       by_name = samples(processes, classes).group_by(&:first)
       FAMILIES.map do |name, type, help|
         lines = ["# HELP #{name} #{help}", "# TYPE #{name} #{type}"]

@@ -29,6 +29,7 @@ events = ENV.fetch("E2E_EVENTS", nil)
     c.dry_run = guard.fetch("dry_run", false)
     c.metric = guard.fetch("metric", "rss").to_sym
     c.doctor_on_boot = guard.fetch("doctor_on_boot", false)
+    c.measure_interval = guard.fetch("measure_interval", 60)
     c.on_restart = ->(event) { File.write(events, "#{JSON.generate(event)}\n", mode: "a") } if events
   end
 end
@@ -93,5 +94,40 @@ class GarbageJob
     e2e_done("garbage")
   ensure
     GC.enable
+  end
+end
+
+# Keeps exactly `mb` MiB per job: one String whose buffer (with its terminating byte) is `mb` MiB, a size that
+# every allocator hands out as it is (jemalloc's size classes hold it without rounding up).
+class LeakJob
+  include Sidekiq::Worker
+
+  def perform(mb, seconds)
+    RETAINED << ("l" * ((mb * 1024 * 1024) - 1))
+    sleep seconds
+    e2e_done("leak")
+  end
+end
+
+# Holds `mb` MiB while it runs (its working set) and keeps none of it.
+class ChurnJob
+  include Sidekiq::Worker
+
+  def perform(mb, seconds)
+    junk = Array.new(mb) { "c" * ((1024 * 1024) - 1) }
+    sleep seconds
+    e2e_done("churn#{junk.size}")
+    # Ruby's GC scans thread stacks conservatively: a stale reference to the Array there would keep it all;
+    # emptied, it keeps none of the strings.
+    junk.clear
+  end
+end
+
+class LightJob
+  include Sidekiq::Worker
+
+  def perform(seconds)
+    sleep seconds
+    e2e_done("light")
   end
 end

@@ -1,9 +1,11 @@
 //! `SidekiqRust::Native` allocator functions: which malloc the process runs (found at run time in the
 //! global symbol scope, never from build flags), its statistics, and giving free memory back to the OS.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::mem::size_of;
 use std::ptr;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use magnus::{function, Error, Object, RHash, RModule, Ruby, Value};
@@ -47,6 +49,7 @@ pub fn init(_ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     native.define_singleton_method("allocator_info", function!(allocator_info, 0))?;
     native.define_singleton_method("allocator_stats", function!(allocator_stats, 0))?;
     native.define_singleton_method("allocator_purge", function!(allocator_purge, 0))?;
+    native.define_singleton_method("thread_allocated", function!(thread_allocated, 0))?;
     Ok(())
 }
 
@@ -88,6 +91,39 @@ fn process_mallctl() -> Option<MallctlFn> {
     }
     // SAFETY: a symbol named `mallctl` in the global scope has jemalloc's mallctl signature.
     Some(unsafe { std::mem::transmute::<*mut c_void, MallctlFn>(sym) })
+}
+
+/// The process's `mallctl`, looked up once.
+fn cached_mallctl() -> Option<MallctlFn> {
+    static MALLCTL: OnceLock<Option<MallctlFn>> = OnceLock::new();
+    *MALLCTL.get_or_init(process_mallctl)
+}
+
+/// `thread.allocatedp` of the calling thread: 0 = not looked up yet, 1 = not available (not jemalloc, or a
+/// jemalloc without statistics), otherwise the address of the thread's counter, which lives as long as the thread.
+const NOT_LOOKED_UP: usize = 0;
+const UNAVAILABLE: usize = 1;
+thread_local! {
+    static ALLOCATEDP: Cell<usize> = const { Cell::new(NOT_LOOKED_UP) };
+}
+
+/// Bytes the calling thread has allocated so far (jemalloc's per-thread counter, one load after the first call
+/// on a thread); None under any other allocator.
+pub fn thread_allocated() -> Option<u64> {
+    let mut counter = ALLOCATEDP.with(Cell::get);
+    if counter == NOT_LOOKED_UP {
+        counter = cached_mallctl()
+            .and_then(|m| mallctl_read::<usize>(m, c"thread.allocatedp"))
+            .filter(|&p| p > UNAVAILABLE)
+            .unwrap_or(UNAVAILABLE);
+        ALLOCATEDP.with(|c| c.set(counter));
+    }
+    if counter == UNAVAILABLE {
+        return None;
+    }
+    // SAFETY: jemalloc's thread.allocatedp is the address of this thread's u64 counter, valid while the thread
+    // lives; the cache is per thread.
+    Some(unsafe { ptr::read_volatile(counter as *const u64) })
 }
 
 /// Reads a fixed-size jemalloc control value.

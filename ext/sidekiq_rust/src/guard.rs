@@ -1,20 +1,26 @@
 //! `SidekiqRust::Native::Guard`: the process-wide guard state. It owns the pure policy state machine and the
-//! per-job-class statistics; the Ruby side feeds it readings and carries out the actions it returns.
+//! per-job-class attribution; the Ruby side feeds it readings and carries out the actions it returns.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use magnus::{function, method, prelude::*, Error, RModule, RString, Ruby, Symbol};
-use sidekiq_rust_core::jobstats::JobStats;
+use sidekiq_rust_core::attribution::Attribution;
 use sidekiq_rust_core::policy::{Action, Event, Limits, Phase, Policy, Reason};
 
+use crate::allocator::thread_allocated;
 use crate::errors::{error, io_error, Kind};
 use crate::memory::self_rss_bytes;
+use crate::nogvl::nogvl;
+
+/// A job's end reads RSS only when the last reading is older than this (a reading costs about a microsecond,
+/// the rest of a job's bookkeeping a few tens of nanoseconds).
+const READ_EVERY_NS: u64 = 20_000_000;
 
 struct State {
     policy: Policy,
-    jobs: JobStats,
+    jobs: Attribution,
 }
 
 #[magnus::wrap(class = "SidekiqRust::Native::Guard", free_immediately, size)]
@@ -23,21 +29,29 @@ pub struct Guard {
     started: Instant,
     busy: AtomicU32,
     last_memory: AtomicU64,
+    /// When RSS was last read, ns since `started` (0: never).
+    last_read_ns: AtomicU64,
 }
+
+/// `[class, jobs, retained_per_job, growth_per_job, allocated_per_job]`, bytes (nil: unknown).
+type Row = (String, u64, Option<i64>, Option<i64>, Option<i64>);
 
 pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     let class = native.define_class("Guard", ruby.class_object())?;
     class.define_singleton_method("new", function!(Guard::new, 8))?;
-    class.define_method("job_started", method!(Guard::job_started, 0))?;
-    class.define_method("job_finished", method!(Guard::job_finished, 3))?;
+    class.define_method("job_started", method!(Guard::job_started, 2))?;
+    class.define_method("job_finished", method!(Guard::job_finished, 2))?;
     class.define_method("sample", method!(Guard::sample, 2))?;
+    class.define_method("reclaim_started", method!(Guard::reclaim_started, 0))?;
+    class.define_method("reclaim_finished", method!(Guard::reclaim_finished, 0))?;
     class.define_method("reclaimed", method!(Guard::reclaimed, 1))?;
     class.define_method("slot_granted", method!(Guard::slot_granted, 0))?;
     class.define_method("slot_denied", method!(Guard::slot_denied, 0))?;
     class.define_method("phase", method!(Guard::phase, 0))?;
     class.define_method("busy", method!(Guard::busy, 0))?;
     class.define_method("last_memory", method!(Guard::last_memory, 0))?;
-    class.define_method("report", method!(Guard::report, 1))?;
+    class.define_method("report", method!(Guard::report, 0))?;
+    class.define_method("in_flight", method!(Guard::in_flight, 0))?;
     class.define_method("reset_report", method!(Guard::reset_report, 0))?;
     Ok(())
 }
@@ -89,19 +103,25 @@ impl Guard {
             shutdown_wait_ms,
             kill_after_ms,
         };
-        Ok(Guard {
+        let guard = Guard {
             state: Mutex::new(State {
                 policy: Policy::new(limits),
-                jobs: JobStats::new(),
+                jobs: Attribution::new(),
             }),
             started: Instant::now(),
             busy: AtomicU32::new(0),
             last_memory: AtomicU64::new(0),
-        })
+            last_read_ns: AtomicU64::new(0),
+        };
+        // The first reading opens the first window.
+        let rss = read_rss()?;
+        guard.remember(rss, guard.now_ns().max(1));
+        guard.state().jobs.reading(rss, guard.now_ns());
+        Ok(guard)
     }
 
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -111,71 +131,76 @@ impl Guard {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Counts a job in and returns the last memory reading, the baseline of its growth (no system call).
-    fn job_started(&self) -> u64 {
-        self.busy.fetch_add(1, Ordering::AcqRel);
-        self.last_memory.load(Ordering::Acquire)
+    fn remember(&self, memory: u64, now_ns: u64) {
+        self.last_memory.store(memory, Ordering::Release);
+        self.last_read_ns.store(now_ns, Ordering::Release);
     }
 
-    /// Counts a job out: one RSS read, the growth since `start` recorded for `class`, and (when the guard's
-    /// metric is RSS) the reading fed to the policy. Returns the action to take, or nil.
+    /// Counts a job in (no system call); returns its token for `job_finished`.
+    fn job_started(&self, class: RString, jid: RString) -> u64 {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the borrowed bytes are used before any call back into Ruby (a lossy copy only when they are
+        // not UTF-8).
+        let (class, jid) = unsafe { (class.as_slice(), jid.as_slice()) };
+        let (class, jid) = (String::from_utf8_lossy(class), String::from_utf8_lossy(jid));
+        let allocated = thread_allocated();
+        let now = self.now_ns();
+        self.state().jobs.job_started(&class, &jid, now, allocated)
+    }
+
+    /// Counts a job out. Reads RSS only when the last reading is older than READ_EVERY_NS, and then (when the
+    /// guard's metric is RSS) feeds it to the policy. Returns the action to take, or nil.
     fn job_finished(
         ruby: &Ruby,
         rb_self: &Self,
-        class: RString,
-        start: u64,
+        token: u64,
         feed_policy: bool,
     ) -> Result<Option<Symbol>, Error> {
+        let allocated = thread_allocated();
         let _ = rb_self
             .busy
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1));
-        let rss = read_rss()?;
-        rb_self.last_memory.store(rss, Ordering::Release);
-        let busy = rb_self.busy.load(Ordering::Acquire);
-        let now_ms = rb_self.now_ms();
+        let now = rb_self.now_ns();
+        let due = now.saturating_sub(rb_self.last_read_ns.load(Ordering::Acquire)) >= READ_EVERY_NS;
+        let rss = if due { Some(read_rss()?) } else { None };
         let mut state = rb_self.state();
-        if start > 0 {
-            let growth = rss as i64 - start as i64;
-            // SAFETY: the borrowed text is used before any call back into Ruby.
-            match unsafe { class.as_str() } {
-                Ok(name) => state.jobs.record(name, growth),
-                Err(_) => match class.to_string() {
-                    Ok(name) => state.jobs.record(&name, growth),
-                    Err(_) => state.jobs.record("(unreadable class name)", growth),
-                },
-            }
-        }
+        state.jobs.job_finished(token, now, allocated);
+        let Some(rss) = rss else {
+            return Ok(None);
+        };
+        rb_self.remember(rss, now);
+        state.jobs.reading(rss, now);
         if !feed_policy || state.policy.phase() != Phase::Serving {
             return Ok(None);
         }
         let action = state.policy.step(Event::Sample {
             memory: rss,
-            now_ms,
-            busy,
+            now_ms: now / 1_000_000,
+            busy: rb_self.busy.load(Ordering::Acquire),
         });
         Ok(action_symbol(ruby, action))
     }
 
-    /// Feeds a reading (`nil`: read RSS now) with this process's busy count; returns `[action or nil, memory]`.
-    /// Watchers (the monitor) pass `restarting = false` and only move a serving process; the restart sequence
-    /// passes `true` and gets the quiet -> stop -> kill steps.
+    /// Feeds a reading (`nil`: RSS, read now) with this process's busy count; returns `[action or nil, memory]`.
+    /// RSS is read either way for the attribution. Watchers (the monitor) pass `restarting = false` and only
+    /// move a serving process; the restart sequence passes `true` and gets the quiet -> stop -> kill steps.
     fn sample(
         ruby: &Ruby,
         rb_self: &Self,
         memory: Option<u64>,
         restarting: bool,
     ) -> Result<(Option<Symbol>, u64), Error> {
-        let memory = match memory {
-            Some(m) => m,
-            None => read_rss()?,
-        };
-        rb_self.last_memory.store(memory, Ordering::Release);
+        let rss = read_rss()?;
+        let memory = memory.unwrap_or(rss);
+        let now = rb_self.now_ns();
+        rb_self.remember(memory, now);
         let event = Event::Sample {
             memory,
-            now_ms: rb_self.now_ms(),
+            now_ms: now / 1_000_000,
             busy: rb_self.busy.load(Ordering::Acquire),
         };
         let mut state = rb_self.state();
+        state.jobs.reading(rss, now);
         if !restarting && state.policy.phase() != Phase::Serving {
             return Ok((None, memory));
         }
@@ -183,8 +208,25 @@ impl Guard {
         Ok((action_symbol(ruby, action), memory))
     }
 
+    /// A reclaim (GC + purge) starts: reads RSS, closing the window; returns the reading.
+    fn reclaim_started(&self) -> Result<u64, Error> {
+        let rss = read_rss()?;
+        let now = self.now_ns();
+        self.state().jobs.reclaim_started(rss, now);
+        Ok(rss)
+    }
+
+    /// The reclaim is over: reads the floor; what it gave back counts for no job. Returns the reading.
+    fn reclaim_finished(&self) -> Result<u64, Error> {
+        let rss = read_rss()?;
+        let now = self.now_ns();
+        self.remember(rss, now);
+        self.state().jobs.reclaim_finished(rss, now);
+        Ok(rss)
+    }
+
     fn reclaimed(ruby: &Ruby, rb_self: &Self, memory: u64) -> Option<Symbol> {
-        let now_ms = rb_self.now_ms();
+        let now_ms = rb_self.now_ns() / 1_000_000;
         let action = rb_self
             .state()
             .policy
@@ -193,13 +235,13 @@ impl Guard {
     }
 
     fn slot_granted(ruby: &Ruby, rb_self: &Self) -> Option<Symbol> {
-        let now_ms = rb_self.now_ms();
+        let now_ms = rb_self.now_ns() / 1_000_000;
         let action = rb_self.state().policy.step(Event::SlotGranted { now_ms });
         action_symbol(ruby, action)
     }
 
     fn slot_denied(ruby: &Ruby, rb_self: &Self) -> Option<Symbol> {
-        let now_ms = rb_self.now_ms();
+        let now_ms = rb_self.now_ns() / 1_000_000;
         let action = rb_self.state().policy.step(Event::SlotDenied { now_ms });
         action_symbol(ruby, action)
     }
@@ -216,13 +258,27 @@ impl Guard {
         self.last_memory.load(Ordering::Acquire)
     }
 
-    /// The `n` job classes that grew memory the most: `[[class, count, total_growth, max_growth], ...]`.
-    fn report(&self, n: usize) -> Vec<(String, u64, i64, i64)> {
+    /// Every class with a finished job, ranked: `[[class, jobs, retained, growth, allocated], ...]`. The fit runs
+    /// without the GVL and without the lock (on a copy), so jobs go on meanwhile.
+    fn report(&self) -> Result<Vec<Row>, Error> {
+        let snapshot = self.state().jobs.snapshot();
+        let rows = nogvl("fitting the per-class memory figures", move || {
+            snapshot.report()
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.class, r.jobs, r.retained, r.growth, r.allocated))
+            .collect())
+    }
+
+    /// The jobs running now, longest first: `[[class, jid, seconds running], ...]`.
+    fn in_flight(&self) -> Vec<(String, String, f64)> {
+        let now = self.now_ns();
         self.state()
             .jobs
-            .top(n)
+            .in_flight(now)
             .into_iter()
-            .map(|(class, s)| (class, s.count, s.total_growth, s.max_growth))
+            .map(|j| (j.class, j.jid, j.running_ns as f64 / 1e9))
             .collect()
     }
 

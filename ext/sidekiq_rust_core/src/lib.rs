@@ -1,8 +1,8 @@
 //! Pure logic of sidekiq_rust, free of Ruby types so that `cargo test` covers it:
-//! procfs and cgroup parsers, the guard's policy state machine and per-job-class statistics.
+//! procfs and cgroup parsers, the guard's policy state machine and the per-job-class attribution of memory.
 
 pub mod allocator;
+pub mod attribution;
 pub mod cgroup;
-pub mod jobstats;
 pub mod policy;
 pub mod procfs;

@@ -29,20 +29,28 @@ module SidekiqRust
         value
       end
 
-      # Points Sidekiq's client at `url` (nil: Sidekiq's configuration / REDIS_URL), quietly: its "connecting to
-      # Redis" line would mix with the command's output.
-      def connect_redis(url)
+      # Loads Sidekiq's client side, quietly, and points it at `url` (nil: Sidekiq's configuration / REDIS_URL).
+      def connect(url)
         require "sidekiq"
         require "sidekiq/api"
         Redis.silence_deprecations = true if defined?(Redis) && Redis.respond_to?(:silence_deprecations=)
-        Sidekiq.logger.level = Logger::WARN
+        Sidekiq.logger.level = Logger::WARN # its "connecting to Redis" line would mix with the output
         Sidekiq.configure_client { |c| c.redis = { url: url } } if url
       end
 
-      # Whether `error` means Redis could not be reached (redis-rb, redis-client or a socket error).
+      # A failure to reach Redis (redis-rb and redis-client errors, sockets).
       def redis_error?(error)
         names = error.class.ancestors.map(&:name).compact
         names.any? { |n| n.start_with?("Redis") } || error.is_a?(SystemCallError) || error.is_a?(IOError)
+      end
+
+      # Says that Redis cannot be reached and returns the problems exit status; re-raises any other error.
+      def redis_failure(name, error)
+        raise error unless redis_error?(error)
+
+        @err.puts("sidekiq_rust #{name}: cannot reach Redis (#{error.class}: #{error.message}): check --redis-url " \
+                  "or REDIS_URL, and that the server runs")
+        EXIT_PROBLEMS
       end
 
       # Prints a usage error and the command's help; returns the usage exit status.

@@ -35,7 +35,7 @@ module SidekiqRust
           return EXIT_OK
         end
 
-        connect_redis(options.redis_url)
+        connect(options.redis_url)
         text = SidekiqRust::Metrics.text
         return write_file(options.output, text) if options.output
 

@@ -41,7 +41,7 @@ module SidekiqRust
           return EXIT_OK
         end
 
-        connect_redis(options.redis_url)
+        connect(options.redis_url)
         if options.json
           @out.puts(JSON.pretty_generate(report(rows, options.limit)))
         elsif options.once
@@ -60,11 +60,7 @@ module SidekiqRust
       rescue Interrupt, Errno::EPIPE # Ctrl-C, or the reader went away (`sidekiq_rust top | head`)
         EXIT_OK
       rescue StandardError => e
-        raise unless redis_error?(e)
-
-        @err.puts("sidekiq_rust top: cannot reach Redis (#{e.class}: #{e.message}): check --redis-url or " \
-                  "REDIS_URL, and that the server runs")
-        EXIT_PROBLEMS
+        redis_failure("top", e)
       end
 
       def parse(argv)

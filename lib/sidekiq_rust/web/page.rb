@@ -47,7 +47,7 @@ module SidekiqRust
       end
 
       def classes
-        @classes ||= History.class_rows(limit: CLASSES_SHOWN, adapter: @adapter)
+        @classes ||= Report.fleet(limit: CLASSES_SHOWN, adapter: @adapter)
       end
 
       def chart(process)
@@ -97,7 +97,7 @@ module SidekiqRust
         when "restart"
           parts = ["#{event[:reason]}: #{mb(data['memory'])} (limit #{mb(data['limit'])}), busy #{data['busy']}"]
           parts << "in flight: #{in_flight(data['in_flight'])}" if data["in_flight"]
-          top = data["top_retained"] || data["top_growth"] || data["top_jobs"]
+          top = data["top_retained"] || data["top_growth"]
           parts << "top: #{top.first(3).map { |j| j['class'] }.join(', ')}" if top.is_a?(Array) && !top.empty?
           parts.join("; ")
         when "denial"

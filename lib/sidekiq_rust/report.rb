@@ -1,0 +1,100 @@
+# frozen_string_literal: true
+
+require "json"
+
+module SidekiqRust
+  # Which job class grew the memory, per class: jobs, retained_per_job, growth_per_job, allocated_per_job
+  # (bytes, nil when unknown). The figures are fitted in Rust (ext/sidekiq_rust_core/src/attribution.rs);
+  # this module shapes them, publishes each process's to Redis and merges the fleet's.
+  #
+  # Each process's guard writes `sidekiq_rust:classes:<identity>`, a JSON String
+  # `{"identity":, "at":, "classes": [{"class":, "jobs":, "retained_per_job":, "growth_per_job":,
+  # "allocated_per_job":}, ...]}` with an expiry, at most MAX_CLASSES rows, and lists the identity in the sorted
+  # set `sidekiq_rust:class_index` (score: when its key expires), so readers never scan the keyspace.
+  module Report
+    KEY_PREFIX = "sidekiq_rust:classes:"
+    INDEX_KEY = "sidekiq_rust:class_index"
+    # Rows one process publishes.
+    MAX_CLASSES = 100
+    # A process's figures outlive its last publication by at least this long (a restarted process's too).
+    MIN_TTL = 60
+    FIGURES = %i[retained_per_job growth_per_job allocated_per_job].freeze
+
+    module_function
+
+    # Rows from Native::Guard#report: [[class, jobs, retained, growth, allocated], ...].
+    def rows(native_rows)
+      native_rows.map do |klass, jobs, retained, growth, allocated|
+        { class: klass, jobs: jobs, retained_per_job: retained, growth_per_job: growth, allocated_per_job: allocated }
+      end
+    end
+
+    # Retained per job descending, then growth, then allocated (unknown last), then the name: the order
+    # the Rust core gives one process's rows.
+    def rank(rows)
+      rows.sort_by do |row|
+        FIGURES.flat_map { |f| row[f].nil? ? [1, 0] : [0, -row[f]] } + [row[:class]]
+      end
+    end
+
+    # The `limit` classes with the largest `figure` (known and above zero).
+    def top(rows, figure, limit = 5)
+      rows.select { |r| r[figure]&.positive? }.sort_by { |r| -r[figure] }.first(limit)
+    end
+
+    # Writes one process's rows under its identity, with an expiry of `ttl` seconds.
+    def publish(identity, rows, ttl:, adapter: SidekiqAdapter, now: Time.now.to_f)
+      ttl = [ttl.ceil, MIN_TTL].max
+      classes = rows.first(MAX_CLASSES).map { |row| row.transform_keys(&:to_s) }
+      payload = JSON.generate("identity" => identity, "at" => now, "classes" => classes)
+      adapter.redis do |conn|
+        conn.call("SET", "#{KEY_PREFIX}#{identity}", payload, "EX", ttl)
+        conn.call("ZADD", INDEX_KEY, (now + ttl).to_s, identity)
+        conn.call("EXPIRE", INDEX_KEY, ttl)
+      end
+    end
+
+    # Every live process's published figures: [{identity:, at:, classes: [rows]}].
+    def processes(adapter: SidekiqAdapter, now: Time.now.to_f)
+      payloads = adapter.redis do |conn|
+        conn.call("ZREMRANGEBYSCORE", INDEX_KEY, "-inf", now.to_s)
+        identities = conn.call("ZRANGE", INDEX_KEY, 0, -1)
+        identities.empty? ? [] : conn.call("MGET", *identities.map { |i| "#{KEY_PREFIX}#{i}" })
+      end
+      payloads.compact.map do |json|
+        data = JSON.parse(json)
+        { identity: data["identity"], at: data["at"],
+          classes: data["classes"].map { |c| c.transform_keys(&:to_sym) } }
+      end
+    end
+
+    # The fleet's rows: per class, jobs added up and each figure averaged over the processes that know it,
+    # weighted by their jobs; ranked like one process's rows.
+    def fleet(limit: nil, adapter: SidekiqAdapter)
+      merged = merge(processes(adapter: adapter).flat_map { |p| p[:classes] })
+      limit ? merged.first(limit) : merged
+    end
+
+    def merge(rows)
+      merged = rows.group_by { |r| r[:class] }.map do |klass, same|
+        row = { class: klass, jobs: same.sum { |r| r[:jobs] } }
+        FIGURES.each do |figure|
+          known = same.reject { |r| r[figure].nil? }
+          weight = known.sum { |r| r[:jobs] }
+          row[figure] = weight.positive? ? (known.sum { |r| r[figure] * r[:jobs] }.fdiv(weight)).round : nil
+        end
+        row
+      end
+      rank(merged)
+    end
+
+    # "1.5MB", "12KB", "300B"; "?" for unknown.
+    def bytes(value)
+      return "?" if value.nil?
+      return format("%.1fMB", value / 1_048_576.0) if value.abs >= 1_048_576
+      return format("%.0fKB", value / 1024.0) if value.abs >= 1024
+
+      "#{value}B"
+    end
+  end
+end
