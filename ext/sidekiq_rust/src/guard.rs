@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use magnus::{function, method, prelude::*, Error, RModule, RString, Ruby, Symbol};
 use sidekiq_rust_core::jobstats::JobStats;
-use sidekiq_rust_core::policy::{Action, Event, Limits, Phase, Policy, Reason};
+use sidekiq_rust_core::policy::{Action, Event, Limits, Phase, Policy, Reason, StopCause};
 
 use crate::errors::{error, io_error, Kind};
 use crate::memory::self_rss_bytes;
@@ -27,13 +27,17 @@ pub struct Guard {
 
 pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     let class = native.define_class("Guard", ruby.class_object())?;
-    class.define_singleton_method("new", function!(Guard::new, 8))?;
+    class.define_singleton_method("new", function!(Guard::new, 11))?;
     class.define_method("job_started", method!(Guard::job_started, 0))?;
     class.define_method("job_finished", method!(Guard::job_finished, 3))?;
     class.define_method("sample", method!(Guard::sample, 2))?;
     class.define_method("reclaimed", method!(Guard::reclaimed, 1))?;
     class.define_method("slot_granted", method!(Guard::slot_granted, 0))?;
     class.define_method("slot_denied", method!(Guard::slot_denied, 0))?;
+    class.define_method("quieted", method!(Guard::quieted, 0))?;
+    class.define_method("decision_memory", method!(Guard::decision_memory, 0))?;
+    class.define_method("last_reclaim", method!(Guard::last_reclaim, 0))?;
+    class.define_method("uptime", method!(Guard::uptime, 0))?;
     class.define_method("phase", method!(Guard::phase, 0))?;
     class.define_method("busy", method!(Guard::busy, 0))?;
     class.define_method("last_memory", method!(Guard::last_memory, 0))?;
@@ -48,8 +52,12 @@ fn action_symbol(ruby: &Ruby, action: Action) -> Option<Symbol> {
         Action::Reclaim => "reclaim",
         Action::RequestRestart(Reason::Hard) => "restart_hard",
         Action::RequestRestart(Reason::Soft) => "restart_soft",
+        Action::RestartLoop => "restart_loop",
         Action::Quiet => "quiet",
-        Action::Stop => "stop",
+        Action::QuietUnconfirmed => "quiet_unconfirmed",
+        Action::Stop(StopCause::Idle) => "stop_idle",
+        Action::Stop(StopCause::Waited) => "stop_waited",
+        Action::Stop(StopCause::HardLimit) => "stop_hard",
         Action::Kill => "kill",
     };
     Some(ruby.to_symbol(name))
@@ -61,7 +69,8 @@ fn read_rss() -> Result<u64, Error> {
 
 impl Guard {
     /// `Guard.new(soft, hard_or_nil, grace_ms, reclaim, reclaim_cooldown_ms, retry_ms, shutdown_wait_ms,
-    /// kill_after_ms)`; bytes and milliseconds. Ruby validates the values first.
+    /// kill_after_ms, settle_ms, quiet_timeout_ms, loop_window_ms)`; bytes and milliseconds. Ruby validates the
+    /// values first.
     #[allow(clippy::too_many_arguments)]
     fn new(
         soft: u64,
@@ -72,6 +81,9 @@ impl Guard {
         retry_ms: u64,
         shutdown_wait_ms: u64,
         kill_after_ms: u64,
+        settle_ms: u64,
+        quiet_timeout_ms: u64,
+        loop_window_ms: u64,
     ) -> Result<Guard, Error> {
         if soft == 0 || hard.is_some_and(|h| h < soft) {
             return Err(error(
@@ -88,6 +100,9 @@ impl Guard {
             retry_ms,
             shutdown_wait_ms,
             kill_after_ms,
+            settle_ms,
+            quiet_timeout_ms,
+            loop_window_ms,
         };
         Ok(Guard {
             state: Mutex::new(State {
@@ -202,6 +217,30 @@ impl Guard {
         let now_ms = rb_self.now_ms();
         let action = rb_self.state().policy.step(Event::SlotDenied { now_ms });
         action_symbol(ruby, action)
+    }
+
+    /// Sidekiq's `:quiet` event: quiet took effect now.
+    fn quieted(&self) {
+        let now_ms = self.now_ms();
+        self.state().policy.step(Event::Quieted { now_ms });
+    }
+
+    /// The reading the last reclaim, restart or restart-loop decision was made on (0: none yet).
+    fn decision_memory(&self) -> u64 {
+        self.state().policy.decision_memory()
+    }
+
+    /// `[before, after]` of the last reclaim, or nil.
+    fn last_reclaim(&self) -> Option<(u64, u64)> {
+        self.state()
+            .policy
+            .last_reclaim()
+            .map(|r| (r.before, r.after))
+    }
+
+    /// Seconds since the guard was made (at Sidekiq's startup).
+    fn uptime(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
     }
 
     fn phase(&self) -> &'static str {
