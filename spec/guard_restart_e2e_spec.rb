@@ -92,6 +92,16 @@ RSpec.describe "the guard's restart decisions in real Sidekiq processes (Sidekiq
     expect(bloated.events.first["memory"]).to be_within(1024 * 1024).of(after_reclaim.to_i * 1024 * 1024)
   end
 
+  it "resolves what depends on the environment when the Sidekiq server starts: a percentage without a cgroup limit" do
+    skip "this machine has a memory cgroup limit" if SidekiqRust::Memory.cgroup&.fetch(:limit)
+
+    expect { sidekiq("percent", guard: { "max_rss" => "80%" }) }
+      .to raise_error(/exited .*max_rss is "80%".*needs a memory cgroup with a limit/m)
+    # The same configuration in a plain Ruby (a console, rails runner, assets:precompile) configures fine.
+    out = ruby_output('require "sidekiq"; SidekiqRust.configure { |c| c.max_rss = "80%" }; print :configured')
+    expect(out).to eq("configured")
+  end
+
   it "names a process by Sidekiq's identity in its logs, restart slot and on_restart event" do
     named = sidekiq("named", guard: tiny)
     sidekiq("helper", guard: roomy)
