@@ -343,10 +343,10 @@ impl Policy {
         if quiet_for < self.limits.settle_ms {
             return Action::None;
         }
-        let cause = if self.over_hard(memory) {
-            StopCause::HardLimit
-        } else if busy == 0 {
+        let cause = if busy == 0 {
             StopCause::Idle
+        } else if self.over_hard(memory) {
+            StopCause::HardLimit
         } else if quiet_for >= self.limits.shutdown_wait_ms {
             StopCause::Waited
         } else {
