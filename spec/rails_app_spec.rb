@@ -63,8 +63,11 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
                          "print [SidekiqRust.configuration.max_rss, Sidekiq::VERSION, Rails.version].join(' ')")
     expect(status.exitstatus).to eq(0), out
     expect(out).to end_with("80% #{Sidekiq::VERSION} 6.1.7.10")
-    out, status = in_app({ "SIDEKIQ_MAX_RSS" => nil }, RbConfig.ruby, "bin/rails", "runner", "print :ok")
+    # An unset variable: max_rss nil, required only where the guard starts.
+    out, status = in_app({ "SIDEKIQ_RUST_UNSET" => nil }, RbConfig.ruby, "bin/rails", "runner",
+                         'SidekiqRust.configure { |c| c.max_rss = ENV["SIDEKIQ_RUST_UNSET"] }; print :ok')
     expect(status.exitstatus).to eq(0), out
+    expect(out).to end_with("ok")
     # The form of a value still fails wherever configure runs.
     out, status = in_app({ "SIDEKIQ_MAX_RSS" => "300 megs" }, RbConfig.ruby, "bin/rails", "runner", "print :ok")
     expect(status.exitstatus).not_to eq(0)
