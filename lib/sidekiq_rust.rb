@@ -7,6 +7,7 @@ require_relative "sidekiq_rust/memory"
 require_relative "sidekiq_rust/allocator"
 require_relative "sidekiq_rust/configuration"
 require_relative "sidekiq_rust/sidekiq_adapter"
+require_relative "sidekiq_rust/sidekiq_config_file"
 require_relative "sidekiq_rust/fleet"
 require_relative "sidekiq_rust/history"
 require_relative "sidekiq_rust/metrics"
@@ -29,19 +30,40 @@ module SidekiqRust
     # The running guard of this Sidekiq server process, nil before startup and in client-only processes.
     attr_reader :guard
 
-    # The validated Settings of the last `configure`.
-    attr_reader :settings
+    # The Configuration that every `configure` block added to (nil before the first).
+    attr_reader :configuration
 
-    # Validates the configuration (raising ConfigurationError at boot) and, once per process, registers the
-    # ProcessKiller middleware and the lifecycle hooks in Sidekiq's server configuration.
+    # Adds the block's keys to the configuration (blocks add up, like Sidekiq.configure_server: a key a block
+    # does not set keeps its value) and checks the form of every value, raising ConfigurationError on a typo.
+    # What depends on the environment (a percentage of the cgroup limit, the required max_rss) is resolved when
+    # the guard starts in a Sidekiq server, and nowhere else: a Rails console, `rails runner` or
+    # `assets:precompile` is never stopped by it. Once per process, registers the ProcessKiller middleware and
+    # the lifecycle hooks in Sidekiq's server configuration. Returns the Configuration.
     def configure
       require "sidekiq"
-      config = Configuration.new
-      yield config if block_given?
-      @settings = config.resolve
+      candidate = (@configuration || Configuration.new).dup
+      yield candidate if block_given?
+      @configuration = candidate.check
+      @settings = nil
       register unless @registered
       @registered = true
-      @settings
+      @configuration
+    end
+
+    # The Settings resolved for this process (bytes, seconds); nil when configure was never called. Raises
+    # ConfigurationError when the environment cannot satisfy the configuration (a percentage without a cgroup
+    # limit, no max_rss).
+    def settings
+      return nil unless @configuration
+
+      @settings ||= @configuration.resolve
+    end
+
+    # Forgets the configuration (for tests; the registered hooks stay and do nothing without one).
+    def reset_configuration
+      stop_guard
+      @configuration = nil
+      @settings = nil
     end
 
     # This process's per-job-class memory figures, largest retained first: [{class:, jobs:, retained_per_job:,
@@ -53,8 +75,10 @@ module SidekiqRust
     # Starts the guard (Sidekiq's :startup event does this).
     def start_guard(sidekiq_config = nil)
       return @guard if @guard
+      return nil unless @configuration
 
-      @guard = Guard.new(settings, sidekiq_timeout: SidekiqAdapter.timeout(sidekiq_config))
+      @guard = Guard.new(settings, sidekiq_timeout: SidekiqAdapter.timeout(sidekiq_config),
+                                   concurrency: SidekiqAdapter.concurrency(sidekiq_config))
       @guard.start_monitor
       logger = settings.logger || SidekiqAdapter.logger
       logger.info("sidekiq_rust: guard started identity=#{SidekiqAdapter.own_tag} metric=#{settings.metric} " \
@@ -92,7 +116,7 @@ module SidekiqRust
           chain.prepend(ProcessKiller) unless chain.exists?(ProcessKiller)
         end
         sidekiq.on(:startup) { SidekiqRust.start_guard(sidekiq) }
-        sidekiq.on(:quiet) { SidekiqRust.guard&.stop_monitor }
+        sidekiq.on(:quiet) { SidekiqRust.guard&.quieted }
         sidekiq.on(:shutdown) { SidekiqRust.guard&.shutting_down }
       end
     end

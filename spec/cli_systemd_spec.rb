@@ -44,9 +44,36 @@ RSpec.describe SidekiqRust::CLI::Systemd do
     expect(unit).to include("Environment=RAILS_ENV=production\n", "Environment=MALLOC_ARENA_MAX=2\n")
     jemalloc = described_class.new(out: out2 = StringIO.new, err: err2 = StringIO.new)
     expect(jemalloc.run(["--jemalloc", "--malloc-arena-max", "2"])).to eq(0)
-    expect(out2.string).to include("Environment=LD_PRELOAD=#{SidekiqRust.jemalloc_path}\n")
+    # Through the gem's launcher, not a path that goes stale at the next gem upgrade.
+    expect(out2.string).to include("ExecStart=/usr/bin/env bundle exec sidekiq_rust exec -- sidekiq -t 25\n")
+    expect(out2.string).not_to include("LD_PRELOAD")
     expect(out2.string).not_to include("MALLOC_ARENA_MAX")
     expect(err2.string).to include("--malloc-arena-max ignored")
+  end
+
+  it "takes -t from Sidekiq's configuration file, in the section of the unit's environment, as sidekiq would" do
+    Dir.mktmpdir do |app|
+      FileUtils.mkdir_p(File.join(app, "config"))
+      File.write(File.join(app, "config", "sidekiq.yml"),
+                 ":concurrency: 3\n:timeout: <%= 4 + 6 %>\nproduction:\n  :timeout: 40\n")
+      File.write(File.join(app, "other.yml"), "timeout: 12\n")
+      expect(unit_for("--working-directory", app)).to include("sidekiq -t 10\n", "TimeoutStopSec=30\n")
+      out.truncate(0)
+      out.rewind
+      production = unit_for("--working-directory", app, "--environment", "RAILS_ENV=production")
+      expect(production).to include("ExecStart=/usr/bin/env bundle exec sidekiq -t 40\n", "TimeoutStopSec=60\n")
+      out.truncate(0)
+      out.rewind
+      expect(unit_for("--working-directory", app, "-C", "other.yml"))
+        .to include("ExecStart=/usr/bin/env bundle exec sidekiq -C other.yml -t 12\n")
+      out.truncate(0)
+      out.rewind
+      expect(unit_for("--working-directory", app, "-t", "20")).to include("sidekiq -t 20\n") # -t wins
+      expect(command.run(["--working-directory", app, "-C", "missing.yml"])).to eq(2)
+      File.write(File.join(app, "config", "sidekiq.yml"), "timeout: [\n")
+      expect(command.run(["--working-directory", app])).to eq(1)
+      expect(err.string).to include("cannot read Sidekiq's configuration", "sidekiq.yml")
+    end
   end
 
   it "quotes an Environment= value with spaces, quotes or backslashes, and doubles %" do

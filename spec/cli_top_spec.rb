@@ -36,7 +36,7 @@ RSpec.describe SidekiqRust::CLI::Top do
 
     text = run_top("--once")
     expect(text).to match(/2 process\(es\), busy 0\/4/)
-    expect(text).to match(/^\S+\s+\S+\s+#{a.pid}\s+0\/2\s+\d+MB\s+\d+MB\s+\d+MB\s+run\s+-$/)
+    expect(text).to match(/^\S+\s+\S+\s+#{a.pid}\s+0\/2\s+\d+MB\s+\d+MB\s+\d+MB\s+live\s+run\s+-$/)
     expect(text).to match(/^\S+\s+\S+\s+#{b.pid}\s+0\/2 /)
 
     rows = rows_by_pid
@@ -44,19 +44,27 @@ RSpec.describe SidekiqRust::CLI::Top do
     expect(rows[a.pid]["pss"]).to be > 0
     expect(rows[a.pid]["uss"]).to be <= rows[a.pid]["pss"]
     expect(rows[a.pid]["rss"]).to be > 10 * 1024 * 1024
+    # One source per row: RSS, PSS and USS of a local process all read now, so PSS never exceeds RSS.
+    expect(rows[a.pid]["memory_source"]).to eq("live")
+    expect(rows[a.pid]["pss"]).to be <= rows[a.pid]["rss"]
+    # The name is Sidekiq's identity, as the guard logs it.
+    identity = live_processes.find { |p| p["pid"] == a.pid }["identity"]
+    expect(rows[a.pid]["identity"]).to eq(identity)
+    expect(a.log).to include("identity=#{identity} ")
+    b_identity = live_processes.find { |p| p["pid"] == b.pid }["identity"]
 
-    redis_call("SET", "#{SidekiqRust::Fleet::KEY_PREFIX}0", "#{SidekiqRust::SidekiqAdapter.hostname}:#{b.pid}")
+    redis_call("SET", "#{SidekiqRust::Fleet::KEY_PREFIX}0", b_identity)
     expect(rows_by_pid[b.pid]).to include("restart_slot" => true)
     expect(rows_by_pid[a.pid]).to include("restart_slot" => false)
     expect(run_top("--once")).to include("1 holding a restart slot")
-    redis_call("SET", "#{SidekiqRust::Fleet::KEY_PREFIX}7", "#{SidekiqRust::SidekiqAdapter.hostname}:#{a.pid}")
+    redis_call("SET", "#{SidekiqRust::Fleet::KEY_PREFIX}7", identity)
     expect(rows_by_pid[a.pid]).to include("restart_slot" => true) # a slot other than the first
     expect(run_top("--once")).to include("2 holding a restart slot")
     redis_call("DEL", "#{SidekiqRust::Fleet::KEY_PREFIX}7")
 
     Process.kill(:TSTP, a.pid) # quiet; the heartbeat shows it within one beat
     eventually(timeout: 15, what: "a shown quiet") { rows_by_pid[a.pid]["quiet"] }
-    expect(run_top("--once")).to match(/#{a.pid}\s+0\/2\s+\d+MB\s+\d+MB\s+\d+MB\s+quiet/)
+    expect(run_top("--once")).to match(/#{a.pid}\s+0\/2\s+\d+MB\s+\d+MB\s+\d+MB\s+live\s+quiet/)
   end
 
   it "redraws every --interval, clearing the screen, until interrupted" do
@@ -115,13 +123,14 @@ RSpec.describe SidekiqRust::CLI::Top do
   it "stays readable with 200 processes: the largest first, a limit, and a summary of all" do
     rows = Array.new(200) do |i|
       { identity: "host#{i % 20}:#{1000 + i}:abc", hostname: "host#{i % 20}", pid: 1000 + i, busy: i % 3,
-        concurrency: 10, rss: (100 + i) * 1024 * 1024, quiet: i == 7, restart_slot: i == 7, pss: nil, uss: nil }
+        concurrency: 10, rss: (100 + i) * 1024 * 1024, quiet: i == 7, restart_slot: i == 7, pss: nil, uss: nil,
+        memory_source: "heartbeat" }
     end.sort_by { |r| -r[:rss] }
     text = top.frame(rows, 50, now: Time.at(0))
     lines = text.lines
     expect(lines.size).to eq(1 + 1 + 50 + 1)
     expect(lines.first).to include("200 process(es), busy 199/2000", "RSS 39900MB", "1 quiet", "1 holding a restart slot")
-    expect(lines[2]).to include("1199", "299MB")
+    expect(lines[2]).to include("1199", "299MB", " beat ")
     expect(lines.last).to eq("(150 more not shown: --limit 200)")
     expect(top.report(rows, 50)).to include(not_shown: 150)
     expect(top.frame([], 50)).to include("(no Sidekiq process is alive)")

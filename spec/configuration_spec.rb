@@ -27,7 +27,7 @@ RSpec.describe SidekiqRust::Configuration do
                                 check_interval: 5.0, reclaim: true, reclaim_cooldown: 300.0, shutdown_wait: 60.0,
                                 kill_after: nil, max_concurrent_restarts: 1, require_other_process: true,
                                 dry_run: false, on_restart: nil, logger: nil, doctor_on_boot: false,
-                                measure_interval: 60.0)
+                                measure_interval: 60.0, loop_window: 600.0)
       expect(s).to be_frozen
     end
   end
@@ -41,6 +41,8 @@ RSpec.describe SidekiqRust::Configuration do
       expect(resolve(max_rss: "2g").max_rss).to eq(2048 * mb)
       expect(resolve(max_rss: "512000KB").max_rss).to eq(500 * mb)
       expect(resolve(max_rss: "800").max_rss).to eq(800 * mb)
+      expect(resolve(max_rss: 300.0).max_rss).to eq(300 * mb)
+      expect(resolve(max_rss: 1.5).max_rss).to eq((1.5 * mb).to_i)
     end
 
     it "reads a percentage of the cgroup limit" do
@@ -54,7 +56,7 @@ RSpec.describe SidekiqRust::Configuration do
     end
 
     it "rejects what is not a size" do
-      ["lots", "", "-5MB", "150%", "0%", "1.5XB", 0, -1, 1.5, :big].each do |bad|
+      ["lots", "", "-5MB", "150%", "0%", "1.5XB", "300 megs", 0, -1, 0.0, Float::INFINITY, :big].each do |bad|
         expect_rejected(:max_rss, bad, "expected")
       end
       expect_rejected(:max_rss, nil, "it is required")
@@ -73,7 +75,10 @@ RSpec.describe SidekiqRust::Configuration do
       expect(resolve(grace_time: 0).grace_time).to eq(0.0)
       expect(resolve(kill_after: 40).kill_after).to eq(40.0)
       expect_rejected(:grace_time, -1, "a number of seconds >= 0")
-      expect_rejected(:grace_time, "60", "a number of seconds >= 0")
+      expect(resolve(grace_time: "5").grace_time).to eq(5.0) # from ENV
+      expect(resolve(shutdown_wait: "1.5", kill_after: 40.5).shutdown_wait).to eq(1.5)
+      expect_rejected(:grace_time, "soon", "a number of seconds >= 0")
+      expect_rejected(:grace_time, "-5", "a number of seconds >= 0")
       expect_rejected(:check_interval, 0, "a number of seconds > 0")
       expect_rejected(:reclaim_cooldown, nil, "a number of seconds >= 0")
       expect_rejected(:shutdown_wait, "1m", "a number of seconds >= 0")
@@ -92,6 +97,7 @@ RSpec.describe SidekiqRust::Configuration do
     end
 
     it "validates booleans" do
+      expect(resolve(reclaim: "false").reclaim).to be(false) # from ENV
       %i[reclaim require_other_process dry_run doctor_on_boot].each do |key|
         expect_rejected(key, "yes", "true or false")
         expect_rejected(key, nil, "true or false")
@@ -101,6 +107,8 @@ RSpec.describe SidekiqRust::Configuration do
 
     it "validates max_concurrent_restarts" do
       expect(resolve(max_concurrent_restarts: 3).max_concurrent_restarts).to eq(3)
+      expect(resolve(max_concurrent_restarts: "2").max_concurrent_restarts).to eq(2)
+      expect(resolve(max_concurrent_restarts: 2.0).max_concurrent_restarts).to eq(2)
       expect_rejected(:max_concurrent_restarts, 0, "an Integer >= 1")
       expect_rejected(:max_concurrent_restarts, 1.5, "an Integer >= 1")
     end
@@ -119,12 +127,46 @@ RSpec.describe SidekiqRust::Configuration do
     end
   end
 
+  describe "#check: the form only, wherever configure runs" do
+    def check(**values)
+      config = described_class.new
+      values.each { |key, value| config.public_send("#{key}=", value) }
+      config.check
+    end
+
+    it "accepts what only the environment can settle, and rejects bad forms" do
+      expect { check(max_rss: "80%", hard_max_rss: "90%", metric: :cgroup) }.not_to raise_error
+      expect { check(max_rss: nil) }.not_to raise_error # ENV["SIDEKIQ_MAX_RSS"] unset on a laptop
+      expect { check(max_rss: "300 megs") }.to raise_error(SidekiqRust::ConfigurationError, /max_rss is "300 megs"/)
+      expect { check(max_rss: 500, hard_max_rss: 400) }.to raise_error(SidekiqRust::ConfigurationError, /above max_rss/)
+      expect { check(max_rss: "80%", grace_time: "soon") }.to raise_error(SidekiqRust::ConfigurationError, /grace_time/)
+      expect { check(metric: :vms) }.to raise_error(SidekiqRust::ConfigurationError, /metric/)
+    end
+  end
+
   describe "SidekiqRust.configure in a client-only process" do
+    after { SidekiqRust.reset_configuration }
+
+    it "adds up the blocks, as Sidekiq.configure_server does" do
+      SidekiqRust.configure { |c| c.max_rss = "1GB" }
+      SidekiqRust.configure { |c| c.grace_time = "5" }
+      expect(SidekiqRust.settings.to_h).to include(max_rss: 1024 * mb, grace_time: 5.0)
+      # A block that fails changes nothing.
+      expect { SidekiqRust.configure { |c| c.max_rss = "lots" } }.to raise_error(SidekiqRust::ConfigurationError)
+      expect(SidekiqRust.settings.max_rss).to eq(1024 * mb)
+    end
+
+    it "leaves what depends on the environment to the Sidekiq server's start" do
+      expect { SidekiqRust.configure { |c| c.max_rss = ENV.fetch("SIDEKIQ_RUST_UNSET_FOR_SPEC", nil) } }
+        .not_to raise_error
+      expect { SidekiqRust.settings }.to raise_error(SidekiqRust::ConfigurationError, /max_rss is nil.*required/)
+    end
+
     it "validates at once and registers nothing outside a Sidekiq server" do
       expect { SidekiqRust.configure { |c| c.max_rss = "nope" } }
         .to raise_error(SidekiqRust::ConfigurationError, /max_rss is "nope"/)
-      settings = SidekiqRust.configure { |c| c.max_rss = "1GB" }
-      expect(settings.max_rss).to eq(1024 * mb)
+      SidekiqRust.configure { |c| c.max_rss = "1GB" }
+      expect(SidekiqRust.settings.max_rss).to eq(1024 * mb)
       expect(Sidekiq.server?).to be_falsey
       chain = Sidekiq::VERSION.to_i >= 7 ? Sidekiq.default_configuration.server_middleware : Sidekiq.server_middleware
       expect(chain.exists?(SidekiqRust::ProcessKiller)).to be(false)

@@ -58,6 +58,88 @@ RSpec.describe SidekiqRust::Doctor do
     end
   end
 
+  describe "at an app's root: Sidekiq's configuration file and the app, as `sidekiq` reads them" do
+    let(:ar_app) { File.expand_path("fixtures/doctor/ar_app.rb", __dir__) }
+
+    # An app directory: config/environment.rb (the ActiveRecord pool of 5 and the guard's initializer) and
+    # config/sidekiq.yml with per-environment sections.
+    def with_app
+      Dir.mktmpdir("sidekiq_rust-doctor-app") do |dir|
+        FileUtils.mkdir_p(File.join(dir, "config"))
+        File.write(File.join(dir, "config", "environment.rb"), <<~RUBY)
+          require #{ar_app.inspect}
+          require "sidekiq_rust"
+          SidekiqRust.configure { |c| c.max_rss = "1GB" }
+        RUBY
+        File.write(File.join(dir, "config", "sidekiq.yml"), <<~YAML)
+          :concurrency: 3
+          :timeout: 10
+          production:
+            :concurrency: <%= 2 * 5 %>
+          staging:
+            :concurrency: 4
+        YAML
+        File.write(File.join(dir, "big.yml"), "concurrency: 8\ntimeout: 30\n")
+        yield dir
+      end
+    end
+
+    def doctor_in(dir, *args, env: {})
+      Bundler.with_unbundled_env do
+        Open3.capture3(env, RbConfig.ruby, exe, "doctor", "--no-redis", "--json", *args, chdir: dir)
+      end
+    end
+
+    def checks(out)
+      JSON.parse(out)["checks"].to_h { |c| [c["name"], c] }
+    end
+
+    it "loads ./config/environment by default and takes concurrency and timeout from config/sidekiq.yml" do
+      with_app do |dir|
+        out, err, status = doctor_in(dir)
+        expect(status.exitstatus).to eq(0), err + out
+        found = checks(out)
+        expect(found["sidekiq"]["saw"]).to eq("#{dir}/config/sidekiq.yml (development): concurrency 3, timeout 10")
+        expect(found["db pool"]).to include("status" => "pass", "saw" => "ActiveRecord pool 5 >= Sidekiq concurrency 3")
+        expect(found["limits"]["saw"]).to include("max_rss 1024MB")
+        expect(found["timeouts"]["saw"]).to start_with("Sidekiq timeout 10.0s, guard kill_after 25.0s")
+      end
+    end
+
+    it "applies the environment's section (RAILS_ENV or -e), -C FILE, and lets -c/-t win" do
+      with_app do |dir|
+        out, _err, status = doctor_in(dir, env: { "RAILS_ENV" => "production" })
+        expect(status.exitstatus).to eq(1)
+        expect(checks(out)["db pool"]["saw"]).to eq("ActiveRecord pool 5 < Sidekiq concurrency 10")
+        expect(checks(doctor_in(dir, "-e", "staging").first)["db pool"]["saw"]).to include("concurrency 4")
+        big = checks(doctor_in(dir, "-C", "big.yml").first)
+        expect(big["sidekiq"]["saw"]).to eq("big.yml (development): concurrency 8, timeout 30")
+        expect(big["timeouts"]["saw"]).to start_with("Sidekiq timeout 30.0s")
+        expect(checks(doctor_in(dir, "-c", "2", "-t", "5").first)["timeouts"]["saw"]).to start_with("Sidekiq timeout 5.0s")
+        skipped = checks(doctor_in(dir, "--no-app").first)
+        expect(skipped["db pool"]["status"]).to eq("skip")
+        expect(skipped["limits"]["saw"]).to eq("the guard is not configured")
+      end
+    end
+
+    it "reports an unreadable sidekiq.yml as a FAIL" do
+      with_app do |dir|
+        File.write(File.join(dir, "config", "sidekiq.yml"), ":concurrency: [\n")
+        out, _err, status = doctor_in(dir)
+        expect(status.exitstatus).to eq(1)
+        expect(checks(out)["sidekiq"]).to include("status" => "fail",
+                                                  "saw" => a_string_including("cannot read Sidekiq's configuration"))
+      end
+    end
+
+    it "fails the limits when this environment cannot resolve the configuration (a percentage, no cgroup limit)" do
+      error = SidekiqRust::ConfigurationError.new('sidekiq_rust: max_rss is "80%"; expected ... has none')
+      check = described_class.limits(error, nil)
+      expect(check.status).to eq(:fail)
+      expect(check.saw).to include("the guard would not start here", "max_rss is \"80%\"")
+    end
+  end
+
   describe "limits against the cgroup limit" do
     let(:fixtures) { File.expand_path("fixtures/cgroup", __dir__) }
     let(:cgroup) do # 1 GiB limit, from a fixture layout

@@ -18,13 +18,14 @@ RSpec.describe SidekiqRust::ProcessKiller do
       c.grace_time = 0
       c.reclaim = false
       c.dry_run = true
+      c.loop_window = 0 # a fresh process over its limit is a restart loop otherwise
       c.on_restart = on_restart
       c.logger = Logger.new(log)
     end
     SidekiqRust.start_guard
     example.run
   ensure
-    SidekiqRust.stop_guard
+    SidekiqRust.reset_configuration
   end
 
   def run_job(klass = "GrowJob", &block)

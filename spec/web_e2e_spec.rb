@@ -13,10 +13,6 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
   before(:all) { @web = WebServer.new.start }
   after(:all) { @web&.stop }
 
-  def identity_of(process)
-    "#{SidekiqRust::SidekiqAdapter.hostname}:#{process.pid}"
-  end
-
   # What a person sees of each process row, and of the chart under it.
   ROWS_SCRIPT = <<~JS
     return Array.from(document.querySelectorAll("tr.sr-process")).map(function (row) {
@@ -54,10 +50,10 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
       expect(text).to include("Memory")
       rows = browser.execute(ROWS_SCRIPT)
       by_id = rows.to_h { |row| [row["identity"], row] }
-      expect(by_id.keys).to include(identity_of(bloated), identity_of(steady))
+      expect(by_id.keys).to include(bloated.identity, steady.identity)
 
-      gone = by_id.fetch(identity_of(bloated))
-      live = by_id.fetch(identity_of(steady))
+      gone = by_id.fetch(bloated.identity)
+      live = by_id.fetch(steady.identity)
       expect(gone["text"]).to match(/gone \d+s ago/)
       expect(gone["text"]).to include("150MB", "900MB") # the limits
       expect(live["text"]).to include("live", "8000MB")
@@ -75,7 +71,7 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
       expect(live["restarts"]).to eq(0)
 
       # The fleet's timeline and the per-class table.
-      expect(text).to match(/#{Regexp.escape(identity_of(bloated))}\s+restart\s+soft_limit: \d+MB \(limit 150MB\)/)
+      expect(text).to match(/#{Regexp.escape(bloated.identity)}\s+restart\s+soft_limit: \d+MB \(limit 150MB\)/)
       # The per-class table from the figures the guards published (sidekiq_rust:classes:IDENTITY).
       expect(text).to match(/BloatJob\s+\d+\s/)
       # The tab in Sidekiq's navigation.
@@ -97,13 +93,13 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
     )
     expect(families.find { |f| f["name"] == "sidekiq_rust_restarts" }["type"]).to eq("counter")
     memory = Prometheus.samples(families, "sidekiq_rust_memory_bytes")
-    expect(memory.map { |s| s["labels"] }).to include({ "identity" => identity_of(steady), "metric" => "rss" })
-    expect(memory.find { |s| s["labels"]["identity"] == identity_of(steady) }["value"]).to be > 10 * MB
+    expect(memory.map { |s| s["labels"] }).to include({ "identity" => steady.identity, "metric" => "rss" })
+    expect(memory.find { |s| s["labels"]["identity"] == steady.identity }["value"]).to be > 10 * MB
     expect(Prometheus.samples(families, "sidekiq_rust_limit_bytes")).to include(
-      a_hash_including("labels" => { "identity" => identity_of(bloated), "kind" => "soft" }, "value" => 150.0 * MB)
+      a_hash_including("labels" => { "identity" => bloated.identity, "kind" => "soft" }, "value" => 150.0 * MB)
     )
     expect(Prometheus.samples(families, "sidekiq_rust_restarts_total")).to include(
-      a_hash_including("labels" => { "identity" => identity_of(bloated), "reason" => "soft_limit" }, "value" => 1.0)
+      a_hash_including("labels" => { "identity" => bloated.identity, "reason" => "soft_limit" }, "value" => 1.0)
     )
     bloat_jobs = Prometheus.samples(families, "sidekiq_rust_class_jobs").find { |s| s["labels"] == { "class" => "BloatJob" } }
     expect(bloat_jobs && bloat_jobs["value"]).to be > 0
@@ -116,7 +112,7 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
     # Every key the guards and this gem wrote carries an expiry.
     keys = sidekiq_rust_keys
     expect(keys).to include("sidekiq_rust:events", "sidekiq_rust:processes",
-                            "sidekiq_rust:history:#{identity_of(steady)}")
+                            "sidekiq_rust:history:#{steady.identity}")
     keys.each { |key| expect(redis_call("TTL", key)).to be > 0, "#{key} has no expiry" }
   end
 end

@@ -1,8 +1,12 @@
 # frozen_string_literal: true
 
 module SidekiqRust
-  # What `SidekiqRust.configure { |c| ... }` sets. Every key is validated at boot by #resolve, which raises
-  # ConfigurationError naming the key, the value and the accepted form.
+  # What `SidekiqRust.configure { |c| ... }` sets. Two steps, each raising ConfigurationError naming the key, the
+  # value and the accepted form:
+  # - #check: the form of every value (a typo, "300 megs"), wherever configure runs (Rails console, rake);
+  # - #resolve: what depends on the environment (a percentage of the cgroup limit, metric :cgroup, the required
+  #   max_rss), only when the guard starts in a Sidekiq server, so that `rails runner`, `assets:precompile` and
+  #   Docker builds are never broken by it.
   class Configuration
     SIZE_FORM = 'an Integer (MB), a String with a unit like "800MB" or "1.5GB", ' \
                 'or a percentage of the cgroup memory limit like "80%"'
@@ -27,6 +31,8 @@ module SidekiqRust
     attr_accessor :reclaim
     # Seconds before another reclaim may be tried.
     attr_accessor :reclaim_cooldown
+    # Seconds after boot during which a soft-limit restart with little reclaimed is a restart loop (0: off).
+    attr_accessor :loop_window
     # Seconds to wait for busy jobs after quiet, before TERM.
     attr_accessor :shutdown_wait
     # Seconds after TERM before KILL (only a hung process gets it). nil: Sidekiq's timeout + 15.
@@ -55,6 +61,7 @@ module SidekiqRust
       @check_interval = 5
       @reclaim = true
       @reclaim_cooldown = 300
+      @loop_window = 600
       @shutdown_wait = 60
       @kill_after = nil
       @max_concurrent_restarts = 1
@@ -66,17 +73,37 @@ module SidekiqRust
       @measure_interval = 60
     end
 
-    # Validates every key and returns frozen Settings in bytes and seconds.
+    # Checks the form of every value, without looking at the environment; returns self.
+    def check
+      metric_name
+      soft = size_form(:max_rss, max_rss)
+      hard = size_form(:hard_max_rss, hard_max_rss)
+      compare_limits(soft, hard) if soft&.first == :bytes && hard&.first == :bytes
+      settings_without_limits
+      self
+    end
+
+    # Validates every key against this process's environment and returns frozen Settings in bytes and seconds.
     # `cgroup` is the memory cgroup ({usage:, limit:} or nil), needed for "80%" limits and metric :cgroup.
     def resolve(cgroup: Memory.cgroup)
       metric = resolve_metric(cgroup)
       soft = size(:max_rss, max_rss, cgroup, required: true)
       hard = size(:hard_max_rss, hard_max_rss, cgroup, required: false)
-      if hard && hard <= soft
-        fail_key(:hard_max_rss, hard_max_rss, "a limit above max_rss (#{Settings.mb(soft)})")
-      end
-      Settings.new(
-        max_rss: soft, hard_max_rss: hard, metric: metric,
+      compare_limits([:bytes, soft], hard && [:bytes, hard])
+      Settings.new(max_rss: soft, hard_max_rss: hard, metric: metric, **settings_without_limits).freeze
+    end
+
+    private
+
+    def compare_limits(soft, hard)
+      return unless soft && hard && hard.last <= soft.last
+
+      fail_key(:hard_max_rss, hard_max_rss, "a limit above max_rss (#{Settings.mb(soft.last)})")
+    end
+
+    # Every key but the limits and the metric: they depend on nothing but their own value.
+    def settings_without_limits
+      {
         grace_time: seconds(:grace_time, grace_time, allow_zero: true),
         check_interval: seconds(:check_interval, check_interval, allow_zero: false),
         reclaim: boolean(:reclaim, reclaim),
@@ -89,11 +116,10 @@ module SidekiqRust
         on_restart: callable(:on_restart, on_restart),
         logger: resolve_logger,
         doctor_on_boot: boolean(:doctor_on_boot, doctor_on_boot),
-        measure_interval: measure_interval.nil? ? nil : seconds(:measure_interval, measure_interval, allow_zero: false)
-      ).freeze
+        measure_interval: measure_interval.nil? ? nil : seconds(:measure_interval, measure_interval, allow_zero: false),
+        loop_window: seconds(:loop_window, loop_window, allow_zero: true)
+      }
     end
-
-    private
 
     def fail_key(key, value, form)
       raise ConfigurationError, "sidekiq_rust: #{key} is #{value.inspect}; expected #{form}"
@@ -101,47 +127,70 @@ module SidekiqRust
 
     def size(key, value, cgroup, required:)
       return nil if value.nil? && !required
-      fail_key(key, value, "#{SIZE_FORM} (it is required)") if value.nil?
+      fail_key(key, value, "#{SIZE_FORM} (it is required; it is checked when the Sidekiq server starts)") if
+        value.nil?
 
-      bytes = case value
-              when Integer then value * UNITS[""]
-              when String then parse_size(key, value, cgroup)
-              end
-      fail_key(key, value, SIZE_FORM) unless bytes&.positive?
-      bytes
+      kind, amount = size_form(key, value)
+      return amount if kind == :bytes
+
+      limit = cgroup && cgroup[:limit]
+      unless limit
+        fail_key(key, value, "#{SIZE_FORM}; a percentage needs a memory cgroup with a limit, and this process " \
+                             "has none (set an absolute size where there is no container limit)")
+      end
+      (limit * amount / 100).to_i
     end
 
-    def parse_size(key, text, cgroup)
+    # [:bytes, n] or [:percent, p] for a well-formed size, nil for nil; raises for anything else.
+    def size_form(key, value)
+      form = case value
+             when nil then return nil
+             when Integer, Float then [:bytes, (value * UNITS[""]).to_i] if value.finite?
+             when String then parse_size(key, value)
+             end
+      fail_key(key, value, SIZE_FORM) unless form && form.last.positive?
+      form
+    end
+
+    def parse_size(key, text)
       if (m = text.strip.match(/\A(\d+(?:\.\d+)?)\s*%\z/))
         percent = Float(m[1])
         fail_key(key, text, "a percentage above 0 and at most 100") unless percent.positive? && percent <= 100
-        limit = cgroup && cgroup[:limit]
-        unless limit
-          fail_key(key, text, "#{SIZE_FORM}; a percentage needs a memory cgroup with a limit, " \
-                              "and this process has none")
-        end
-        return (limit * percent / 100).to_i
+        return [:percent, percent]
       end
       m = text.strip.match(/\A(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\z/i)
       return nil unless m
 
-      (Float(m[1]) * UNITS.fetch(m[2].upcase)).to_i
+      [:bytes, (Float(m[1]) * UNITS.fetch(m[2].upcase)).to_i]
+    end
+
+    # A number, or a String holding one ("5", "1.5": what ENV gives).
+    def number(value)
+      return value if value.is_a?(Numeric) && value.real?
+      return Float(value) if value.is_a?(String) && value.strip.match?(/\A\d+(\.\d+)?\z/)
+
+      nil
     end
 
     def seconds(key, value, allow_zero:)
-      ok = value.is_a?(Numeric) && value.real? && (allow_zero ? value >= 0 : value.positive?)
+      n = number(value)
+      ok = n && n.finite? && (allow_zero ? n >= 0 : n.positive?)
       fail_key(key, value, allow_zero ? "a number of seconds >= 0" : "a number of seconds > 0") unless ok
-      value.to_f
+      n.to_f
     end
 
     def boolean(key, value)
-      fail_key(key, value, "true or false") unless [true, false].include?(value)
-      value
+      case value
+      when true, "true" then true
+      when false, "false" then false
+      else fail_key(key, value, "true or false")
+      end
     end
 
     def positive_integer(key, value)
-      fail_key(key, value, "an Integer >= 1") unless value.is_a?(Integer) && value >= 1
-      value
+      n = number(value)
+      fail_key(key, value, "an Integer >= 1") unless n && n.finite? && n == n.round && n >= 1
+      n.round
     end
 
     def callable(key, value)
@@ -150,9 +199,14 @@ module SidekiqRust
       value
     end
 
-    def resolve_metric(cgroup)
+    def metric_name
       name = metric.is_a?(String) ? metric.to_sym : metric
       fail_key(:metric, metric, "one of #{METRICS.map(&:inspect).join(', ')}") unless METRICS.include?(name)
+      name
+    end
+
+    def resolve_metric(cgroup)
+      name = metric_name
       if name == :cgroup && cgroup.nil?
         fail_key(:metric, metric, ":rss or :pss; :cgroup needs a memory cgroup and this process is in none")
       end
@@ -171,8 +225,7 @@ module SidekiqRust
   Settings = Struct.new(
     :max_rss, :hard_max_rss, :metric, :grace_time, :check_interval, :reclaim, :reclaim_cooldown, :shutdown_wait,
     :kill_after, :max_concurrent_restarts, :require_other_process, :dry_run, :on_restart, :logger, :doctor_on_boot,
-    :measure_interval,
-    keyword_init: true
+    :measure_interval, :loop_window, keyword_init: true
   ) do
     def self.mb(bytes)
       bytes.nil? ? "none" : format("%.0fMB", bytes / 1_048_576.0)

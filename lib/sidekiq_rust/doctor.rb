@@ -23,17 +23,18 @@ module SidekiqRust
     module_function
 
     # Runs every check. Arguments not given are read from the running Sidekiq (if any) and SidekiqRust:
-    #   settings:          the guard's Settings (default: SidekiqRust.settings, nil when not configured)
+    #   settings:          the guard's Settings (default: SidekiqRust.settings, nil when not configured, the
+    #                      ConfigurationError when this environment cannot resolve them)
     #   concurrency:       Sidekiq's concurrency (for the ActiveRecord pool check)
     #   timeout:           Sidekiq's shutdown timeout, -t (default: Sidekiq's own setting)
     #   timeout_stop_sec:  the systemd unit's TimeoutStopSec, when there is one
     #   redis:             false to leave Redis out (e.g. at boot, when Sidekiq checks it itself)
     #   cgroup:            the memory cgroup ({usage:, limit:}), for tests
-    def run(settings: SidekiqRust.settings, concurrency: nil, timeout: nil, timeout_stop_sec: nil, redis: true,
+    def run(settings: configured_settings, concurrency: nil, timeout: nil, timeout_stop_sec: nil, redis: true,
             cgroup: Memory.cgroup, env: ENV)
       timeout ||= sidekiq_timeout
       checks = [allocator(env), activerecord_pool(concurrency || sidekiq_concurrency), limits(settings, cgroup),
-                timeouts(settings, timeout, timeout_stop_sec)]
+                timeouts(settings.is_a?(Settings) ? settings : nil, timeout, timeout_stop_sec)]
       checks << redis_check if redis
       checks << gc_environment(env)
       checks
@@ -92,6 +93,10 @@ module SidekiqRust
       unless settings
         return Check.new(name: "limits", status: :warn, saw: "the guard is not configured",
                          todo: "add SidekiqRust.configure { |c| c.max_rss = \"1.5GB\" } to an initializer")
+      end
+      if settings.is_a?(ConfigurationError)
+        return Check.new(name: "limits", status: :fail, saw: "the guard would not start here: #{settings.message}",
+                         todo: "Sidekiq would fail at boot on this machine with this environment")
       end
 
       limit = cgroup && cgroup[:limit]
@@ -173,6 +178,13 @@ module SidekiqRust
       vars = env.keys.select { |k| GC_ENV_PREFIXES.any? { |p| k.start_with?(p) } }.sort
       saw = vars.empty? ? "no GC or malloc variables set" : vars.map { |k| "#{k}=#{env[k]}" }.join(" ")
       Check.new(name: "gc env", status: :info, saw: saw)
+    end
+
+    # SidekiqRust.settings, or the ConfigurationError saying why this environment cannot resolve them.
+    def configured_settings
+      SidekiqRust.settings
+    rescue ConfigurationError => e
+      e
     end
 
     def sidekiq_timeout

@@ -12,7 +12,7 @@ module SidekiqRust
 
     attr_reader :held
 
-    # The tags ("hostname:pid") holding one of the first `count` restart slots, in one MGET, whatever
+    # The tags (Sidekiq identities, "hostname:pid:nonce") holding one of the first `count` restart slots, in one MGET, whatever
     # max_concurrent_restarts each process has. A process takes the first free slot, so a slot's number stays
     # below the number of slots held at once: the processes restarting plus the killed ones whose slot has not
     # expired yet. `count` = the fleet's size plus a margin covers them (a SCAN of the keyspace would too, at
@@ -34,16 +34,18 @@ module SidekiqRust
     end
 
     # Takes a slot if the fleet allows it: returns [true, key] or [false, reason]. Never raises.
-    def acquire(ttl)
+    # `require_other:` also asks for another serving process (the soft limit, with require_other_process); the
+    # hard limit takes a slot without it.
+    def acquire(ttl, require_other: true)
       key = take_slot(ttl)
       return [false, "all #{slot_keys.size} restart slot(s) are held by restarting processes"] unless key
 
-      if @settings.require_other_process
+      if require_other && @settings.require_other_process
         others = serving_others
         if others.empty?
           release(key)
           return [false, "no other live Sidekiq process is serving; this one is the only one " \
-                         "(set require_other_process = false to allow it)"]
+                         "(set require_other_process = false to allow it; the hard limit restarts it anyway)"]
         end
       end
       @held = key

@@ -4,16 +4,21 @@ module SidekiqRust
   # The memory guard of one Sidekiq process. The Rust state machine (Native::Guard) decides; this class reads
   # memory, carries the decisions out in a thread of its own (never a job's thread), talks to the fleet and logs.
   #
-  # Sequence of a restart: take a fleet slot -> quiet (TSTP to this process) -> wait until no job runs or
-  # `shutdown_wait` passes -> TERM (Sidekiq requeues what still runs) -> KILL only after `kill_after`.
+  # Sequence of a restart: take a fleet slot -> quiet (TSTP to this process) -> Sidekiq's :quiet event (quiet took
+  # effect) -> at least QUIET_SETTLE, then until no job runs, `shutdown_wait` passes or memory reaches the hard
+  # limit -> TERM (Sidekiq requeues what still runs) -> KILL only after `kill_after`.
   # A supervisor (systemd Restart=always, Kubernetes) starts the process again.
   class Guard
     # How often the restart sequence looks at the busy count.
     RESTART_POLL = 0.25
-    # After quiet, Sidekiq's idle processors may still sit in a blocking fetch (BRPOP, 2 s) for a moment. TERM
-    # is never sent sooner than this, so that a job Sidekiq pushes back at shutdown cannot be fetched by a
-    # processor that is about to be killed (Sidekiq's basic fetch would lose it).
+    # After quiet took effect (Sidekiq's :quiet event, not the signal: a busy process may handle TSTP seconds
+    # later), Sidekiq's idle processors may still sit in a blocking fetch (BRPOP, 2 s) for a moment. TERM is never
+    # sent sooner than this, so that a job Sidekiq pushes back at shutdown cannot be fetched by a processor that
+    # is about to be killed (Sidekiq's basic fetch would lose it).
     QUIET_SETTLE = 2.5
+    # Without Sidekiq's :quiet event this long after TSTP, the guard says so and counts the settle from then
+    # (TERM is safe then too: Sidekiq's own shutdown quiets first).
+    QUIET_TIMEOUT = 15
     # A refusal (sole process, no slot, Redis down) is logged again at most this often, unless it changes.
     DENIAL_LOG_EVERY = 60
     # Measuring reclaims take at most 1/MEASURE_BUDGET of the process's time (the next one waits at least this
@@ -24,18 +29,21 @@ module SidekiqRust
 
     attr_reader :settings, :fleet, :kill_after
 
-    def initialize(settings, sidekiq_timeout:, adapter: SidekiqAdapter)
+    def initialize(settings, sidekiq_timeout:, concurrency: nil, adapter: SidekiqAdapter)
       @settings = settings
       @adapter = adapter
       @logger = settings.logger || adapter.logger
       @kill_after = settings.kill_after || (sidekiq_timeout + Configuration::KILL_AFTER_MARGIN)
+      @concurrency = concurrency
       @tag = adapter.own_tag
       @fleet = Fleet.new(settings, adapter: adapter, tag: @tag)
       @history = History.new(settings, identity: @tag, adapter: adapter)
       @native = Native::Guard.new(
         settings.max_rss, settings.hard_max_rss, ms(settings.grace_time), settings.reclaim,
-        ms(settings.reclaim_cooldown), ms(settings.check_interval), ms(settings.shutdown_wait), ms(@kill_after)
+        ms(settings.reclaim_cooldown), ms(settings.check_interval), ms(settings.shutdown_wait), ms(@kill_after),
+        ms(QUIET_SETTLE), ms(QUIET_TIMEOUT), ms(settings.loop_window)
       )
+      @quiet_signalled_at = nil
       @lock = Mutex.new
       @wakeup = ConditionVariable.new
       @worker = nil
@@ -85,6 +93,16 @@ module SidekiqRust
         @wakeup.broadcast
       end
       @monitor&.join(2)
+    end
+
+    # Sidekiq's :quiet event: quiet took effect now (after our TSTP or anyone else's). Stops the monitor; a
+    # restart under way goes on in its own thread.
+    def quieted
+      @native.quieted
+      if @quiet_signalled_at
+        log(:info, format("quiet took effect (Sidekiq's :quiet event) %.2fs after TSTP", monotonic - @quiet_signalled_at))
+      end
+      stop_monitor
     end
 
     def phase
@@ -140,6 +158,10 @@ module SidekiqRust
       (seconds * 1000).round
     end
 
+    def monotonic
+      ::Process.clock_gettime(::Process::CLOCK_MONOTONIC)
+    end
+
     def monitor_loop
       Thread.current.name = "sidekiq_rust-monitor"
       loop do
@@ -180,7 +202,10 @@ module SidekiqRust
     def act(action)
       Thread.current.name = "sidekiq_rust-guard"
       action = reclaim if action == :reclaim
-      restart(action) if %i[restart_hard restart_soft].include?(action)
+      case action
+      when :restart_hard, :restart_soft then restart(action)
+      when :restart_loop then warn_restart_loop
+      end
     rescue StandardError => e
       log_error("while acting on #{action}", e)
     end
@@ -215,7 +240,11 @@ module SidekiqRust
       purge = gc_and_purge
       after = current_memory
       action = @native.reclaimed(after)
-      verdict = action ? "still over the limit" : "back under the limit, no restart"
+      verdict = case action
+                when nil then after < @settings.max_rss ? "back under the limit, no restart" : "under the hard limit"
+                when :restart_loop then "still over the limit, and little came back"
+                else "still over the limit"
+                end
       @history.event(:reclaim, released: [before - after, 0].max, memory: after, still_over: !action.nil?)
       log(:info, "reclaimed #{Settings.mb([before - after, 0].max)} (GC + #{purge ? 'purge' : 'no purge'}): #{verdict}",
           memory: after)
@@ -231,7 +260,9 @@ module SidekiqRust
         @native.slot_denied
         return
       end
-      granted, detail = @fleet.acquire(slot_ttl)
+      # require_other_process governs the soft limit only: the hard limit is there to beat the kernel's OOM
+      # killer, which would lose the running jobs, so a sole process restarts too (its supervisor starts it again).
+      granted, detail = @fleet.acquire(slot_ttl, require_other: reason == "soft_limit")
       unless granted
         log_denial("over the limit but not restarting: #{detail}", event)
         @native.slot_denied
@@ -248,15 +279,18 @@ module SidekiqRust
       notify(event)
       @history.event(:restart, **event)
       publish
+      @quiet_signalled_at = monotonic
       signal("TSTP")
-      sleep QUIET_SETTLE
       loop do
         sleep RESTART_POLL
         action, memory = @native.sample(read_metric, true)
         case action
-        when :stop
-          log(:warn, "restarting: stop (TERM); KILL if still alive after #{@kill_after}s", memory: memory,
-                                                                                        in_flight: in_flight)
+        when :quiet_unconfirmed
+          log(:warn, "Sidekiq has not reported quiet (its :quiet event) #{QUIET_TIMEOUT}s after TSTP; stopping " \
+                     "with TERM at least #{QUIET_SETTLE}s from now (Sidekiq's shutdown quiets first)", memory: memory)
+        when :stop_idle, :stop_waited, :stop_hard
+          log(:warn, "restarting: stop (TERM), #{STOP_CAUSES.fetch(action)}; KILL if still alive after " \
+                     "#{@kill_after}s", memory: memory, in_flight: in_flight)
           # A native timer, which Ruby's own shutdown cannot end, sends the KILL if this thread is gone by then.
           Native.arm_kill_timer(@kill_after)
           signal("TERM")
@@ -266,6 +300,31 @@ module SidekiqRust
           return
         end
       end
+    end
+
+    STOP_CAUSES = {
+      stop_idle: "no job runs",
+      stop_waited: "shutdown_wait passed, Sidekiq requeues the running jobs",
+      stop_hard: "over the hard limit while quiet, Sidekiq requeues the running jobs"
+    }.freeze
+
+    # The soft limit is below the working set: restarting would only rebuild it (the policy holds soft restarts
+    # back until the process is loop_window old). Says what was seen and what to change.
+    def warn_restart_loop
+      memory = @native.decision_memory
+      before, after = @native.last_reclaim
+      reclaim = before ? "reclaim gave back #{Settings.mb([before - after, 0].max)} of #{Settings.mb(before)}" : "reclaim is off"
+      working_set = [memory, Memory.peak_rss].max
+      step = 50 * 1_048_576
+      advice = Settings.mb((working_set * 1.25 / step).ceil * step)
+      log(:error, "restart loop: over max_rss #{Settings.mb(@settings.max_rss)} #{@native.uptime.round}s after boot, " \
+                  "and #{reclaim}: the working set (#{Settings.mb(memory)} now, peak #{Settings.mb(working_set)}" \
+                  "#{@concurrency ? " with concurrency #{@concurrency}" : ''}) does not fit the limit, and a restart " \
+                  "would only rebuild it. No restart for the soft limit until this process is " \
+                  "#{@settings.loop_window.round}s old (loop_window); the hard limit still applies. " \
+                  "Raise max_rss to about #{advice}, or lower Sidekiq's concurrency" \
+                  "#{@concurrency ? " (now #{@concurrency})" : ''} or run the big jobs in a process of their own",
+          memory: memory, reason: "restart_loop", top_jobs: report(5))
     end
 
     def slot_ttl
@@ -279,7 +338,7 @@ module SidekiqRust
     def event_for(reason)
       {
         event: :restart, reason: reason, identity: @tag, hostname: @adapter.hostname, pid: ::Process.pid,
-        metric: @settings.metric, memory: @native.last_memory.nonzero? || current_memory,
+        metric: @settings.metric, memory: @native.decision_memory.nonzero? || current_memory,
         limit: @settings.max_rss, hard_limit: @settings.hard_max_rss, busy: @native.busy, dry_run: false,
         **attribution
       }
@@ -299,7 +358,7 @@ module SidekiqRust
     end
 
     def log_denial(message, event)
-      now = ::Process.clock_gettime(::Process::CLOCK_MONOTONIC)
+      now = monotonic
       return if @last_denial && @last_denial[0] == message && now - @last_denial[1] < DENIAL_LOG_EVERY
 
       @last_denial = [message, now]

@@ -46,13 +46,22 @@ module SidekiqRust
       ENV["DYNO"] || Socket.gethostname
     end
 
-    # "hostname:pid", how the guard names a process in its restart slots.
+    # A process's name everywhere (restart slots, logs, top, on_restart): Sidekiq's own identity,
+    # "hostname:pid:nonce", as Sidekiq::ProcessSet shows it.
     def tag_of(process)
-      "#{process['hostname']}:#{process['pid']}"
+      process["identity"]
     end
 
+    # This process's Sidekiq identity (the same value its heartbeat carries). Sidekiq keeps it in a class variable
+    # of Sidekiq::Util (6.x) or Sidekiq::Component (7.x).
     def own_tag
-      "#{hostname}:#{::Process.pid}"
+      if major >= 7
+        require "sidekiq/component"
+        Object.new.extend(Sidekiq::Component).identity
+      else
+        require "sidekiq/util"
+        Object.new.extend(Sidekiq::Util).identity
+      end
     end
   end
 end

@@ -30,6 +30,7 @@ events = ENV.fetch("E2E_EVENTS", nil)
     c.metric = guard.fetch("metric", "rss").to_sym
     c.doctor_on_boot = guard.fetch("doctor_on_boot", false)
     c.measure_interval = guard.fetch("measure_interval", 60)
+    c.loop_window = guard.fetch("loop_window", 0) # these processes are over their limits right after boot
     c.on_restart = ->(event) { File.write(events, "#{JSON.generate(event)}\n", mode: "a") } if events
   end
 end
@@ -39,6 +40,32 @@ Sidekiq.configure_server do |config|
     killers = config.server_middleware.entries.count { |e| e.klass == SidekiqRust::ProcessKiller }
     Sidekiq.logger.info("e2e: ProcessKiller registered #{killers} time(s)")
   end
+end
+
+# Wall-clock moments a spec compares (E2E_TIMES: a file of "what seconds" lines).
+def e2e_time(what)
+  path = ENV.fetch("E2E_TIMES", nil)
+  File.write(path, format("%<what>s %<t>.3f\n", what: what, t: Time.now.to_f), mode: "a") if path
+end
+
+# A Sidekiq whose main thread is busy: it handles TSTP E2E_QUIET_DELAY seconds late, or never ("never").
+# Sidekiq handles the signals it gets one after the other in its main thread, from SIGNAL_HANDLERS.
+if ENV["E2E_QUIET_DELAY"]
+  handle_tstp = Sidekiq::CLI::SIGNAL_HANDLERS.fetch("TSTP")
+  Sidekiq::CLI::SIGNAL_HANDLERS["TSTP"] = lambda do |cli|
+    next Sidekiq.logger.info("e2e: TSTP ignored") if ENV["E2E_QUIET_DELAY"] == "never"
+
+    sleep Float(ENV["E2E_QUIET_DELAY"])
+    handle_tstp.call(cli)
+  end
+end
+if ENV["E2E_TIMES"]
+  handle_term = Sidekiq::CLI::SIGNAL_HANDLERS.fetch("TERM")
+  Sidekiq::CLI::SIGNAL_HANDLERS["TERM"] = lambda do |cli|
+    e2e_time("term")
+    handle_term.call(cli)
+  end
+  Sidekiq.configure_server { |config| config.on(:quiet) { e2e_time("quiet") } }
 end
 
 RETAINED = [] # rubocop:disable Style/MutableConstant
@@ -69,6 +96,37 @@ class SleepJob
     sleep seconds
     File.write(marker, "done") if marker
     e2e_done("sleep") unless marker
+  end
+end
+
+# Grows by `step_mb` every 0.1 s up to `total_mb`, keeps it, then sleeps: memory that grows while quiet.
+class GrowJob
+  include Sidekiq::Worker
+
+  def perform(total_mb, step_mb, seconds)
+    Sidekiq.logger.info("e2e: GrowJob started")
+    kept = []
+    (total_mb / step_mb).times do
+      kept << ("g" * (step_mb * 1024 * 1024))
+      sleep 0.1
+    end
+    Sidekiq.logger.info("e2e: GrowJob grown")
+    sleep seconds
+    e2e_done("grow")
+  end
+end
+
+# Keeps `mb` for the life of the process and leaves garbage that only a reclaim gives back.
+class BloatGarbageJob
+  include Sidekiq::Worker
+
+  def perform(mb, per_thread)
+    RETAINED << ("b" * (mb * 1024 * 1024))
+    GC.disable
+    FragmentationWorkload.run(threads: 4, per_thread: per_thread).size
+    e2e_done("bloat_garbage")
+  ensure
+    GC.enable
   end
 end
 

@@ -37,6 +37,11 @@ class SidekiqProcess
     File.exist?(@log_path) ? File.read(@log_path) : ""
   end
 
+  # Sidekiq's identity of this process (hostname:pid:nonce), as the guard logged it at startup.
+  def identity
+    log[/guard started identity=(\S+)/, 1]
+  end
+
   def wait_for_log(pattern, timeout: 30)
     Timeout.timeout(timeout) do
       loop do

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use magnus::{function, method, prelude::*, Error, RModule, RString, Ruby, Symbol};
 use sidekiq_rust_core::attribution::Attribution;
-use sidekiq_rust_core::policy::{Action, Event, Limits, Phase, Policy, Reason};
+use sidekiq_rust_core::policy::{Action, Event, Limits, Phase, Policy, Reason, StopCause};
 
 use crate::allocator::thread_allocated;
 use crate::errors::{error, io_error, Kind};
@@ -38,7 +38,7 @@ type Row = (String, u64, Option<i64>, Option<i64>, Option<i64>);
 
 pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     let class = native.define_class("Guard", ruby.class_object())?;
-    class.define_singleton_method("new", function!(Guard::new, 8))?;
+    class.define_singleton_method("new", function!(Guard::new, 11))?;
     class.define_method("job_started", method!(Guard::job_started, 2))?;
     class.define_method("job_finished", method!(Guard::job_finished, 2))?;
     class.define_method("sample", method!(Guard::sample, 2))?;
@@ -47,6 +47,10 @@ pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     class.define_method("reclaimed", method!(Guard::reclaimed, 1))?;
     class.define_method("slot_granted", method!(Guard::slot_granted, 0))?;
     class.define_method("slot_denied", method!(Guard::slot_denied, 0))?;
+    class.define_method("quieted", method!(Guard::quieted, 0))?;
+    class.define_method("decision_memory", method!(Guard::decision_memory, 0))?;
+    class.define_method("last_reclaim", method!(Guard::last_reclaim, 0))?;
+    class.define_method("uptime", method!(Guard::uptime, 0))?;
     class.define_method("phase", method!(Guard::phase, 0))?;
     class.define_method("busy", method!(Guard::busy, 0))?;
     class.define_method("last_memory", method!(Guard::last_memory, 0))?;
@@ -62,8 +66,12 @@ fn action_symbol(ruby: &Ruby, action: Action) -> Option<Symbol> {
         Action::Reclaim => "reclaim",
         Action::RequestRestart(Reason::Hard) => "restart_hard",
         Action::RequestRestart(Reason::Soft) => "restart_soft",
+        Action::RestartLoop => "restart_loop",
         Action::Quiet => "quiet",
-        Action::Stop => "stop",
+        Action::QuietUnconfirmed => "quiet_unconfirmed",
+        Action::Stop(StopCause::Idle) => "stop_idle",
+        Action::Stop(StopCause::Waited) => "stop_waited",
+        Action::Stop(StopCause::HardLimit) => "stop_hard",
         Action::Kill => "kill",
     };
     Some(ruby.to_symbol(name))
@@ -75,7 +83,8 @@ fn read_rss() -> Result<u64, Error> {
 
 impl Guard {
     /// `Guard.new(soft, hard_or_nil, grace_ms, reclaim, reclaim_cooldown_ms, retry_ms, shutdown_wait_ms,
-    /// kill_after_ms)`; bytes and milliseconds. Ruby validates the values first.
+    /// kill_after_ms, settle_ms, quiet_timeout_ms, loop_window_ms)`; bytes and milliseconds. Ruby validates the
+    /// values first.
     #[allow(clippy::too_many_arguments)]
     fn new(
         soft: u64,
@@ -86,6 +95,9 @@ impl Guard {
         retry_ms: u64,
         shutdown_wait_ms: u64,
         kill_after_ms: u64,
+        settle_ms: u64,
+        quiet_timeout_ms: u64,
+        loop_window_ms: u64,
     ) -> Result<Guard, Error> {
         if soft == 0 || hard.is_some_and(|h| h < soft) {
             return Err(error(
@@ -102,6 +114,9 @@ impl Guard {
             retry_ms,
             shutdown_wait_ms,
             kill_after_ms,
+            settle_ms,
+            quiet_timeout_ms,
+            loop_window_ms,
         };
         let guard = Guard {
             state: Mutex::new(State {
@@ -122,6 +137,11 @@ impl Guard {
 
     fn now_ns(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
+    }
+
+    /// The policy's clock: milliseconds since the guard was made.
+    fn now_ms(&self) -> u64 {
+        self.now_ns() / 1_000_000
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -226,7 +246,7 @@ impl Guard {
     }
 
     fn reclaimed(ruby: &Ruby, rb_self: &Self, memory: u64) -> Option<Symbol> {
-        let now_ms = rb_self.now_ns() / 1_000_000;
+        let now_ms = rb_self.now_ms();
         let action = rb_self
             .state()
             .policy
@@ -235,15 +255,39 @@ impl Guard {
     }
 
     fn slot_granted(ruby: &Ruby, rb_self: &Self) -> Option<Symbol> {
-        let now_ms = rb_self.now_ns() / 1_000_000;
+        let now_ms = rb_self.now_ms();
         let action = rb_self.state().policy.step(Event::SlotGranted { now_ms });
         action_symbol(ruby, action)
     }
 
     fn slot_denied(ruby: &Ruby, rb_self: &Self) -> Option<Symbol> {
-        let now_ms = rb_self.now_ns() / 1_000_000;
+        let now_ms = rb_self.now_ms();
         let action = rb_self.state().policy.step(Event::SlotDenied { now_ms });
         action_symbol(ruby, action)
+    }
+
+    /// Sidekiq's `:quiet` event: quiet took effect now.
+    fn quieted(&self) {
+        let now_ms = self.now_ms();
+        self.state().policy.step(Event::Quieted { now_ms });
+    }
+
+    /// The reading the last reclaim, restart or restart-loop decision was made on (0: none yet).
+    fn decision_memory(&self) -> u64 {
+        self.state().policy.decision_memory()
+    }
+
+    /// `[before, after]` of the last reclaim, or nil.
+    fn last_reclaim(&self) -> Option<(u64, u64)> {
+        self.state()
+            .policy
+            .last_reclaim()
+            .map(|r| (r.before, r.after))
+    }
+
+    /// Seconds since the guard was made (at Sidekiq's startup).
+    fn uptime(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
     }
 
     fn phase(&self) -> &'static str {

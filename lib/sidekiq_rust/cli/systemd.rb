@@ -20,21 +20,28 @@ module SidekiqRust
               --name NAME              the unit's name in --instances' install comment (default: sidekiq)
               --working-directory DIR  the app's directory (default: the current directory)
               --exec-start COMMAND     the command; /usr/bin/env runs it unless it starts with /
-                                       (default: /usr/bin/env bundle exec sidekiq -t TIMEOUT)
+                                       (default: /usr/bin/env bundle exec sidekiq [-C FILE] -t TIMEOUT)
               --user USER              run as USER
-          -t, --timeout N              Sidekiq's shutdown timeout, -t, whole seconds (default: 25)
+          -C, --config FILE            Sidekiq's configuration file, passed on to sidekiq (default: the
+                                       working directory's config/sidekiq.yml, which sidekiq reads itself)
+          -t, --timeout N              Sidekiq's shutdown timeout, -t, whole seconds (default: the file's
+                                       timeout for the unit's RAILS_ENV/APP_ENV/RACK_ENV, else 25)
               --kill-after N           the guard's kill_after, above the timeout (default: timeout + 15)
               --environment KEY=VALUE  an Environment= line, quoted when VALUE has spaces (repeatable)
               --malloc-arena-max N     Environment=MALLOC_ARENA_MAX=N (glibc)
-              --jemalloc               Environment=LD_PRELOAD=<the bundled jemalloc>
+              --jemalloc               run the command through `bundle exec sidekiq_rust exec --`, which
+                                       preloads the bundled jemalloc of the installed gem (no path in the
+                                       unit to go stale at the next gem upgrade)
               --instances N            a template unit (NAME@.service) for N processes
           -h, --help                   show this help
 
-        Exit status: 0 printed, 1 the bundled jemalloc is missing (--jemalloc), 2 usage error.
+        Exit status: 0 printed, 1 Sidekiq's configuration file cannot be read, 2 usage error.
       TEXT
 
-      Options = Struct.new(:help, :name, :working_directory, :exec_start, :user, :timeout, :kill_after,
-                           :environment, :malloc_arena_max, :jemalloc, :instances, keyword_init: true)
+      Options = Struct.new(:help, :name, :working_directory, :exec_start, :user, :config_file, :timeout,
+                           :kill_after, :environment, :malloc_arena_max, :jemalloc, :instances, keyword_init: true)
+
+      DEFAULT_TIMEOUT = 25
 
       def run(argv)
         options = parse(argv)
@@ -47,20 +54,21 @@ module SidekiqRust
         EXIT_OK
       rescue UsageError => e
         usage_error("systemd", e, HELP)
-      rescue NotSupported => e
+      rescue ConfigurationError => e
         @err.puts("sidekiq_rust systemd: #{e.message}")
         EXIT_PROBLEMS
       end
 
       def parse(argv)
-        options = Options.new(help: false, name: "sidekiq", working_directory: Dir.pwd, timeout: 25,
-                              environment: [], jemalloc: false)
+        options = Options.new(help: false, name: "sidekiq", working_directory: Dir.pwd, environment: [],
+                              jemalloc: false)
         parser = OptionParser.new
         parser.on("-h", "--help") { options.help = true }
         parser.on("--name NAME") { |v| options.name = unit_name(v) }
         parser.on("--working-directory DIR") { |v| options.working_directory = File.expand_path(v) }
         parser.on("--exec-start COMMAND") { |v| options.exec_start = command(v) }
         parser.on("--user USER") { |v| options.user = v }
+        parser.on("-C", "--config FILE") { |v| options.config_file = v }
         parser.on("-t", "--timeout N", Integer) { |v| options.timeout = positive(v, "--timeout") }
         parser.on("--kill-after N", Float) { |v| options.kill_after = positive(v, "--kill-after") }
         parser.on("--environment KEY=VALUE") { |v| options.environment << environment(v) }
@@ -68,8 +76,30 @@ module SidekiqRust
         parser.on("--jemalloc") { options.jemalloc = true }
         parser.on("--instances N", Integer) { |v| options.instances = positive(v, "--instances") }
         parse_all(parser, argv)
+        options.timeout ||= file_timeout(options) || DEFAULT_TIMEOUT unless options.help
         check_kill_after(options)
         options
+      end
+
+      # The timeout of Sidekiq's configuration file (-C, else the working directory's config/sidekiq.yml), in the
+      # section of the unit's environment, as whole seconds (Sidekiq's -t); nil when there is none.
+      def file_timeout(options)
+        path = options.config_file && File.expand_path(options.config_file, options.working_directory)
+        raise UsageError, "--config #{options.config_file}: no such file" if path && !File.exist?(path)
+
+        path ||= SidekiqConfigFile.find(options.working_directory)
+        return nil unless path
+
+        timeout = SidekiqConfigFile.read(path, environment: unit_environment(options))[:timeout]
+        timeout && Float(timeout).ceil
+      rescue ArgumentError, TypeError
+        raise ConfigurationError, "#{path}: timeout is #{timeout.inspect}; expected a number of seconds"
+      end
+
+      # The environment Sidekiq will run in: the unit's own APP_ENV/RAILS_ENV/RACK_ENV lines, else this shell's.
+      def unit_environment(options)
+        given = options.environment.to_h { |pair| pair.split("=", 2) }
+        SidekiqConfigFile.environment(given.key?("APP_ENV") || given.key?("RAILS_ENV") || given.key?("RACK_ENV") ? given : @env)
       end
 
       # TimeoutStopSec, whole seconds: Sidekiq's timeout plus the guard's margin, and never shorter than the guard's
@@ -145,8 +175,15 @@ module SidekiqRust
       end
 
       def exec_start(options)
-        command = options.exec_start || "bundle exec sidekiq -t #{options.timeout}"
+        command = options.exec_start || default_command(options)
+        # The gem's own launcher finds the jemalloc of whatever version is installed when the unit starts.
+        command = "bundle exec sidekiq_rust exec -- #{command.delete_prefix('bundle exec ')}" if options.jemalloc
         command.start_with?("/") ? command : "/usr/bin/env #{command}"
+      end
+
+      def default_command(options)
+        config = options.config_file ? " -C #{options.config_file}" : ""
+        "bundle exec sidekiq#{config} -t #{options.timeout}"
       end
 
       def environment_lines(options)
@@ -154,7 +191,6 @@ module SidekiqRust
         if options.jemalloc
           @err.puts("sidekiq_rust systemd: --malloc-arena-max ignored: it tunes glibc, and --jemalloc replaces it") if
             options.malloc_arena_max
-          lines << environment_line("LD_PRELOAD=#{SidekiqRust.jemalloc_path}")
         elsif options.malloc_arena_max
           lines << environment_line("MALLOC_ARENA_MAX=#{options.malloc_arena_max}")
         end

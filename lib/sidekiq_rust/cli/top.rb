@@ -13,9 +13,11 @@ module SidekiqRust
       HELP = <<~TEXT
         Usage: sidekiq_rust top [options]
 
-        Every Sidekiq process of the fleet, from its Redis heartbeat (which lags by one beat, 5-10 s): identity,
-        host, pid, busy/concurrency, RSS, quiet, and whether it holds a sidekiq_rust restart slot; PSS and USS
-        for the processes on this host. Largest RSS first.
+        Every Sidekiq process of the fleet, from its Redis heartbeat (which lags by one beat, 5-10 s): identity
+        (Sidekiq's, as the guard logs it), host, pid, busy/concurrency, quiet, and whether it holds a sidekiq_rust
+        restart slot. Memory comes from one source per row, named in SRC: "live" (read now from /proc: RSS, PSS,
+        USS) for the processes on this host, "beat" (the heartbeat's RSS, no PSS/USS) for the others.
+        Largest RSS first.
 
         Options:
               --interval SECONDS  refresh period (default: 2)
@@ -77,19 +79,21 @@ module SidekiqRust
       end
 
       # One row per live process, largest RSS first: {identity:, hostname:, pid:, busy:, concurrency:, rss:,
-      # quiet:, restart_slot:, pss:, uss:} (bytes; pss/uss nil for other hosts).
+      # pss:, uss:, memory_source:, quiet:, restart_slot:} (bytes). memory_source "live": rss, pss, uss read now
+      # from /proc (this host); "heartbeat": rss from Sidekiq's heartbeat, pss and uss nil (other hosts, or a
+      # process gone since its beat).
       def rows
         processes = SidekiqAdapter.processes
         holders = Fleet.all_holders(processes.size + SLOT_MARGIN)
         here = SidekiqAdapter.hostname
         processes.map do |process|
           pid = process["pid"].to_i
-          local = process["hostname"] == here ? local_memory(pid) : {}
+          memory = (process["hostname"] == here && local_memory(pid)) ||
+                   { rss: process["rss"].to_i * 1024, pss: nil, uss: nil, memory_source: "heartbeat" }
           {
-            identity: process["identity"], hostname: process["hostname"], pid: pid,
-            busy: process["busy"].to_i, concurrency: process["concurrency"].to_i, rss: process["rss"].to_i * 1024,
-            quiet: process.stopping?, restart_slot: holders.include?(SidekiqAdapter.tag_of(process)),
-            pss: local[:pss], uss: local[:uss]
+            identity: SidekiqAdapter.tag_of(process), hostname: process["hostname"], pid: pid,
+            busy: process["busy"].to_i, concurrency: process["concurrency"].to_i, **memory,
+            quiet: process.stopping?, restart_slot: holders.include?(SidekiqAdapter.tag_of(process))
           }
         end.sort_by { |row| -row[:rss] }
       end
@@ -113,12 +117,13 @@ module SidekiqRust
                         "%<quiet>d quiet, %<slots>d holding a restart slot",
                         time: now.strftime("%H:%M:%S"), n: s[:processes], busy: s[:busy], conc: s[:concurrency],
                         rss: mb(s[:rss]), quiet: s[:quiet], slots: s[:restart_slots])]
-        lines << format("%-32s %-16s %8s %9s %9s %9s %9s %-6s %s", "IDENTITY", "HOST", "PID", "BUSY", "RSS", "PSS",
-                        "USS", "STATE", "SLOT")
+        lines << format("%-32s %-16s %8s %9s %9s %9s %9s %-4s %-6s %s", "IDENTITY", "HOST", "PID", "BUSY", "RSS",
+                        "PSS", "USS", "SRC", "STATE", "SLOT")
         rows.first(limit).each do |r|
-          lines << format("%-32s %-16s %8d %9s %9s %9s %9s %-6s %s", r[:identity].to_s[0, 32], r[:hostname].to_s[0, 16],
+          lines << format("%-32s %-16s %8d %9s %9s %9s %9s %-4s %-6s %s", r[:identity], r[:hostname].to_s[0, 16],
                           r[:pid], "#{r[:busy]}/#{r[:concurrency]}", mb(r[:rss]), mb(r[:pss]), mb(r[:uss]),
-                          r[:quiet] ? "quiet" : "run", r[:restart_slot] ? "yes" : "-")
+                          r[:memory_source] == "live" ? "live" : "beat", r[:quiet] ? "quiet" : "run",
+                          r[:restart_slot] ? "yes" : "-")
         end
         lines << "(#{rows.size - limit} more not shown: --limit #{rows.size})" if rows.size > limit
         lines << "(no Sidekiq process is alive)" if rows.empty?
@@ -131,11 +136,12 @@ module SidekiqRust
         bytes.nil? ? "-" : format("%.0fMB", bytes / MB)
       end
 
+      # RSS, PSS and USS of a process on this host, all from one read of /proc; nil when it cannot be read.
       def local_memory(pid)
         smaps = Memory.smaps(pid)
-        { pss: smaps[:pss], uss: smaps[:uss] }
+        { rss: smaps[:rss], pss: smaps[:pss], uss: smaps[:uss], memory_source: "live" }
       rescue SidekiqRust::Error
-        {}
+        nil
       end
     end
   end

@@ -1,0 +1,109 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "json"
+
+# End to end in a real Rails 6.1 app (spec/fixtures/rails_app: ActiveRecord on sqlite3, ActiveJob on Sidekiq, the
+# README's initializer), copied to a temporary directory and run as a user runs it: `bin/rails runner`, `sidekiq`
+# at the app's root, `sidekiq_rust doctor`. The app runs outside this suite's Bundler, on the Sidekiq version of
+# the matrix entry and this checkout's lib (as `gem "sidekiq_rust", path:` would).
+RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
+  include E2E
+
+  FIXTURE_APP = File.expand_path("fixtures/rails_app", __dir__)
+  EXE = File.expand_path("../exe/sidekiq_rust", __dir__)
+
+  # Rails comes from Debian's ruby-rails (bin/setup); a matrix entry without it (a newer Ruby) skips these.
+  def self.rails_missing_reason
+    out, status = Bundler.with_unbundled_env do
+      Open3.capture2e(RbConfig.ruby, "-e", 'require "rails"; require "active_record/railtie"; require "sqlite3"; ' \
+                                           "print Rails.version")
+    end
+    status.success? ? nil : "railties cannot be loaded by this Ruby (#{RUBY_VERSION}): #{out.lines.first&.strip}"
+  end
+
+  RAILS_MISSING = rails_missing_reason
+
+  before { skip RAILS_MISSING if RAILS_MISSING }
+
+  around do |example|
+    Dir.mktmpdir("sidekiq_rust-rails") do |dir|
+      @app = File.join(dir, "app")
+      FileUtils.cp_r(FIXTURE_APP, @app)
+      example.run
+    end
+  end
+
+  def app_env(extra = {})
+    { "SIDEKIQ_VERSION" => Sidekiq::VERSION, "SIDEKIQ_RUST_LIB" => ChildRuby::LIB,
+      "REDIS_URL" => "unix://#{redis_server.socket}", "RAILS_ENV" => "development" }.merge(extra)
+  end
+
+  # Runs a command in the app's directory, outside this suite's Bundler; returns [output, status].
+  def in_app(env, *command)
+    Bundler.with_unbundled_env do
+      Open3.capture2e(app_env(env), *command, chdir: @app)
+    end
+  end
+
+  # `sidekiq` at the app's root, as `bundle exec sidekiq` runs it there (it loads config/environment itself).
+  def start_sidekiq(env)
+    log = File.join(@app, "sidekiq.log")
+    launcher = "gem 'sidekiq', ENV.fetch('SIDEKIQ_VERSION'); load Gem.bin_path('sidekiq', 'sidekiq')"
+    pid = Bundler.with_unbundled_env do
+      Process.spawn(app_env(env), RbConfig.ruby, "-e", launcher, chdir: @app, out: log, err: [:child, :out])
+    end
+    [pid, log]
+  end
+
+  it "runs `rails runner` with a percentage limit and no cgroup limit, or no limit at all, without raising" do
+    skip "this machine has a memory cgroup limit" if SidekiqRust::Memory.cgroup&.fetch(:limit)
+
+    out, status = in_app({}, RbConfig.ruby, "bin/rails", "runner",
+                         "print [SidekiqRust.configuration.max_rss, Sidekiq::VERSION, Rails.version].join(' ')")
+    expect(status.exitstatus).to eq(0), out
+    expect(out).to end_with("80% #{Sidekiq::VERSION} 6.1.7.10")
+    # An unset variable: max_rss nil, required only where the guard starts.
+    out, status = in_app({ "SIDEKIQ_RUST_UNSET" => nil }, RbConfig.ruby, "bin/rails", "runner",
+                         'SidekiqRust.configure { |c| c.max_rss = ENV["SIDEKIQ_RUST_UNSET"] }; print :ok')
+    expect(status.exitstatus).to eq(0), out
+    expect(out).to end_with("ok")
+    # The form of a value still fails wherever configure runs.
+    out, status = in_app({ "SIDEKIQ_MAX_RSS" => "300 megs" }, RbConfig.ruby, "bin/rails", "runner", "print :ok")
+    expect(status.exitstatus).not_to eq(0)
+    expect(out).to include('max_rss is "300 megs"')
+  end
+
+  it "restarts a sole Sidekiq process over the hard limit (after a reclaim); the job that grew it is done" do
+    out, status = in_app({}, RbConfig.ruby, "bin/rails", "runner", "ReportJob.perform_later(250)")
+    expect(status.exitstatus).to eq(0), out
+    pid, log = start_sidekiq("SIDEKIQ_MAX_RSS" => "150MB", "SIDEKIQ_HARD_MAX_RSS" => "200MB")
+    status = begin
+      Timeout.timeout(120) { Process.wait2(pid).last }
+    rescue Timeout::Error
+      Process.kill(:KILL, pid)
+      Process.wait(pid)
+      raise "sidekiq did not restart within 120s:\n#{File.read(log)}"
+    end
+    text = File.read(log)
+    expect(status.exitstatus).to eq(0), text
+    expect(text).to include("ReportJob kept 250MB")
+    expect(text).to match(/reclaimed \d+MB .*still over the limit/)
+    expect(text).to match(/restarting: quiet \(TSTP\).*reason=hard_limit/)
+    expect(text).not_to include("no other live Sidekiq process")
+    expect(redis_call("LLEN", "queue:default")).to eq(0)
+  end
+
+  it "doctor at the app's root loads the app and reads config/sidekiq.yml" do
+    out, status = in_app({ "SIDEKIQ_MAX_RSS" => "1GB" }, RbConfig.ruby, EXE, "doctor", "--no-redis", "--json")
+    expect(status.exitstatus).to eq(0), out
+    checks = JSON.parse(out[out.index("{")..])["checks"].to_h { |c| [c["name"], c] }
+    expect(checks["sidekiq"]["saw"]).to eq("#{@app}/config/sidekiq.yml (development): concurrency 3, timeout 10")
+    expect(checks["db pool"]).to include("status" => "pass", "saw" => "ActiveRecord pool 5 >= Sidekiq concurrency 3")
+    expect(checks["limits"]["saw"]).to start_with("max_rss 1024MB")
+    expect(checks["timeouts"]["saw"]).to start_with("Sidekiq timeout 10.0s, guard kill_after 25.0s")
+    out, = in_app({ "SIDEKIQ_MAX_RSS" => "1GB", "RAILS_ENV" => "production" }, RbConfig.ruby, EXE, "doctor",
+                  "--no-redis")
+    expect(out).to include("config/sidekiq.yml (production): concurrency 4, timeout 10")
+  end
+end
