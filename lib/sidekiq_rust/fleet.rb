@@ -6,6 +6,8 @@ module SidekiqRust
   # restarting process exits, or expires by itself if the process is killed.
   class Fleet
     KEY_PREFIX = "sidekiq_rust:restart_slot:"
+    # Set (with the loop window as its expiry) when a process of a host restarts for memory.
+    MEMORY_RESTART_PREFIX = "sidekiq_rust:memory_restart:"
     RELEASE_SCRIPT = <<~LUA
       if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end
     LUA
@@ -65,6 +67,23 @@ module SidekiqRust
       nil # the slot expires by itself
     end
 
+    # Notes that a process of this host restarts for memory, for `ttl` seconds (the loop window). Never raises.
+    def mark_memory_restart(ttl)
+      return unless ttl.positive?
+
+      @adapter.redis { |conn| conn.call("SET", memory_restart_key, @tag, "EX", ttl.ceil) }
+    rescue StandardError
+      nil # without the mark, the next process of this host skips the restart-loop check
+    end
+
+    # Whether a process of this host restarted for memory within the loop window: a process that starts now
+    # most likely replaces it. Never raises (false when Redis cannot say).
+    def memory_restart_recent?
+      @adapter.redis { |conn| conn.call("EXISTS", memory_restart_key) }.to_i.positive?
+    rescue StandardError
+      false
+    end
+
     # Tags of the processes holding a slot.
     def holders
       @adapter.redis { |conn| slot_keys.map { |k| conn.call("GET", k) } }.compact
@@ -80,6 +99,10 @@ module SidekiqRust
     end
 
     private
+
+    def memory_restart_key
+      "#{MEMORY_RESTART_PREFIX}#{@adapter.hostname}"
+    end
 
     def take_slot(ttl)
       @adapter.redis do |conn|

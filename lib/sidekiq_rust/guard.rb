@@ -38,10 +38,13 @@ module SidekiqRust
       @tag = adapter.own_tag
       @fleet = Fleet.new(settings, adapter: adapter, tag: @tag)
       @history = History.new(settings, identity: @tag, adapter: adapter)
+      # A restart loop is a process that replaced a memory restart and needs one again soon after boot: only a
+      # process started within the loop window of a memory restart on this host is checked for one.
+      @loop_checked = settings.loop_window.positive? && @fleet.memory_restart_recent?
       @native = Native::Guard.new(
         settings.max_rss, settings.hard_max_rss, ms(settings.grace_time), settings.reclaim,
         ms(settings.reclaim_cooldown), ms(settings.check_interval), ms(settings.shutdown_wait), ms(@kill_after),
-        ms(QUIET_SETTLE), ms(QUIET_TIMEOUT), ms(settings.loop_window)
+        ms(QUIET_SETTLE), ms(QUIET_TIMEOUT), @loop_checked ? ms(settings.loop_window) : 0
       )
       @quiet_signalled_at = nil
       @lock = Mutex.new
@@ -274,6 +277,7 @@ module SidekiqRust
 
     def run_restart(event)
       @native.slot_granted
+      @fleet.mark_memory_restart(@settings.loop_window)
       log(:warn, "restarting: quiet (TSTP), then TERM when no job runs (at most #{@settings.shutdown_wait}s)",
           **event)
       notify(event)
@@ -317,14 +321,15 @@ module SidekiqRust
       working_set = [memory, Memory.peak_rss].max
       step = 50 * 1_048_576
       advice = Settings.mb((working_set * 1.25 / step).ceil * step)
-      log(:error, "restart loop: over max_rss #{Settings.mb(@settings.max_rss)} #{@native.uptime.round}s after boot, " \
+      log(:error, "restart loop: over max_rss #{Settings.mb(@settings.max_rss)} #{@native.uptime.round}s after boot " \
+                  "(it replaced a process of this host that restarted for memory), " \
                   "and #{reclaim}: the working set (#{Settings.mb(memory)} now, peak #{Settings.mb(working_set)}" \
                   "#{@concurrency ? " with concurrency #{@concurrency}" : ''}) does not fit the limit, and a restart " \
                   "would only rebuild it. No restart for the soft limit until this process is " \
                   "#{@settings.loop_window.round}s old (loop_window); the hard limit still applies. " \
                   "Raise max_rss to about #{advice}, or lower Sidekiq's concurrency" \
                   "#{@concurrency ? " (now #{@concurrency})" : ''} or run the big jobs in a process of their own",
-          memory: memory, reason: "restart_loop", top_jobs: report(5))
+          memory: memory, reason: "restart_loop", **attribution)
     end
 
     def slot_ttl
