@@ -10,9 +10,7 @@ RSpec.describe SidekiqRust::CLI::Exec do
   let(:path) { SidekiqRust.jemalloc_path }
   # A real library to stand for a pre-existing LD_PRELOAD entry: the libm this Ruby is linked with.
   let(:libm) { `ldd #{RbConfig.ruby}`[%r{=> (/\S*/libm\.so\.\d+)}, 1] || raise("no libm in ldd #{RbConfig.ruby}") }
-  let(:debian_jemalloc) do
-    Dir["/{usr/,}lib/#{RbConfig::CONFIG['arch']}/libjemalloc.so.2"].first || raise("libjemalloc2 is not installed")
-  end
+  let(:debian_jemalloc) { Allocators.debian_jemalloc }
 
   # Runs exe/sidekiq_rust with `args`; the child gets exactly `env`'s LD_PRELOAD (nil: none), even when this suite
   # itself runs under the preload.
@@ -119,8 +117,7 @@ RSpec.describe SidekiqRust::CLI::Exec do
       Dir.mktmpdir("sidekiq_rust-nojemalloc") do |dir|
         FileUtils.cp_r([ChildRuby::LIB, File.dirname(exe)], dir)
         File.delete(File.join(dir, "lib", "sidekiq_rust", "sidekiq_rust_jemalloc.so"))
-        env = { "RUBYOPT" => nil, "BUNDLE_GEMFILE" => nil, "BUNDLE_BIN_PATH" => nil, "RUBYLIB" => nil,
-                "LD_PRELOAD" => nil }
+        env = ChildRuby::UNBUNDLED_ENV.merge("LD_PRELOAD" => nil)
         out, err, status = Open3.capture3(env, RbConfig.ruby, File.join(dir, "exe", "sidekiq_rust"), "exec", "--",
                                           RbConfig.ruby, "-e", "puts :ran")
         expect(status.exitstatus).to eq(1)
