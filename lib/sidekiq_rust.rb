@@ -29,6 +29,22 @@ module SidekiqRust
     # The validated Settings of the last `configure`.
     attr_reader :settings
 
+    # The embedded Sidekiq instance handed to `embed`, nil otherwise.
+    attr_reader :embedded
+
+    # Lets the guard quiet and stop an embedded Sidekiq (Sidekiq 7+) when its process is over the limit; the
+    # guard never signals a process Sidekiq shares with another program. Call it before `run`; returns the
+    # instance:
+    #
+    #   SidekiqRust.embed(Sidekiq.configure_embed { |config| config.queues = %w[default] }).run
+    def embed(instance)
+      unless instance.respond_to?(:quiet) && instance.respond_to?(:stop)
+        raise ConfigurationError, "SidekiqRust.embed: expected the instance Sidekiq.configure_embed returns " \
+                                  "(it answers quiet and stop), got #{instance.class}"
+      end
+      @embedded = instance
+    end
+
     # Validates the configuration (raising ConfigurationError at boot) and, once per process, registers the
     # ProcessKiller middleware and the lifecycle hooks in Sidekiq's server configuration.
     def configure

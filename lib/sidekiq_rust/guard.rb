@@ -7,6 +7,10 @@ module SidekiqRust
   # Sequence of a restart: take a fleet slot -> quiet (TSTP to this process) -> wait until no job runs or
   # `shutdown_wait` passes -> TERM (Sidekiq requeues what still runs) -> KILL only after `kill_after`.
   # A supervisor (systemd Restart=always, Kubernetes) starts the process again.
+  #
+  # Embedded Sidekiq (Sidekiq.configure_embed) shares another program's process: the guard never signals it.
+  # It quiets and stops Sidekiq through the embed instance handed to SidekiqRust.embed, and the process goes on;
+  # without that instance a restart is refused (and logged). Reclaim works the same in both modes.
   class Guard
     # How often the restart sequence looks at the busy count.
     RESTART_POLL = 0.25
@@ -166,14 +170,25 @@ module SidekiqRust
         @native.slot_denied
         return
       end
+      if @adapter.embedded? && SidekiqRust.embedded.nil?
+        log_denial("over the limit but not restarting: Sidekiq runs embedded in this process (pid " \
+                   "#{::Process.pid}), which the guard never signals; pass the instance of Sidekiq.configure_embed " \
+                   "to SidekiqRust.embed to let the guard quiet and stop it", event)
+        @native.slot_denied
+        return
+      end
       granted, detail = @fleet.acquire(slot_ttl)
       unless granted
         log_denial("over the limit but not restarting: #{detail}", event)
         @native.slot_denied
         return
       end
-      at_exit { @fleet.release }
-      run_restart(event)
+      if @adapter.embedded?
+        stop_embedded(event, SidekiqRust.embedded)
+      else
+        at_exit { @fleet.release }
+        run_restart(event)
+      end
     end
 
     def run_restart(event)
@@ -198,6 +213,30 @@ module SidekiqRust
           return
         end
       end
+    end
+
+    # The embedded counterpart of run_restart: quiet, wait until no job runs or `shutdown_wait` passes, then stop
+    # (Sidekiq requeues what still runs); the process itself is left alone and the slot given back.
+    def stop_embedded(event, embedded)
+      @native.slot_granted
+      log(:warn, "stopping embedded Sidekiq: quiet, then stop when no job runs (at most " \
+                 "#{@settings.shutdown_wait}s); this process (pid #{::Process.pid}) goes on", **event)
+      notify(event)
+      embedded.quiet
+      sleep QUIET_SETTLE
+      loop do
+        sleep RESTART_POLL
+        action, memory = @native.sample(read_metric, true)
+        next unless action == :stop
+
+        log(:warn, "stopping embedded Sidekiq: stop", memory: memory)
+        embedded.stop
+        log(:warn, "stopped embedded Sidekiq; its memory goes back when the host process restarts",
+            memory: current_memory)
+        return
+      end
+    ensure
+      @fleet.release
     end
 
     def slot_ttl

@@ -30,6 +30,12 @@ module SidekiqRust
       Sidekiq.logger
     end
 
+    # Sidekiq 7+ embedded (Sidekiq.configure_embed): Sidekiq runs inside another program's process (Puma, a
+    # console), not under the `sidekiq` command, so this process is not Sidekiq's to signal.
+    def embedded?
+      major >= 7 && !Sidekiq.server?
+    end
+
     # Yields a connection that answers `call(*command)` (redis-rb 4.x and redis-client alike).
     def redis(&block)
       Sidekiq.redis(&block)
