@@ -98,12 +98,18 @@ module SidekiqRust
       logger.warn("sidekiq_rust doctor: could not run: #{e.class}: #{e.message}")
     end
 
+    def first_in(chain)
+      chain.prepend(ProcessKiller) unless chain.exists?(ProcessKiller)
+    end
+
     def register
       Sidekiq.configure_server do |sidekiq|
-        sidekiq.server_middleware do |chain|
-          chain.prepend(ProcessKiller) unless chain.exists?(ProcessKiller)
+        sidekiq.server_middleware { |chain| first_in(chain) }
+        sidekiq.on(:startup) do
+          # Capsules (Sidekiq 7+) whose chain was copied before this registration get the middleware too.
+          SidekiqAdapter.server_chains(sidekiq).each { |chain| first_in(chain) }
+          SidekiqRust.start_guard(sidekiq)
         end
-        sidekiq.on(:startup) { SidekiqRust.start_guard(sidekiq) }
         sidekiq.on(:quiet) { SidekiqRust.guard&.stop_monitor }
         sidekiq.on(:shutdown) { SidekiqRust.guard&.stop_monitor }
       end
