@@ -57,6 +57,19 @@ RSpec.describe SidekiqRust::CLI::Exec do
                         "not adding the bundled one\n")
     end
 
+    it "recognises an already preloaded jemalloc from any path, e.g. Rails 8.1's link /usr/local/lib/libjemalloc.so" do
+      Dir.mktmpdir("sidekiq_rust-links") do |dir|
+        [File.join(dir, "libjemalloc.so"), File.join(dir, "libfastmalloc.so")].each do |link|
+          File.symlink(debian_jemalloc, link)
+          out, err, status = sidekiq_rust("exec", "--verbose", "--", RbConfig.ruby, "-e", print_preload,
+                                          env: { "LD_PRELOAD" => link })
+          expect(status.exitstatus).to eq(0), err
+          expect(out.chomp).to eq(link)
+          expect(err).to eq("sidekiq_rust exec: LD_PRELOAD already has a jemalloc (#{link}): not adding the bundled one\n")
+        end
+      end
+    end
+
     it "says nothing about a skip without --verbose" do
       _, err, status = sidekiq_rust("exec", "--", RbConfig.ruby, "-e", "", env: { "LD_PRELOAD" => debian_jemalloc })
       expect(status.exitstatus).to eq(0)
