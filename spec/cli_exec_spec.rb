@@ -65,7 +65,8 @@ RSpec.describe SidekiqRust::CLI::Exec do
                                           env: { "LD_PRELOAD" => link })
           expect(status.exitstatus).to eq(0), err
           expect(out.chomp).to eq(link)
-          expect(err).to eq("sidekiq_rust exec: LD_PRELOAD already has a jemalloc (#{link}): not adding the bundled one\n")
+          expect(err).to eq("sidekiq_rust exec: LD_PRELOAD already has a jemalloc (#{link}): " \
+                            "not adding the bundled one\n")
         end
       end
     end

@@ -40,7 +40,8 @@ RSpec.describe SidekiqRust::Doctor do
         File.symlink(Allocators.debian_jemalloc, link)
         out = ruby_output("require %q(json); puts SidekiqRust::Doctor.allocator(ENV).to_h.to_json",
                           env: { "LD_PRELOAD" => link })
-        expect(JSON.parse(out)).to include("status" => "pass", "saw" => a_string_matching(/\Ajemalloc 5\.\S+ \(preloaded\)\z/))
+        expect(JSON.parse(out)).to include("status" => "pass",
+                                           "saw" => a_string_matching(/\Ajemalloc 5\.\S+ \(preloaded\)\z/))
       end
     end
   end
