@@ -49,9 +49,12 @@ RSpec.describe SidekiqRust::Memory do
     end
 
     # What the blob adds, and only that: a GC between the two readings (Ruby 3.4 freeing heap pages and malloc
-    # giving memory back) once made the difference -142 MB, so none runs in between.
+    # giving memory back) once made the difference -142 MB, so none runs in between; and the blob must take fresh
+    # pages, not ones the allocator kept resident from earlier examples (jemalloc reuses its dirty pages), so
+    # they are given back first.
     it "counts freshly written private memory in USS" do
       GC.start
+      SidekiqRust::Allocator.purge
       GC.disable
       begin
         before = described_class.uss
