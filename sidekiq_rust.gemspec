@@ -24,5 +24,5 @@ Gem::Specification.new do |spec|
   spec.extensions = ["ext/sidekiq_rust/extconf.rb", "ext/sidekiq_rust_jemalloc/extconf.rb"]
 
   spec.add_dependency "rb_sys", "~> 0.9"
-  spec.add_dependency "sidekiq", ">= 6.4", "< 8"
+  spec.add_dependency "sidekiq", ">= 6.4", "< 9"
 end

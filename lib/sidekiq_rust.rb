@@ -33,6 +33,22 @@ module SidekiqRust
     # The Configuration that every `configure` block added to (nil before the first).
     attr_reader :configuration
 
+    # The embedded Sidekiq instance handed to `embed`, nil otherwise.
+    attr_reader :embedded
+
+    # Lets the guard quiet and stop an embedded Sidekiq (Sidekiq 7+) when its process is over the limit; the
+    # guard never signals a process Sidekiq shares with another program. Call it before `run`; returns the
+    # instance:
+    #
+    #   SidekiqRust.embed(Sidekiq.configure_embed { |config| config.queues = %w[default] }).run
+    def embed(instance)
+      unless instance.respond_to?(:quiet) && instance.respond_to?(:stop)
+        raise ConfigurationError, "SidekiqRust.embed: expected the instance Sidekiq.configure_embed returns " \
+                                  "(it answers quiet and stop), got #{instance.class}"
+      end
+      @embedded = instance
+    end
+
     # Adds the block's keys to the configuration (blocks add up, like Sidekiq.configure_server: a key a block
     # does not set keeps its value) and checks the form of every value, raising ConfigurationError on a typo.
     # What depends on the environment (a percentage of the cgroup limit, the required max_rss) is resolved when
@@ -110,12 +126,18 @@ module SidekiqRust
       logger.warn("sidekiq_rust doctor: could not run: #{e.class}: #{e.message}")
     end
 
+    def first_in(chain)
+      chain.prepend(ProcessKiller) unless chain.exists?(ProcessKiller)
+    end
+
     def register
       Sidekiq.configure_server do |sidekiq|
-        sidekiq.server_middleware do |chain|
-          chain.prepend(ProcessKiller) unless chain.exists?(ProcessKiller)
+        sidekiq.server_middleware { |chain| first_in(chain) }
+        sidekiq.on(:startup) do
+          # Capsules (Sidekiq 7+) whose chain was copied before this registration get the middleware too.
+          SidekiqAdapter.server_chains(sidekiq).each { |chain| first_in(chain) }
+          SidekiqRust.start_guard(sidekiq)
         end
-        sidekiq.on(:startup) { SidekiqRust.start_guard(sidekiq) }
         sidekiq.on(:quiet) { SidekiqRust.guard&.quieted }
         sidekiq.on(:shutdown) { SidekiqRust.guard&.shutting_down }
       end

@@ -10,9 +10,7 @@ RSpec.describe SidekiqRust::CLI::Exec do
   let(:path) { SidekiqRust.jemalloc_path }
   # A real library to stand for a pre-existing LD_PRELOAD entry: the libm this Ruby is linked with.
   let(:libm) { `ldd #{RbConfig.ruby}`[%r{=> (/\S*/libm\.so\.\d+)}, 1] || raise("no libm in ldd #{RbConfig.ruby}") }
-  let(:debian_jemalloc) do
-    Dir["/{usr/,}lib/#{RbConfig::CONFIG['arch']}/libjemalloc.so.2"].first || raise("libjemalloc2 is not installed")
-  end
+  let(:debian_jemalloc) { Allocators.debian_jemalloc }
 
   # Runs exe/sidekiq_rust with `args`; the child gets exactly `env`'s LD_PRELOAD (nil: none), even when this suite
   # itself runs under the preload.
@@ -57,6 +55,20 @@ RSpec.describe SidekiqRust::CLI::Exec do
       expect(out.chomp).to eq(debian_jemalloc)
       expect(err).to eq("sidekiq_rust exec: LD_PRELOAD already has a jemalloc (#{debian_jemalloc}): " \
                         "not adding the bundled one\n")
+    end
+
+    it "recognises an already preloaded jemalloc from any path, e.g. Rails 8.1's link /usr/local/lib/libjemalloc.so" do
+      Dir.mktmpdir("sidekiq_rust-links") do |dir|
+        [File.join(dir, "libjemalloc.so"), File.join(dir, "libfastmalloc.so")].each do |link|
+          File.symlink(debian_jemalloc, link)
+          out, err, status = sidekiq_rust("exec", "--verbose", "--", RbConfig.ruby, "-e", print_preload,
+                                          env: { "LD_PRELOAD" => link })
+          expect(status.exitstatus).to eq(0), err
+          expect(out.chomp).to eq(link)
+          expect(err).to eq("sidekiq_rust exec: LD_PRELOAD already has a jemalloc (#{link}): " \
+                            "not adding the bundled one\n")
+        end
+      end
     end
 
     it "says nothing about a skip without --verbose" do
@@ -119,8 +131,7 @@ RSpec.describe SidekiqRust::CLI::Exec do
       Dir.mktmpdir("sidekiq_rust-nojemalloc") do |dir|
         FileUtils.cp_r([ChildRuby::LIB, File.dirname(exe)], dir)
         File.delete(File.join(dir, "lib", "sidekiq_rust", "sidekiq_rust_jemalloc.so"))
-        env = { "RUBYOPT" => nil, "BUNDLE_GEMFILE" => nil, "BUNDLE_BIN_PATH" => nil, "RUBYLIB" => nil,
-                "LD_PRELOAD" => nil }
+        env = ChildRuby::UNBUNDLED_ENV.merge("LD_PRELOAD" => nil)
         out, err, status = Open3.capture3(env, RbConfig.ruby, File.join(dir, "exe", "sidekiq_rust"), "exec", "--",
                                           RbConfig.ruby, "-e", "puts :ran")
         expect(status.exitstatus).to eq(1)

@@ -33,6 +33,17 @@ RSpec.describe SidekiqRust::Doctor do
       jemalloc = ruby_output("puts SidekiqRust::Doctor.allocator(ENV).saw", env: Allocators.jemalloc_env)
       expect(jemalloc).to match(/jemalloc 5\.\d+\.\d+.* \(preloaded\)/)
     end
+
+    it "passes a jemalloc preloaded from any path, e.g. Rails 8.1's link /usr/local/lib/libjemalloc.so" do
+      Dir.mktmpdir("sidekiq_rust-links") do |dir|
+        link = File.join(dir, "libfastmalloc.so")
+        File.symlink(Allocators.debian_jemalloc, link)
+        out = ruby_output("require %q(json); puts SidekiqRust::Doctor.allocator(ENV).to_h.to_json",
+                          env: { "LD_PRELOAD" => link })
+        expect(JSON.parse(out)).to include("status" => "pass",
+                                           "saw" => a_string_matching(/\Ajemalloc 5\.\S+ \(preloaded\)\z/))
+      end
+    end
   end
 
   describe "db pool, against a real ActiveRecord pool (sqlite3)" do

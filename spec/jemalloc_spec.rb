@@ -16,7 +16,7 @@ RSpec.describe "the bundled jemalloc" do
       Dir.mktmpdir("sidekiq_rust-nojemalloc") do |dir|
         FileUtils.cp_r(ChildRuby::LIB, dir)
         File.delete(File.join(dir, "lib", "sidekiq_rust", "sidekiq_rust_jemalloc.so"))
-        env = { "RUBYOPT" => nil, "BUNDLE_GEMFILE" => nil, "BUNDLE_BIN_PATH" => nil, "RUBYLIB" => nil }
+        env = ChildRuby::UNBUNDLED_ENV
         code = "begin; SidekiqRust.jemalloc_path; rescue SidekiqRust::NotSupported => e; puts e.message; end"
         out, err, status = Open3.capture3(env, RbConfig.ruby, "-I", File.join(dir, "lib"), "-rsidekiq_rust", "-e", code)
         expect(status).to be_success, err

@@ -8,6 +8,10 @@ module SidekiqRust
   # effect) -> at least QUIET_SETTLE, then until no job runs, `shutdown_wait` passes or memory reaches the hard
   # limit -> TERM (Sidekiq requeues what still runs) -> KILL only after `kill_after`.
   # A supervisor (systemd Restart=always, Kubernetes) starts the process again.
+  #
+  # Embedded Sidekiq (Sidekiq.configure_embed) shares another program's process: the guard never signals it.
+  # It quiets and stops Sidekiq through the embed instance handed to SidekiqRust.embed, and the process goes on;
+  # without that instance a restart is refused (and logged). Reclaim works the same in both modes.
   class Guard
     # How often the restart sequence looks at the busy count.
     RESTART_POLL = 0.25
@@ -263,6 +267,13 @@ module SidekiqRust
         @native.slot_denied
         return
       end
+      if @adapter.embedded? && SidekiqRust.embedded.nil?
+        log_denial("over the limit but not restarting: Sidekiq runs embedded in this process (pid " \
+                   "#{::Process.pid}), which the guard never signals; pass the instance of Sidekiq.configure_embed " \
+                   "to SidekiqRust.embed to let the guard quiet and stop it", event)
+        @native.slot_denied
+        return
+      end
       # require_other_process governs the soft limit only: the hard limit is there to beat the kernel's OOM
       # killer, which would lose the running jobs, so a sole process restarts too (its supervisor starts it again).
       granted, detail = @fleet.acquire(slot_ttl, require_other: reason == "soft_limit")
@@ -271,38 +282,52 @@ module SidekiqRust
         @native.slot_denied
         return
       end
-      at_exit { @fleet.release }
-      run_restart(event)
+      if @adapter.embedded?
+        stop_embedded(event, SidekiqRust.embedded)
+      else
+        at_exit { @fleet.release }
+        run_restart(event)
+      end
     end
 
     def run_restart(event)
-      @native.slot_granted
       @fleet.mark_memory_restart(@settings.loop_window)
-      log(:warn, "restarting: quiet (TSTP), then TERM when no job runs (at most #{@settings.shutdown_wait}s)",
-          **event)
+      announce_restart(event, "restarting: quiet (TSTP), then TERM when no job runs (at most " \
+                              "#{@settings.shutdown_wait}s)")
+      signal("TSTP")
+      action, memory = await_restart_step(*STOP_CAUSES.keys)
+      log(:warn, "restarting: stop (TERM), #{STOP_CAUSES.fetch(action)}; KILL if still alive after #{@kill_after}s",
+          memory: memory, in_flight: in_flight)
+      # A native timer, which Ruby's own shutdown cannot end, sends the KILL if this thread is gone by then.
+      Native.arm_kill_timer(@kill_after)
+      signal("TERM")
+      _, memory = await_restart_step(:kill)
+      log(:error, "restarting: still alive #{@kill_after}s after TERM, sending KILL", memory: memory)
+      signal("KILL")
+    end
+
+    # The slot is ours: the policy moves to quieting, and the log, on_restart, the history and the per-class
+    # figures say why; quiet is to follow at once.
+    def announce_restart(event, message)
+      @native.slot_granted
+      log(:warn, message, **event)
       notify(event)
       @history.event(:restart, **event)
       publish
       @quiet_signalled_at = monotonic
-      signal("TSTP")
+    end
+
+    # Samples the restart sequence's progress until the policy answers one of `wanted`; returns [action, memory].
+    # Says so once if Sidekiq never reports quiet (the policy then counts the settle from that moment).
+    def await_restart_step(*wanted)
       loop do
         sleep RESTART_POLL
         action, memory = @native.sample(read_metric, true)
-        case action
-        when :quiet_unconfirmed
-          log(:warn, "Sidekiq has not reported quiet (its :quiet event) #{QUIET_TIMEOUT}s after TSTP; stopping " \
-                     "with TERM at least #{QUIET_SETTLE}s from now (Sidekiq's shutdown quiets first)", memory: memory)
-        when :stop_idle, :stop_waited, :stop_hard
-          log(:warn, "restarting: stop (TERM), #{STOP_CAUSES.fetch(action)}; KILL if still alive after " \
-                     "#{@kill_after}s", memory: memory, in_flight: in_flight)
-          # A native timer, which Ruby's own shutdown cannot end, sends the KILL if this thread is gone by then.
-          Native.arm_kill_timer(@kill_after)
-          signal("TERM")
-        when :kill
-          log(:error, "restarting: still alive #{@kill_after}s after TERM, sending KILL", memory: memory)
-          signal("KILL")
-          return
-        end
+        return [action, memory] if wanted.include?(action)
+        next unless action == :quiet_unconfirmed
+
+        log(:warn, "Sidekiq has not reported quiet (its :quiet event) #{QUIET_TIMEOUT}s after TSTP; stopping " \
+                   "with TERM at least #{QUIET_SETTLE}s from now (Sidekiq's shutdown quiets first)", memory: memory)
       end
     end
 
@@ -330,6 +355,22 @@ module SidekiqRust
                   "Raise max_rss to about #{advice}, or lower Sidekiq's concurrency" \
                   "#{@concurrency ? " (now #{@concurrency})" : ''} or run the big jobs in a process of their own",
           memory: memory, reason: "restart_loop", **attribution)
+    end
+
+    # The embedded counterpart of run_restart: quiet, wait until no job runs or `shutdown_wait` passes (or the
+    # hard limit while quiet), then stop (Sidekiq requeues what still runs); the process itself is left alone and
+    # the slot given back.
+    def stop_embedded(event, embedded)
+      announce_restart(event, "stopping embedded Sidekiq: quiet, then stop when no job runs (at most " \
+                              "#{@settings.shutdown_wait}s); this process (pid #{::Process.pid}) goes on")
+      embedded.quiet
+      action, memory = await_restart_step(*STOP_CAUSES.keys)
+      log(:warn, "stopping embedded Sidekiq: stop, #{STOP_CAUSES.fetch(action)}", memory: memory, in_flight: in_flight)
+      embedded.stop
+      log(:warn, "stopped embedded Sidekiq; its memory goes back when the host process restarts",
+          memory: current_memory)
+    ensure
+      @fleet.release
     end
 
     def slot_ttl

@@ -16,9 +16,22 @@ module SidekiqRust
       Float(setting(config, :timeout) || 25)
     end
 
-    # Sidekiq's concurrency (-c).
+    # Sidekiq's concurrency: -c, and on 7+ the sum over every capsule (each runs that many job threads).
     def concurrency(config = nil)
-      setting(config, :concurrency)&.to_i
+      return setting(config, :concurrency)&.to_i if major < 7
+
+      config ||= Sidekiq.default_configuration
+      config.capsules.empty? ? config[:concurrency]&.to_i : config.total_concurrency
+    end
+
+    # The server middleware chains jobs may run through: 7.x runs a capsule's jobs through the capsule's own copy
+    # of the configuration's chain, made when the capsule first asks for it (an initializer that sets up a
+    # capsule's middleware copies it early); 8.x through the configuration's chain.
+    def server_chains(config = nil)
+      return [Sidekiq.server_middleware] if major < 7
+
+      config ||= Sidekiq.default_configuration
+      [config.server_middleware] + config.capsules.each_value.map(&:server_middleware)
     end
 
     # A value of Sidekiq's own configuration: 7.x keeps it in a Config object, 6.x in Sidekiq.options.
@@ -28,6 +41,12 @@ module SidekiqRust
 
     def logger
       Sidekiq.logger
+    end
+
+    # Sidekiq 7+ embedded (Sidekiq.configure_embed): Sidekiq runs inside another program's process (Puma, a
+    # console), not under the `sidekiq` command, so this process is not Sidekiq's to signal.
+    def embedded?
+      major >= 7 && !Sidekiq.server?
     end
 
     # Yields a connection that answers `call(*command)` (redis-rb 4.x and redis-client alike).

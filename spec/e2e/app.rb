@@ -13,6 +13,18 @@ redis = { path: ENV.fetch("REDIS_SOCKET") }
 Sidekiq.configure_server { |config| config.redis = redis }
 Sidekiq.configure_client { |config| config.redis = redis }
 
+# E2E_CAPSULE=N (Sidekiq 7+): a second capsule "solo" of N threads on queue "solo", set up the way an earlier
+# initializer (config/initializers/sidekiq.rb) would, its middleware chain copied before sidekiq_rust registers.
+if ENV["E2E_CAPSULE"]
+  Sidekiq.configure_server do |config|
+    config.capsule("solo") do |capsule|
+      capsule.concurrency = Integer(ENV["E2E_CAPSULE"])
+      capsule.queues = %w[solo]
+      capsule.server_middleware # copies the chain now, as `capsule.server_middleware { |chain| ... }` does
+    end
+  end
+end
+
 guard = JSON.parse(ENV.fetch("SIDEKIQ_RUST_CONFIG", "{}"))
 events = ENV.fetch("E2E_EVENTS", nil)
 2.times do # configured twice on purpose: it must register once
@@ -39,6 +51,10 @@ Sidekiq.configure_server do |config|
   config.on(:startup) do
     killers = config.server_middleware.entries.count { |e| e.klass == SidekiqRust::ProcessKiller }
     Sidekiq.logger.info("e2e: ProcessKiller registered #{killers} time(s)")
+    chains = SidekiqRust::SidekiqAdapter.server_chains(config)
+    with_killer = chains.count { |chain| chain.exists?(SidekiqRust::ProcessKiller) }
+    Sidekiq.logger.info("e2e: ProcessKiller in #{with_killer} of #{chains.size} chain(s), " \
+                        "concurrency #{SidekiqRust::SidekiqAdapter.concurrency(config)}")
   end
 end
 

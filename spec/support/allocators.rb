@@ -9,9 +9,13 @@ module Allocators
   # Child environments: plain glibc (whatever the suite itself runs under is removed) and jemalloc preloaded.
   GLIBC_ENV = { "LD_PRELOAD" => nil, "MALLOC_ARENA_MAX" => nil }.freeze
 
-  def self.jemalloc_env
-    raise "libjemalloc2 is not installed: run bin/setup" unless DEBIAN_JEMALLOC
+  # Debian's libjemalloc2, where the package put it (a self-built Ruby's RbConfig arch, "x86_64-linux", is not
+  # Debian's multiarch directory name, "x86_64-linux-gnu").
+  def self.debian_jemalloc
+    DEBIAN_JEMALLOC || raise("libjemalloc2 is not installed: run bin/setup")
+  end
 
-    { "LD_PRELOAD" => DEBIAN_JEMALLOC, "MALLOC_ARENA_MAX" => nil }
+  def self.jemalloc_env
+    { "LD_PRELOAD" => debian_jemalloc, "MALLOC_ARENA_MAX" => nil }
   end
 end

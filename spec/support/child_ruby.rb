@@ -3,6 +3,10 @@
 # Runs Ruby code in a child process with this checkout's lib on the load path.
 module ChildRuby
   LIB = File.expand_path("../../lib", __dir__)
+  # What makes a child Ruby load Bundler and a Gemfile: cleared for a child that must stand alone. Bundler 2.5+
+  # passes BUNDLER_SETUP too, and a child that still sees it falls back to the checkout's root Gemfile.
+  UNBUNDLED_ENV = { "RUBYOPT" => nil, "BUNDLE_GEMFILE" => nil, "BUNDLE_BIN_PATH" => nil, "RUBYLIB" => nil,
+                    "BUNDLER_SETUP" => nil }.freeze
 
   # Runs `code` in a fresh Ruby and returns [stdout, stderr, status]. `env` may set LD_PRELOAD and friends.
   def run_ruby(code, env: {}, timeout: 120)
@@ -32,8 +36,7 @@ module ChildRuby
       FileUtils.cp_r(LIB, dir)
       FileUtils.chmod_R("a+rX", dir)
       # Bundler's environment would make the child read a Gemfile nobody may not be able to read.
-      env = { "RUBYOPT" => nil, "BUNDLE_GEMFILE" => nil, "BUNDLE_BIN_PATH" => nil, "RUBYLIB" => nil }
-      out, err, status = Open3.capture3(env, RbConfig.ruby, "-I", File.join(dir, "lib"), "-rsidekiq_rust", "-e", code,
+      out, err, status = Open3.capture3(UNBUNDLED_ENV, RbConfig.ruby, "-I", File.join(dir, "lib"), "-rsidekiq_rust", "-e", code,
                                         uid: nobody.uid, gid: nobody.gid, chdir: "/")
       raise "child Ruby failed (#{status.inspect}):\n#{err}" unless status.success?
 

@@ -3,13 +3,15 @@
 require "json"
 require "timeout"
 
-# A real `sidekiq` process running spec/e2e/app.rb, under the Sidekiq version Bundler selected for the suite.
+# A real `sidekiq` process running spec/e2e/app.rb, under the Sidekiq version Bundler selected for the suite;
+# with `embedded: true`, a plain Ruby process running the same app in an embedded Sidekiq (spec/e2e/embed_host.rb).
 class SidekiqProcess
   APP = File.expand_path("../e2e/app.rb", __dir__)
+  EMBED_HOST = File.expand_path("../e2e/embed_host.rb", __dir__)
 
   attr_reader :name, :pid, :log_path, :events_path, :status
 
-  def initialize(name, redis:, dir:, guard: {}, concurrency: 2, timeout: 5, env: {})
+  def initialize(name, redis:, dir:, guard: {}, concurrency: 2, timeout: 5, env: {}, embedded: false)
     @name = name
     @redis = redis
     @log_path = File.join(dir, "#{name}.log")
@@ -18,19 +20,26 @@ class SidekiqProcess
     @concurrency = concurrency
     @timeout = timeout
     @env = env
+    @embedded = embedded
     @status = nil
   end
 
   def start
     env = {
       "REDIS_SOCKET" => @redis.socket, "E2E_NAME" => @name, "E2E_EVENTS" => @events_path,
-      "SIDEKIQ_RUST_CONFIG" => JSON.generate(@guard)
+      "SIDEKIQ_RUST_CONFIG" => JSON.generate(@guard), "E2E_CONCURRENCY" => @concurrency.to_s,
+      "E2E_TIMEOUT" => @timeout.to_s
     }.merge(@env)
-    @pid = Process.spawn(env, RbConfig.ruby, "-rbundler/setup", Gem.bin_path("sidekiq", "sidekiq"),
-                         "-r", APP, "-c", @concurrency.to_s, "-t", @timeout.to_s, "-q", "default",
-                         out: @log_path, err: [:child, :out])
+    @pid = Process.spawn(env, *command, out: @log_path, err: [:child, :out])
     wait_for_log(/guard started/, timeout: 30)
     self
+  end
+
+  def command
+    return [RbConfig.ruby, "-rbundler/setup", EMBED_HOST] if @embedded
+
+    [RbConfig.ruby, "-rbundler/setup", Gem.bin_path("sidekiq", "sidekiq"), "-r", APP, "-c", @concurrency.to_s,
+     "-t", @timeout.to_s, "-q", "default"]
   end
 
   def log

@@ -96,7 +96,7 @@ module SidekiqRust
       def plan
         current = @env["LD_PRELOAD"].to_s
         entries = preload_entries(current)
-        jemalloc = entries.find { |entry| File.basename(entry).match?(JEMALLOC) }
+        jemalloc = entries.find { |entry| jemalloc_file?(entry) }
         return unchanged("LD_PRELOAD already has a jemalloc (#{jemalloc}): not adding the bundled one") if jemalloc
 
         other = entries.find { |entry| File.basename(entry).match?(OTHER_ALLOCATORS) }
@@ -114,6 +114,16 @@ module SidekiqRust
       # The entries of an LD_PRELOAD value, which ld.so separates by colons and spaces.
       def preload_entries(value)
         value.to_s.split(/[:\s]+/).reject(&:empty?)
+      end
+
+      # Whether an LD_PRELOAD entry is a jemalloc: by its name or, for a link (Rails 8.1's Dockerfile preloads
+      # /usr/local/lib/libjemalloc.so, a link to Debian's libjemalloc.so.2), by the name of the file it leads to.
+      def jemalloc_file?(entry)
+        return true if File.basename(entry).match?(JEMALLOC)
+
+        entry.include?("/") && File.basename(File.realpath(entry)).match?(JEMALLOC)
+      rescue SystemCallError
+        false
       end
 
       # The flag of RbConfig's MAINLIBS or LIBS that links this Ruby with jemalloc (--with-jemalloc), or nil.
