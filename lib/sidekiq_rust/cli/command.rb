@@ -4,13 +4,33 @@ require "optparse"
 
 module SidekiqRust
   class CLI
-    # What the option-parsing subcommands (doctor, top, systemd) share: their streams and environment, and the
-    # checks of numeric options.
+    # What the subcommands share: their streams and environment, the run (options, --help, usage errors, a
+    # closed pipe), and the checks of numeric options. A subcommand defines NAME, HELP, `parse(argv)` (a Struct
+    # with `help`) and `execute(options)`, which returns the exit status.
     class Command
       def initialize(out: $stdout, err: $stderr, env: ENV)
         @out = out
         @err = err
         @env = env
+      end
+
+      def run(argv)
+        options = parse(argv)
+        if options.help
+          @out.puts(self.class::HELP)
+          return EXIT_OK
+        end
+
+        execute(options)
+      rescue UsageError => e
+        @err.puts("sidekiq_rust #{self.class::NAME}: #{e.message}")
+        @err.puts(self.class::HELP)
+        EXIT_USAGE
+      rescue ConfigurationError => e # e.g. an unreadable config/sidekiq.yml
+        @err.puts("sidekiq_rust #{self.class::NAME}: #{e.message}")
+        EXIT_PROBLEMS
+      rescue Errno::EPIPE # the reader went away (`sidekiq_rust top | head`)
+        EXIT_OK
       end
 
       private
@@ -44,20 +64,14 @@ module SidekiqRust
         names.any? { |n| n.start_with?("Redis") } || error.is_a?(SystemCallError) || error.is_a?(IOError)
       end
 
-      # Says that Redis cannot be reached and returns the problems exit status; re-raises any other error.
-      def redis_failure(name, error)
-        raise error unless redis_error?(error)
+      # Says that Redis cannot be reached and returns the problems exit status; re-raises any other error (and
+      # a closed output pipe, which #run answers).
+      def redis_failure(error)
+        raise error if error.is_a?(Errno::EPIPE) || !redis_error?(error)
 
-        @err.puts("sidekiq_rust #{name}: cannot reach Redis (#{error.class}: #{error.message}): check --redis-url " \
+        @err.puts("sidekiq_rust #{self.class::NAME}: cannot reach Redis (#{error.class}: #{error.message}): check --redis-url " \
                   "or REDIS_URL, and that the server runs")
         EXIT_PROBLEMS
-      end
-
-      # Prints a usage error and the command's help; returns the usage exit status.
-      def usage_error(name, error, help)
-        @err.puts("sidekiq_rust #{name}: #{error.message}")
-        @err.puts(help)
-        EXIT_USAGE
       end
     end
   end

@@ -8,6 +8,7 @@ module SidekiqRust
     # `sidekiq_rust doctor [options]`: runs SidekiqRust::Doctor and prints PASS / WARN / FAIL lines (or JSON).
     # Loaded by lib/sidekiq_rust/cli.rb, which defines the exit statuses and UsageError used here.
     class Doctor < Command
+      NAME = "doctor"
       SUMMARY = "check the allocator, DB pool, limits, timeouts, Redis and GC settings"
 
       HELP = <<~TEXT
@@ -48,13 +49,7 @@ module SidekiqRust
       # What `sidekiq` loads at a Rails root.
       RAILS_ENVIRONMENT = "config/environment.rb"
 
-      def run(argv)
-        options = parse(argv)
-        if options.help
-          @out.puts(HELP)
-          return EXIT_OK
-        end
-
+      def execute(options)
         file_check = read_sidekiq_config(options)
         load_app(options)
         configure_redis(options.redis_url) if options.redis
@@ -63,8 +58,6 @@ module SidekiqRust
         checks.unshift(file_check)
         print_checks(checks, options.json)
         checks.any?(&:problem?) ? EXIT_PROBLEMS : EXIT_OK
-      rescue UsageError => e
-        usage_error("doctor", e, HELP)
       end
 
       def parse(argv)

@@ -5,9 +5,10 @@ require "rbconfig"
 module SidekiqRust
   class CLI
     # `sidekiq_rust exec [--verbose] [--] COMMAND [ARGS...]`: replaces this process with COMMAND, the bundled
-    # jemalloc added to its LD_PRELOAD. `parse` and `plan` decide everything; `run` only prints and execs.
+    # jemalloc added to its LD_PRELOAD. `parse` and `plan` decide everything; `execute` only prints and execs.
     # Loaded by lib/sidekiq_rust/cli.rb, which defines the exit statuses and UsageError used here.
-    class Exec
+    class Exec < Command
+      NAME = "exec"
       SUMMARY = "run a command with the bundled jemalloc preloaded (LD_PRELOAD)"
 
       HELP = <<~TEXT
@@ -41,27 +42,15 @@ module SidekiqRust
 
       # `env` is read, never written; `rbconfig` and `jemalloc_path` exist for tests.
       def initialize(out: $stdout, err: $stderr, env: ENV, rbconfig: RbConfig::CONFIG, jemalloc_path: nil)
-        @out = out
-        @err = err
-        @env = env
+        super(out: out, err: err, env: env)
         @rbconfig = rbconfig
         @jemalloc_path = jemalloc_path
       end
 
-      def run(argv)
-        options = parse(argv)
-        if options.help
-          @out.puts(HELP)
-          return EXIT_OK
-        end
-
+      def execute(options)
         changes = plan
         changes.notes.each { |note| @err.puts("sidekiq_rust exec: #{note}") } if options.verbose
         exec_command(changes.env, options.command)
-      rescue UsageError => e
-        @err.puts("sidekiq_rust exec: #{e.message}")
-        @err.puts(HELP)
-        EXIT_USAGE
       rescue NotSupported => e
         @err.puts("sidekiq_rust exec: #{e.message}")
         EXIT_PROBLEMS

@@ -7,6 +7,7 @@ module SidekiqRust
     # `sidekiq_rust metrics [options]`: the fleet's memory metrics in the Prometheus text format, on stdout or into
     # a file for node_exporter's textfile collector. Loaded by lib/sidekiq_rust/cli.rb.
     class Metrics < Command
+      NAME = "metrics"
       SUMMARY = "the fleet's memory metrics in the Prometheus text format (node_exporter textfile)"
 
       HELP = <<~TEXT
@@ -28,29 +29,15 @@ module SidekiqRust
 
       Options = Struct.new(:help, :output, :redis_url, keyword_init: true)
 
-      def run(argv)
-        options = parse(argv)
-        if options.help
-          @out.puts(HELP)
-          return EXIT_OK
-        end
-
+      def execute(options)
         connect(options.redis_url)
         text = SidekiqRust::Metrics.text
         return write_file(options.output, text) if options.output
 
         @out.print(text)
         EXIT_OK
-      rescue UsageError => e
-        usage_error("metrics", e, HELP)
-      rescue Errno::EPIPE # the reader went away (`sidekiq_rust metrics | head`)
-        EXIT_OK
       rescue StandardError => e
-        raise unless redis_error?(e)
-
-        @err.puts("sidekiq_rust metrics: cannot reach Redis (#{e.class}: #{e.message}): check --redis-url or " \
-                  "REDIS_URL, and that the server runs")
-        EXIT_PROBLEMS
+        redis_failure(e)
       end
 
       def parse(argv)

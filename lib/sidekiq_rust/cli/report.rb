@@ -8,6 +8,7 @@ module SidekiqRust
     # `sidekiq_rust report [options]`: the fleet's per-job-class memory figures, as every process's guard
     # published them to Redis (SidekiqRust::Report.fleet). Loaded by lib/sidekiq_rust/cli.rb.
     class Report < Command
+      NAME = "report"
       SUMMARY = "which job classes grew the fleet's memory: retained, growth and allocated per job"
 
       HELP = <<~TEXT
@@ -29,23 +30,13 @@ module SidekiqRust
 
       Options = Struct.new(:help, :json, :limit, :redis_url, keyword_init: true)
 
-      def run(argv)
-        options = parse(argv)
-        if options.help
-          @out.puts(HELP)
-          return EXIT_OK
-        end
-
+      def execute(options)
         connect(options.redis_url)
         rows = SidekiqRust::Report.fleet
         @out.puts(options.json ? JSON.pretty_generate(rows.first(options.limit)) : table(rows, options.limit))
         EXIT_OK
-      rescue UsageError => e
-        usage_error("report", e, HELP)
-      rescue Errno::EPIPE # the reader went away (`sidekiq_rust report | head`)
-        EXIT_OK
       rescue StandardError => e
-        redis_failure("report", e)
+        redis_failure(e)
       end
 
       def parse(argv)

@@ -7,6 +7,7 @@ module SidekiqRust
     # `sidekiq_rust systemd [options]`: prints a systemd unit for a Sidekiq process whose stop timeout agrees
     # with Sidekiq's -t and the guard's kill_after. Loaded by lib/sidekiq_rust/cli.rb.
     class Systemd < Command
+      NAME = "systemd"
       SUMMARY = "print a systemd unit (Restart=always, consistent TimeoutStopSec)"
 
       HELP = <<~TEXT
@@ -43,20 +44,9 @@ module SidekiqRust
 
       DEFAULT_TIMEOUT = 25
 
-      def run(argv)
-        options = parse(argv)
-        if options.help
-          @out.puts(HELP)
-          return EXIT_OK
-        end
-
+      def execute(options)
         @out.puts(unit(options))
         EXIT_OK
-      rescue UsageError => e
-        usage_error("systemd", e, HELP)
-      rescue ConfigurationError => e
-        @err.puts("sidekiq_rust systemd: #{e.message}")
-        EXIT_PROBLEMS
       end
 
       def parse(argv)

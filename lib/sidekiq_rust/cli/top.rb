@@ -8,6 +8,7 @@ module SidekiqRust
     # `sidekiq_rust top [options]`: every Sidekiq process of the fleet, from Redis heartbeats, with PSS/USS for
     # the ones on this host. Loaded by lib/sidekiq_rust/cli.rb.
     class Top < Command
+      NAME = "top"
       SUMMARY = "a live table of the fleet's Sidekiq processes and their memory"
 
       HELP = <<~TEXT
@@ -36,13 +37,7 @@ module SidekiqRust
       # Restart slots looked at beyond one per live process (see Fleet.all_holders).
       SLOT_MARGIN = 32
 
-      def run(argv)
-        options = parse(argv)
-        if options.help
-          @out.puts(HELP)
-          return EXIT_OK
-        end
-
+      def execute(options)
         connect(options.redis_url)
         if options.json
           @out.puts(JSON.pretty_generate(report(rows, options.limit)))
@@ -57,12 +52,10 @@ module SidekiqRust
           end
         end
         EXIT_OK
-      rescue UsageError => e
-        usage_error("top", e, HELP)
-      rescue Interrupt, Errno::EPIPE # Ctrl-C, or the reader went away (`sidekiq_rust top | head`)
+      rescue Interrupt # Ctrl-C
         EXIT_OK
       rescue StandardError => e
-        redis_failure("top", e)
+        redis_failure(e)
       end
 
       def parse(argv)
