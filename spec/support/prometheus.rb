@@ -3,7 +3,8 @@
 require "json"
 require "open3"
 
-# Parses Prometheus text with a real parser: Python's prometheus_client (PyPI; bin/setup installs it).
+# Parses Prometheus text with a real parser: Python's prometheus_client, Debian's python3-prometheus-client
+# (bin/setup installs it) under Debian's python3, whatever other python3 comes first on PATH.
 module Prometheus
   PARSER = <<~PY
     import json, sys
@@ -17,7 +18,7 @@ module Prometheus
 
   # [{"name", "type", "help", "samples" => [{"name", "labels", "value"}]}]; raises with the parser's error.
   def self.parse(text)
-    out, err, status = Open3.capture3("python3", "-c", PARSER, stdin_data: text)
+    out, err, status = Open3.capture3("/usr/bin/python3", "-c", PARSER, stdin_data: text)
     raise "prometheus_client could not parse the metrics: #{err}" unless status.success?
 
     JSON.parse(out)
