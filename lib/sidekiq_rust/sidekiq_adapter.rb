@@ -3,7 +3,7 @@
 require "socket"
 
 module SidekiqRust
-  # The few places where Sidekiq 6.4 and 7.x differ, in one file.
+  # The few places where Sidekiq 6.4, 7.x and 8.x differ, in one file.
   module SidekiqAdapter
     module_function
 
