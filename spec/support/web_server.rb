@@ -4,6 +4,12 @@ require "logger"
 require "rack"
 require "securerandom"
 require "webrick"
+# Rack 3 moved the session middleware and the server handlers into gems of their own (rack-session, rackup).
+RACK3 = Gem::Version.new(Rack::RELEASE) >= Gem::Version.new("3")
+if RACK3
+  require "rack/session"
+  require "rackup"
+end
 
 # A real Rack server (WEBrick) on a free loopback port, in a thread of this process: Sidekiq's Web UI at /sidekiq
 # (with the Memory tab) and SidekiqRust::Metrics::App at /metrics, as a Rails app would mount them.
@@ -32,7 +38,7 @@ class WebServer
   def start
     @server = WEBrick::HTTPServer.new(BindAddress: "127.0.0.1", Port: 0, Logger: WEBrick::Log.new(File::NULL),
                                       AccessLog: [])
-    @server.mount("/", Rack::Handler::WEBrick, @app)
+    @server.mount("/", RACK3 ? Rackup::Handler::WEBrick : Rack::Handler::WEBrick, @app)
     port = @server.listeners.first.addr[1]
     @url = "http://127.0.0.1:#{port}"
     @thread = Thread.new { @server.start }
