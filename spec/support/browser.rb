@@ -1,6 +1,5 @@
 # frozen_string_literal: true
 
-require "base64"
 require "json"
 require "net/http"
 require "socket"
@@ -51,7 +50,7 @@ class Browser
 
   # Saves a PNG of the window.
   def screenshot(path)
-    File.binwrite(path, Base64.decode64(request(:get, "/session/#{@session}/screenshot")))
+    File.binwrite(path, request(:get, "/session/#{@session}/screenshot").unpack1("m")) # base64
   end
 
   def quit
