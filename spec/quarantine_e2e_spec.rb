@@ -12,23 +12,6 @@ RSpec.describe "the quarantine of a poison-pill job (Sidekiq #{Sidekiq::VERSION}
 
   LIGHT_JOBS = 60
 
-  def supervise(size, guard)
-    supervisor = Supervisor.new(size) do |name|
-      process = SidekiqProcess.new(name, redis: redis_server, dir: @e2e_dir, guard: guard, concurrency: 2)
-      @e2e_processes << process
-      process
-    end
-    @supervisors << supervisor
-    supervisor.start
-  end
-
-  around do |example|
-    @supervisors = []
-    example.run
-  ensure
-    @supervisors.each(&:stop)
-  end
-
   it "stops the restarts after quarantine_after, sends the job to the dead set with the reason, loses nothing" do
     guard = { "max_rss" => 150, "grace_time" => 600, "hard_max_rss" => 200, "quarantine_after" => 2, "shutdown_wait" => 10 }
     fleet = supervise(3, guard)
