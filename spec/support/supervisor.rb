@@ -7,7 +7,7 @@
 class Supervisor
   SAMPLE = 0.2
 
-  attr_reader :generations, :samples
+  attr_reader :generations, :samples, :max_restarting
 
   # `start` builds and starts a SidekiqProcess for a name (the spec's `sidekiq` helper without the start).
   def initialize(size, prefix: "w", &build)
@@ -18,6 +18,7 @@ class Supervisor
     @samples = []
     @lock = Mutex.new
     @running = false
+    @max_restarting = 0
   end
 
   def start
@@ -85,7 +86,11 @@ class Supervisor
         @starting << Thread.new { @slots[slot] = spawn(slot, generation + 1) }
       end
       now = serving
-      @lock.synchronize { @samples << now }
+      restarting = processes.count { |p| p.alive? && p.log.include?("restarting: quiet") }
+      @lock.synchronize do
+        @samples << now
+        @max_restarting = [@max_restarting, restarting].max
+      end
       sleep SAMPLE
     end
   rescue StandardError => e
