@@ -37,6 +37,7 @@ module Chaos
     RSpec.configuration.reporter.message(
       "chaos figures (#{RSpec.current_example.description}): jobs=#{done_count}/#{jobs} " \
       "memory_restarts=#{fleet.count(/restarting: quiet/)} min_serving=#{fleet.min_serving} " \
+      "max_restarting=#{fleet.max_restarting} " \
       "samples=#{fleet.samples.size} processes=#{fleet.processes.size}"
     )
   end
