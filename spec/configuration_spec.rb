@@ -27,7 +27,7 @@ RSpec.describe SidekiqRust::Configuration do
                                 check_interval: 5.0, reclaim: true, reclaim_cooldown: 300.0, shutdown_wait: 60.0,
                                 kill_after: nil, max_concurrent_restarts: 1, require_other_process: true,
                                 dry_run: false, on_restart: nil, logger: nil, doctor_on_boot: false,
-                                measure_interval: 60.0, loop_window: 600.0)
+                                measure_interval: 60.0, loop_window: 600.0, quarantine_after: 2)
       expect(s).to be_frozen
     end
   end
@@ -111,6 +111,14 @@ RSpec.describe SidekiqRust::Configuration do
       expect(resolve(max_concurrent_restarts: 2.0).max_concurrent_restarts).to eq(2)
       expect_rejected(:max_concurrent_restarts, 0, "an Integer >= 1")
       expect_rejected(:max_concurrent_restarts, 1.5, "an Integer >= 1")
+    end
+
+    it "validates quarantine_after (0: off)" do
+      expect(resolve(quarantine_after: 3).quarantine_after).to eq(3)
+      expect(resolve(quarantine_after: "0").quarantine_after).to eq(0)
+      expect_rejected(:quarantine_after, -1, "an Integer >= 0 (0: off)")
+      expect_rejected(:quarantine_after, "twice", "an Integer >= 0 (0: off)")
+      expect_rejected(:quarantine_after, 1.5, "an Integer >= 0 (0: off)")
     end
 
     it "validates on_restart and logger" do

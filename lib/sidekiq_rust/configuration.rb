@@ -52,6 +52,9 @@ module SidekiqRust
     # Seconds between the monitor's measuring reclaims (GC + purge) that give the per-class retained figure;
     # never more than 5% of the process's time. nil: none (only the guard's own reclaims measure).
     attr_accessor :measure_interval
+    # A job in flight at this many memory restarts goes to Sidekiq's dead set instead of being requeued again
+    # (a poison pill); 0: off.
+    attr_accessor :quarantine_after
 
     def initialize
       @max_rss = nil
@@ -71,6 +74,7 @@ module SidekiqRust
       @logger = nil
       @doctor_on_boot = false
       @measure_interval = 60
+      @quarantine_after = 2
     end
 
     # Checks the form of every value, without looking at the environment; returns self.
@@ -117,7 +121,8 @@ module SidekiqRust
         logger: resolve_logger,
         doctor_on_boot: boolean(:doctor_on_boot, doctor_on_boot),
         measure_interval: measure_interval.nil? ? nil : seconds(:measure_interval, measure_interval, allow_zero: false),
-        loop_window: seconds(:loop_window, loop_window, allow_zero: true)
+        loop_window: seconds(:loop_window, loop_window, allow_zero: true),
+        quarantine_after: non_negative_integer(:quarantine_after, quarantine_after)
       }
     end
 
@@ -193,6 +198,12 @@ module SidekiqRust
       n.round
     end
 
+    def non_negative_integer(key, value)
+      n = number(value)
+      fail_key(key, value, "an Integer >= 0 (0: off)") unless n && n.finite? && n == n.round && n >= 0
+      n.round
+    end
+
     def callable(key, value)
       fail_key(key, value, "nil or an object that responds to call (a Proc or lambda taking a Hash)") unless
         value.nil? || value.respond_to?(:call)
@@ -225,7 +236,7 @@ module SidekiqRust
   Settings = Struct.new(
     :max_rss, :hard_max_rss, :metric, :grace_time, :check_interval, :reclaim, :reclaim_cooldown, :shutdown_wait,
     :kill_after, :max_concurrent_restarts, :require_other_process, :dry_run, :on_restart, :logger, :doctor_on_boot,
-    :measure_interval, :loop_window, keyword_init: true
+    :measure_interval, :loop_window, :quarantine_after, keyword_init: true
   ) do
     def self.mb(bytes)
       bytes.nil? ? "none" : format("%.0fMB", bytes / 1_048_576.0)

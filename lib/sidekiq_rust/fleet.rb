@@ -84,9 +84,9 @@ module SidekiqRust
       false
     end
 
-    # Tags of the processes holding a slot.
+    # Tags of the processes holding a slot (one MGET: a slot key of another type reads as nil, not an error).
     def holders
-      @adapter.redis { |conn| slot_keys.map { |k| conn.call("GET", k) } }.compact
+      @adapter.redis { |conn| conn.call("MGET", *slot_keys) }.compact
     end
 
     # Other live processes that are neither quiet, stopping nor holding a slot.
@@ -104,10 +104,20 @@ module SidekiqRust
       "#{MEMORY_RESTART_PREFIX}#{@adapter.hostname}"
     end
 
+    # The first free slot, or nil. A slot key without an expiry was not set by a guard (each sets the key and its
+    # expiry in one SET): garbage that would hold the slot forever, so it is deleted and the slot tried again.
     def take_slot(ttl)
       @adapter.redis do |conn|
-        slot_keys.find { |k| conn.call("SET", k, @tag, "NX", "EX", ttl.ceil) == "OK" }
+        slot_keys.find do |k|
+          next true if claim(conn, k, ttl)
+
+          conn.call("TTL", k).to_i == -1 && conn.call("DEL", k).to_i.positive? && claim(conn, k, ttl)
+        end
       end
+    end
+
+    def claim(conn, key, ttl)
+      conn.call("SET", key, @tag, "NX", "EX", ttl.ceil) == "OK"
     end
   end
 end

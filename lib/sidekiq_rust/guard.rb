@@ -42,6 +42,7 @@ module SidekiqRust
       @tag = adapter.own_tag
       @fleet = Fleet.new(settings, adapter: adapter, tag: @tag)
       @history = History.new(settings, identity: @tag, adapter: adapter)
+      @quarantine = Quarantine.new(settings, adapter: adapter)
       # A restart loop is a process that replaced a memory restart and needs one again soon after boot: only a
       # process started within the loop window of a memory restart on this host is checked for one.
       @loop_checked = settings.loop_window.positive? && @fleet.memory_restart_recent?
@@ -75,6 +76,16 @@ module SidekiqRust
       dispatch(action) if action
     rescue StandardError => e
       log_error("after a job", e)
+    end
+
+    # Whether the middleware keeps each running job's payload where the quarantine finds it.
+    def quarantine?
+      @quarantine.enabled?
+    end
+
+    # Called by the middleware when a quarantined job's thread left the job (it is in the dead set). Never raises.
+    def left_quarantined(job, error)
+      log(:warn, "quarantined job ended: #{job['wrapped'] || job['class']} (jid #{job['jid']}): #{error.message}")
     end
 
     # One reading by the monitor; returns the memory figure.
@@ -296,6 +307,7 @@ module SidekiqRust
                               "#{@settings.shutdown_wait}s)")
       signal("TSTP")
       action, memory = await_restart_step(*STOP_CAUSES.keys)
+      quarantine_in_flight(event, memory)
       log(:warn, "restarting: stop (TERM), #{STOP_CAUSES.fetch(action)}; KILL if still alive after #{@kill_after}s",
           memory: memory, in_flight: in_flight)
       # A native timer, which Ruby's own shutdown cannot end, sends the KILL if this thread is gone by then.
@@ -337,6 +349,39 @@ module SidekiqRust
       stop_hard: "over the hard limit while quiet, Sidekiq requeues the running jobs"
     }.freeze
 
+    # Sidekiq is about to requeue the jobs still in flight: counts this memory restart for each, and sends those
+    # in flight at `quarantine_after` memory restarts to the dead set instead (their threads are interrupted, so
+    # that Sidekiq has nothing of them to requeue). Logs them and calls on_restart with event: :quarantine.
+    # Never raises: without Redis the jobs are requeued as usual.
+    def quarantine_in_flight(event, memory)
+      return unless @quarantine.enabled?
+
+      jobs = in_flight
+      poisoned = jobs.empty? ? [] : @quarantine.record(jobs)
+      return if poisoned.empty?
+
+      done = poisoned.select { |job| @quarantine.quarantine(job[:jid], quarantine_reason(job, event, memory)) }
+      return if done.empty?
+
+      log(:error, "quarantined #{done.size} job(s) in flight at #{@settings.quarantine_after} memory restarts " \
+                  "(quarantine_after): sent to Sidekiq's dead set instead of being requeued again",
+          memory: memory, reason: event[:reason], quarantined: done)
+      quarantine_event = event.merge(event: :quarantine, memory: memory, quarantined: done)
+      notify(quarantine_event)
+      @history.event(:quarantine, **quarantine_event)
+    rescue StandardError => e
+      log_error("quarantining the jobs in flight (Sidekiq requeues them as usual)", e)
+    end
+
+    # The error the dead set shows for a quarantined job.
+    def quarantine_reason(job, event, memory)
+      "#{job[:class]} (jid #{job[:jid]}) exceeded the memory limit in #{job[:restarts]} processes: in flight at " \
+        "#{job[:restarts]} memory restarts (quarantine_after = #{@settings.quarantine_after}), the last one " \
+        "#{@tag} at #{@settings.metric}=#{Settings.mb(memory)} (#{event[:reason]}, limit " \
+        "#{Settings.mb(@settings.max_rss)}, hard_limit #{Settings.mb(@settings.hard_max_rss)}); not requeued " \
+        "again. Retry it from the dead set once the job or the limit is fixed"
+    end
+
     # The soft limit is below the working set: restarting would only rebuild it (the policy holds soft restarts
     # back until the process is loop_window old). Says what was seen and what to change.
     def warn_restart_loop
@@ -365,6 +410,7 @@ module SidekiqRust
                               "#{@settings.shutdown_wait}s); this process (pid #{::Process.pid}) goes on")
       embedded.quiet
       action, memory = await_restart_step(*STOP_CAUSES.keys)
+      quarantine_in_flight(event, memory)
       log(:warn, "stopping embedded Sidekiq: stop, #{STOP_CAUSES.fetch(action)}", memory: memory, in_flight: in_flight)
       embedded.stop
       log(:warn, "stopped embedded Sidekiq; its memory goes back when the host process restarts",
@@ -412,12 +458,14 @@ module SidekiqRust
       log(:warn, message, **event)
     end
 
-    def log(level, message, memory: nil, reason: nil, in_flight: nil, top_retained: nil, top_growth: nil, **_rest)
+    def log(level, message, memory: nil, reason: nil, in_flight: nil, top_retained: nil, top_growth: nil,
+            quarantined: nil, **_rest)
       parts = ["sidekiq_rust: #{message}", "identity=#{@tag}"]
       parts << "#{@settings.metric}=#{Settings.mb(memory)}" if memory
       parts << "limit=#{Settings.mb(@settings.max_rss)} hard_limit=#{Settings.mb(@settings.hard_max_rss)}"
       parts << "reason=#{reason}" if reason
       parts << "in_flight=#{format_in_flight(in_flight)}" if in_flight
+      parts << "quarantined=#{format_quarantined(quarantined)}" if quarantined
       parts << "top_retained=#{format_top(top_retained, :retained_per_job)}" if top_retained
       parts << "top_growth=#{format_top(top_growth, :growth_per_job)}" if top_growth
       @logger.public_send(level, parts.join(" "))
@@ -429,6 +477,10 @@ module SidekiqRust
       return "none" if jobs.empty?
 
       jobs.map { |j| "#{j[:class]}(jid #{j[:jid]}, #{j[:running_s]}s)" }.join(", ")
+    end
+
+    def format_quarantined(jobs)
+      jobs.map { |j| "#{j[:class]}(jid #{j[:jid]}, in flight at #{j[:restarts]} memory restarts)" }.join(", ")
     end
 
     def format_top(rows, figure)

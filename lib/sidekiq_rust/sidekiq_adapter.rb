@@ -60,6 +60,13 @@ module SidekiqRust
       Sidekiq::ProcessSet.new.to_a
     end
 
+    # Puts a job (its JSON payload) into Sidekiq's dead set, calling the death handlers with `exception`
+    # (DeadSet#kill takes the same arguments in 6.4, 7.x and 8.x).
+    def kill_job(payload, exception)
+      require "sidekiq/api"
+      Sidekiq::DeadSet.new.kill(payload, ex: exception)
+    end
+
     # The name Sidekiq files this host's processes under.
     def hostname
       ENV["DYNO"] || Socket.gethostname

@@ -43,6 +43,7 @@ events = ENV.fetch("E2E_EVENTS", nil)
     c.doctor_on_boot = guard.fetch("doctor_on_boot", false)
     c.measure_interval = guard.fetch("measure_interval", 60)
     c.loop_window = guard.fetch("loop_window", 0) # these processes are over their limits right after boot
+    c.quarantine_after = guard.fetch("quarantine_after", 2)
     c.on_restart = ->(event) { File.write(events, "#{JSON.generate(event)}\n", mode: "a") } if events
   end
 end

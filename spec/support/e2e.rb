@@ -32,6 +32,17 @@ module E2E
     process.start
   end
 
+  # A Supervisor of `size` processes started again whenever they exit (stopped after the example).
+  def supervise(size, guard, concurrency: 2)
+    supervisor = Supervisor.new(size) do |name|
+      process = SidekiqProcess.new(name, redis: redis_server, dir: @e2e_dir, guard: guard, concurrency: concurrency)
+      @e2e_processes << process
+      process
+    end
+    @e2e_supervisors << supervisor
+    supervisor.start
+  end
+
   def push(klass, *args, count: 1)
     count.times { Sidekiq::Client.push("class" => klass, "args" => args, "queue" => "default") }
   end
@@ -91,11 +102,13 @@ module E2E
       Dir.mktmpdir("sidekiq_rust-e2e") do |dir|
         @e2e_dir = dir
         @e2e_processes = []
+        @e2e_supervisors = []
         redis_server.start unless redis_server.running?
         redis_server.flushall
         begin
           example.run
         ensure
+          @e2e_supervisors.each(&:stop)
           @e2e_processes.each(&:stop)
           if example.exception
             @e2e_processes.each { |p| warn "---- #{p.name} log:\n#{p.log.lines.last(60).join}" }

@@ -1,0 +1,100 @@
+# frozen_string_literal: true
+
+# A supervisor for the end-to-end specs, as systemd's Restart=always or Kubernetes would be: `size` slots, each
+# running a real `sidekiq` process (SidekiqProcess) that is started again whenever it exits. Every 0.2 s it
+# samples how many processes serve (alive, started, and not quieting: the guard has not logged its restart),
+# and it keeps every generation, so that a spec can read all the logs and exit statuses.
+class Supervisor
+  SAMPLE = 0.2
+
+  attr_reader :generations, :samples, :max_restarting
+
+  # `start` builds and starts a SidekiqProcess for a name (the spec's `sidekiq` helper without the start).
+  def initialize(size, prefix: "w", &build)
+    @size = size
+    @prefix = prefix
+    @build = build
+    @generations = []
+    @samples = []
+    @lock = Mutex.new
+    @running = false
+    @max_restarting = 0
+  end
+
+  def start
+    @running = true
+    @slots = Array.new(@size) { |i| spawn(i, 1) }
+    @thread = Thread.new { run }
+    self
+  end
+
+  # Stops supervising (the processes are stopped by whoever built them, SidekiqProcess#stop).
+  def stop
+    @running = false
+    @thread&.join(60)
+    @starting&.each { |t| t.join(60) }
+  end
+
+  def processes
+    @lock.synchronize { @generations.dup }
+  end
+
+  def min_serving
+    @lock.synchronize { @samples.min }
+  end
+
+  # Processes that ended by a signal (KILL) rather than exiting.
+  def killed
+    processes.select { |p| p.status&.signaled? }
+  end
+
+  def logs
+    processes.map(&:log).join
+  end
+
+  def count(pattern)
+    processes.sum { |p| p.log.scan(pattern).size }
+  end
+
+  # Only the supervisor's thread reaps (SidekiqProcess#alive?), so call this from it, or after `stop`.
+  def serving
+    processes.count { |p| p.alive? && !p.log.include?("restarting: quiet") }
+  end
+
+  private
+
+  # Starts a process (it waits for the guard to start) and only then lists it.
+  def spawn(slot, generation)
+    process = @build.call("#{@prefix}#{slot + 1}-#{generation}")
+    process.start
+    @lock.synchronize { @generations << process }
+    [process, generation]
+  end
+
+  # Samples every SAMPLE seconds; a slot whose process exited is started again in a thread of its own, so that
+  # the samples go on while it boots.
+  def run
+    @starting = []
+    while @running
+      @slots.each_with_index do |entry, slot|
+        next if entry == :starting
+
+        process, generation = entry
+        next if process.alive?
+
+        @slots[slot] = :starting
+        @starting << Thread.new { @slots[slot] = spawn(slot, generation + 1) }
+      end
+      now = serving
+      restarting = processes.count { |p| p.alive? && p.log.include?("restarting: quiet") }
+      @lock.synchronize do
+        @samples << now
+        @max_restarting = [@max_restarting, restarting].max
+      end
+      sleep SAMPLE
+    end
+  rescue StandardError => e
+    warn "supervisor: #{e.class}: #{e.message}"
+    raise
+  end
+end
