@@ -98,17 +98,22 @@ RSpec.describe SidekiqRust::Allocator do
           break if SidekiqRust::Memory.rss - base > #{100 * 1024 * 1024}
         end
         purge = SidekiqRust::Allocator.purge
-        puts({ base: base, purge: purge, kept: kept.size }.to_json)
+        puts({ base: base, purge: purge, live: FragmentationWorkload.live_bytes(kept) }.to_json)
       RUBY
     end
 
+    # The growth holds the kept strings (30-60 MB of live data, which no purge can give back) and what the
+    # allocator hoards around them; the purge must give back at least half of the hoard. (Against the whole
+    # growth, jemalloc on Ruby 3.4 released 43-56% in six runs: a coin toss on a threshold of half.)
     %w[glibc jemalloc].each do |allocator|
-      it "releases at least half of the RSS growth under #{allocator}" do
+      it "releases at least half of what the allocator hoards (RSS growth less the live data) under #{allocator}" do
         env = allocator == "glibc" ? Allocators::GLIBC_ENV : Allocators.jemalloc_env
         r = child_json(workload, env)
         growth = r[:purge][:rss_before] - r[:base]
         expect(growth).to be > 100 * 1024 * 1024
-        expect(r[:purge][:released]).to be >= growth / 2
+        hoarded = growth - r[:live]
+        expect(hoarded).to be > 0
+        expect(r[:purge][:released]).to be >= hoarded / 2
         expect(r[:purge][:released]).to eq(r[:purge][:rss_before] - r[:purge][:rss_after])
       end
     end
