@@ -296,7 +296,7 @@ module SidekiqRust
       if @adapter.embedded?
         stop_embedded(event, SidekiqRust.embedded)
       else
-        at_exit { @fleet.release }
+        at_exit { give_back_slot }
         run_restart(event)
       end
     end
@@ -417,6 +417,15 @@ module SidekiqRust
           memory: current_memory)
     ensure
       @fleet.release
+    end
+
+    # At the exit of a restarting process: the slot goes back to the fleet at once (it would expire otherwise).
+    # Logged first, so that whoever watches the logs never sees more processes restarting than there are slots.
+    def give_back_slot
+      log(:info, "restarting: exiting, restart slot given back")
+      @fleet.release
+    rescue StandardError => e
+      log_error("giving back the restart slot (it expires after #{slot_ttl}s)", e)
     end
 
     def slot_ttl

@@ -19,6 +19,16 @@ class Supervisor
     @lock = Mutex.new
     @running = false
     @max_restarting = 0
+    @exited_at = {}
+  end
+
+  # When the supervisor saw the process gone (monotonic seconds), nil while it runs.
+  def exited_at(process)
+    @lock.synchronize { @exited_at[process] }
+  end
+
+  def monotonic
+    Process.clock_gettime(Process::CLOCK_MONOTONIC)
   end
 
   def start
@@ -61,6 +71,15 @@ class Supervisor
     processes.count { |p| p.alive? && !p.log.include?("restarting: quiet") }
   end
 
+  # Restarting: alive, quiet for a restart and still holding its slot (the guard logs when it gives the slot
+  # back, at exit). Same caveat as `serving`.
+  def restarting
+    processes.count do |p|
+      log = p.log
+      p.alive? && log.include?("restarting: quiet") && !log.include?("restart slot given back")
+    end
+  end
+
   private
 
   # Starts a process (it waits for the guard to start) and only then lists it.
@@ -82,11 +101,12 @@ class Supervisor
         process, generation = entry
         next if process.alive?
 
+        @lock.synchronize { @exited_at[process] = monotonic }
         @slots[slot] = :starting
         @starting << Thread.new { @slots[slot] = spawn(slot, generation + 1) }
       end
       now = serving
-      restarting = processes.count { |p| p.alive? && p.log.include?("restarting: quiet") }
+      restarting = self.restarting
       @lock.synchronize do
         @samples << now
         @max_restarting = [@max_restarting, restarting].max
