@@ -2,6 +2,8 @@
 
 require "spec_helper"
 require "sidekiq/api"
+require "sidekiq_rust/metrics"
+require "sidekiq_rust/web/page"
 
 # End to end, real redis-server and three supervised `sidekiq` processes (spec/e2e/app.rb, started again when
 # they exit): a job that takes any process over the hard limit is a poison pill. Without the quarantine it would
@@ -43,6 +45,12 @@ RSpec.describe "the quarantine of a poison-pill job (Sidekiq #{Sidekiq::VERSION}
     expect(Sidekiq::RetrySet.new.size).to eq(0)
     expect(fleet.killed).to be_empty
     expect(fleet.min_serving).to be >= 1
+    # What the team sees: the Memory tab's timeline and the metrics.
+    timeline = SidekiqRust::History.events(count: 200).find { |e| e[:type] == "quarantine" }
+    expect(SidekiqRust::Web::Page.new.details(timeline))
+      .to eq("sent to the dead set, not requeued again (in flight at 2 memory restarts): GrowJob #{dead.jid}")
+    families = Prometheus.parse(SidekiqRust::Metrics.text)
+    expect(Prometheus.samples(families, "sidekiq_rust_quarantined_jobs_total").sum { |s| s["value"] }).to eq(1.0)
   end
 
   it "requeues as before with quarantine_after = 0 (off): the job is still there after two restarts" do

@@ -10,7 +10,7 @@ module SidekiqRust
   #   hour (ceil(3600 / check_interval) + 1 entries, at most MAX_READINGS); one write per check_interval at most.
   # - `sidekiq_rust:process:IDENTITY`: a hash: hostname, pid, started_at, at (the last reading's time), memory,
   #   metric, soft, hard, allocator, phase, interval, and the counters reclaimed_bytes, restarts:REASON,
-  #   denials:REASON.
+  #   denials:REASON, quarantined (jobs sent to the dead set).
   # - `sidekiq_rust:processes`: a sorted set of identities scored by their last reading (members older than TTL are
   #   dropped at each write), so that readers find the processes without a SCAN.
   # - `sidekiq_rust:events`: a stream of reclaim, restart and denial events, capped at about EVENTS_MAX entries.
@@ -87,6 +87,7 @@ module SidekiqRust
                   when :reclaim then ["reclaimed_bytes", [fields[:released].to_i, 0].max]
                   when :restart then ["restarts:#{reason}", 1]
                   when :denial then ["denials:#{reason}", 1]
+                  when :quarantine then ["quarantined", Array(fields[:quarantined]).size]
                   end
         pipe.call("HINCRBY", process_key, *counter) if counter
         pipe.call("EXPIRE", process_key, TTL)
@@ -145,7 +146,8 @@ module SidekiqRust
 
       # The processes, most recently seen first, `offset`/`limit` for paging: Hashes with symbol keys :identity,
       # :hostname, :pid, :started_at, :at, :memory, :metric, :soft, :hard, :allocator, :phase, :interval,
-      # :reclaimed_bytes, :restarts ({reason => n}), :denials ({reason => n}), :gone (true when no reading came for
+      # :reclaimed_bytes, :restarts ({reason => n}), :denials ({reason => n}), :quarantined (jobs sent to the dead
+      # set), :gone (true when no reading came for
       # GONE_INTERVALS check intervals). Processes whose hash expired are left out.
       def processes(limit: 50, offset: 0, now: Time.now.to_f, adapter: SidekiqAdapter)
         identities = adapter.redis { |conn| conn.call("ZREVRANGE", INDEX, offset, offset + limit - 1) }
@@ -191,6 +193,7 @@ module SidekiqRust
           hard: integer_or_nil(hash["hard"]), allocator: hash["allocator"], phase: hash["phase"],
           interval: interval, reclaimed_bytes: hash["reclaimed_bytes"].to_i,
           restarts: counters(hash, "restarts:"), denials: counters(hash, "denials:"),
+          quarantined: hash["quarantined"].to_i,
           gone: now - at > [GONE_INTERVALS * interval, GONE_MIN].max
         }
       end

@@ -25,6 +25,8 @@ module SidekiqRust
       ["sidekiq_rust_reclaimed_bytes_total", "counter", "Bytes given back by GC + allocator purge"],
       ["sidekiq_rust_restarts_total", "counter", "Graceful restarts begun by the guard"],
       ["sidekiq_rust_restart_denials_total", "counter", "Restarts the fleet refused (logged refusals)"],
+      ["sidekiq_rust_quarantined_jobs_total", "counter", "Jobs sent to the dead set instead of being requeued " \
+                                                         "again (in flight at quarantine_after memory restarts)"],
       ["sidekiq_rust_class_jobs", "gauge", "Jobs of the class measured (fleet)"],
       ["sidekiq_rust_class_retained_per_job_bytes", "gauge", "Memory a job of the class leaves retained (fleet)"],
       ["sidekiq_rust_class_growth_per_job_bytes", "gauge", "Process memory growth per job of the class (fleet)"],
@@ -59,6 +61,7 @@ module SidekiqRust
         out << ["sidekiq_rust_reclaimed_bytes_total", id, p[:reclaimed_bytes]]
         p[:restarts].each { |reason, n| out << ["sidekiq_rust_restarts_total", id.merge("reason" => reason), n] }
         p[:denials].each { |reason, n| out << ["sidekiq_rust_restart_denials_total", id.merge("reason" => reason), n] }
+        out << ["sidekiq_rust_quarantined_jobs_total", id, p[:quarantined]]
       end
       classes.each do |c|
         label = { "class" => c[:class] }

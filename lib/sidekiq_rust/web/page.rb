@@ -102,6 +102,10 @@ module SidekiqRust
           parts.join("; ")
         when "denial"
           data["message"].to_s
+        when "quarantine"
+          jobs = Array(data["quarantined"]).map { |j| "#{j['class']} #{j['jid']}" }
+          "sent to the dead set, not requeued again (in flight at #{data.dig('quarantined', 0, 'restarts')} memory " \
+            "restarts): #{jobs.join(', ')}"
         else
           ""
         end
