@@ -32,6 +32,7 @@ RSpec.describe "the quarantine of a poison-pill job (Sidekiq #{Sidekiq::VERSION}
     expect(dead["error_message"]).to match(/\AGrowJob \(jid #{dead.jid}\) exceeded the memory limit in 2 processes: /)
     expect(dead["error_message"]).to include("in flight at 2 memory restarts (quarantine_after = 2)")
     expect(Sidekiq::DeadSet.new.size).to eq(1)
+    expect(redis_call("EXISTS", SidekiqRust::Quarantine.key(dead.jid))).to eq(0) # a retry counts from 0 again
     expect(fleet.count(/restarting: quiet/)).to eq(2)
     expect(fleet.count(/quarantined 1 job\(s\) in flight at 2 .*quarantined=GrowJob\(jid #{dead.jid}, /))
       .to eq(1)

@@ -58,6 +58,7 @@ module SidekiqRust
 
       payload = job.merge("error_class" => Quarantined.name, "error_message" => reason, "failed_at" => Time.now.to_f)
       @adapter.kill_job(JSON.generate(payload), Quarantined.new(reason))
+      forget(jid)
       thread.raise(Quarantined, reason)
       deadline = ::Process.clock_gettime(::Process::CLOCK_MONOTONIC) + LEAVE_WAIT
       sleep 0.05 while thread.thread_variable_get(JOB).equal?(job) &&
@@ -66,6 +67,14 @@ module SidekiqRust
     end
 
     private
+
+    # The count starts again for a job retried from the dead set (the team fixed the job or the limit). Never
+    # raises: a count left behind expires.
+    def forget(jid)
+      @adapter.redis { |conn| conn.call("DEL", self.class.key(jid)) }
+    rescue StandardError
+      nil
+    end
 
     # INCR on a key of the wrong type, or holding no Integer, raises; such a key is replaced (garbage in the
     # gem's keys must not stop the count).
