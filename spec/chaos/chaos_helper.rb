@@ -14,8 +14,23 @@ module Chaos
   # Each BloatJob keeps 5 MB for the life of its process: a process passes 120 MB after about 14 of them.
   BLOAT_JOBS = 60
 
+  # Stop waits of 1 s: the slot TTL (shutdown_wait + kill_after + 60 s margin) is 62 s.
+  SHORT_WAITS = GUARD.merge("shutdown_wait" => 1, "kill_after" => 1).freeze
+
   def push_bloat(count = BLOAT_JOBS)
     push("BloatJob", 5, 0.1, count: count)
+  end
+
+  # Three supervised processes with `guard`, the bloat pushed: returns [fleet, the first process whose quiet for
+  # a restart took effect].
+  def fleet_with_quiet_holder(guard)
+    fleet = supervise(3, guard)
+    wait_for_fleet(3)
+    push_bloat
+    holder = eventually(timeout: 60, what: "a process quiet for a restart") do
+      fleet.processes.find { |p| p.log.include?("quiet took effect") }
+    end
+    [fleet, holder]
   end
 
   # Every job done, nothing failed or dead, the fleet never empty, no KILL but those in `killed_by_spec`.

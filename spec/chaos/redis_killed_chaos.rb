@@ -7,12 +7,7 @@ RSpec.describe "chaos: Redis killed while a process quiets, restarted empty (Sid
   include Chaos
 
   it "starts no second restart while the first still stops, crashes nothing, and recovers when Redis is back" do
-    fleet = supervise(3, Chaos::GUARD)
-    wait_for_fleet(3)
-    push_bloat
-    eventually(timeout: 60, what: "a process quiet for a restart") do
-      fleet.processes.any? { |p| p.log.include?("quiet took effect") }
-    end
+    fleet, = fleet_with_quiet_holder(Chaos::GUARD)
     redis_server.stop # no persistence: it comes back empty, the slot and the queue gone
     sleep 3
     redis_server.start

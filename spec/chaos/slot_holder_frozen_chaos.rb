@@ -8,14 +8,7 @@ RSpec.describe "chaos: the slot holder frozen (SIGSTOP) past the slot's TTL, the
   include Chaos
 
   it "lets the fleet restart once the slot expired; the frozen process finishes its stop when continued" do
-    # Slot TTL = shutdown_wait + kill_after + 60 s margin = 62 s.
-    guard = Chaos::GUARD.merge("shutdown_wait" => 1, "kill_after" => 1)
-    fleet = supervise(3, guard)
-    wait_for_fleet(3)
-    push_bloat
-    holder = eventually(timeout: 60, what: "a process quiet for a restart") do
-      fleet.processes.find { |p| p.log.include?("quiet took effect") }
-    end
+    fleet, holder = fleet_with_quiet_holder(Chaos::SHORT_WAITS)
     Process.kill("STOP", holder.pid)
     sleep 65
     restarts_while_frozen = fleet.count(/restarting: quiet/) - 1

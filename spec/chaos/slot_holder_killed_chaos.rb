@@ -7,14 +7,7 @@ RSpec.describe "chaos: the slot holder SIGKILLed mid-restart (Sidekiq #{Sidekiq:
   include Chaos
 
   it "lets the slot expire and the fleet goes on restarting" do
-    # Slot TTL = shutdown_wait + kill_after + 60 s margin = 62 s.
-    guard = Chaos::GUARD.merge("shutdown_wait" => 1, "kill_after" => 1)
-    fleet = supervise(3, guard)
-    wait_for_fleet(3)
-    push_bloat
-    holder = eventually(timeout: 60, what: "a process quiet for a restart") do
-      fleet.processes.find { |p| p.log.include?("quiet took effect") }
-    end
+    fleet, holder = fleet_with_quiet_holder(Chaos::SHORT_WAITS)
     sleep 1 # its 0.1 s jobs are done: the KILL loses none
     killed_at = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     Process.kill("KILL", holder.pid)

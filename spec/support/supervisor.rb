@@ -66,21 +66,26 @@ class Supervisor
     processes.sum { |p| p.log.scan(pattern).size }
   end
 
-  # Only the supervisor's thread reaps (SidekiqProcess#alive?), so call this from it, or after `stop`.
-  def serving
-    processes.count { |p| p.alive? && !p.log.include?("restarting: quiet") }
-  end
-
-  # Restarting: alive, quiet for a restart and still holding its slot (the guard logs when it gives the slot
-  # back, at exit). Same caveat as `serving`.
-  def restarting
-    processes.count do |p|
-      log = p.log
-      p.alive? && log.include?("restarting: quiet") && !log.include?("restart slot given back")
-    end
-  end
-
   private
+
+  # [serving, restarting], each process's log read once. Serving: alive, started, not quiet for a restart.
+  # Restarting: alive, quiet for a restart and still holding its slot (the guard logs when it gives the slot back,
+  # at exit). Only the supervisor's thread reaps (SidekiqProcess#alive?): called from `run`.
+  def census
+    serving = 0
+    restarting = 0
+    processes.each do |p|
+      next unless p.alive?
+
+      log = p.log
+      if !log.include?("restarting: quiet")
+        serving += 1
+      elsif !log.include?("restart slot given back")
+        restarting += 1
+      end
+    end
+    [serving, restarting]
+  end
 
   # Starts a process (it waits for the guard to start) and only then lists it.
   def spawn(slot, generation)
@@ -105,10 +110,9 @@ class Supervisor
         @slots[slot] = :starting
         @starting << Thread.new { @slots[slot] = spawn(slot, generation + 1) }
       end
-      now = serving
-      restarting = self.restarting
+      serving, restarting = census
       @lock.synchronize do
-        @samples << now
+        @samples << serving
         @max_restarting = [@max_restarting, restarting].max
       end
       sleep SAMPLE
