@@ -114,7 +114,7 @@ module SidekiqRust
         reclaim_cooldown: seconds(:reclaim_cooldown, reclaim_cooldown, allow_zero: true),
         shutdown_wait: seconds(:shutdown_wait, shutdown_wait, allow_zero: true),
         kill_after: kill_after.nil? ? nil : seconds(:kill_after, kill_after, allow_zero: false),
-        max_concurrent_restarts: positive_integer(:max_concurrent_restarts, max_concurrent_restarts),
+        max_concurrent_restarts: integer(:max_concurrent_restarts, max_concurrent_restarts, minimum: 1),
         require_other_process: boolean(:require_other_process, require_other_process),
         dry_run: boolean(:dry_run, dry_run),
         on_restart: callable(:on_restart, on_restart),
@@ -122,7 +122,7 @@ module SidekiqRust
         doctor_on_boot: boolean(:doctor_on_boot, doctor_on_boot),
         measure_interval: measure_interval.nil? ? nil : seconds(:measure_interval, measure_interval, allow_zero: false),
         loop_window: seconds(:loop_window, loop_window, allow_zero: true),
-        quarantine_after: non_negative_integer(:quarantine_after, quarantine_after)
+        quarantine_after: integer(:quarantine_after, quarantine_after, minimum: 0)
       }
     end
 
@@ -192,15 +192,11 @@ module SidekiqRust
       end
     end
 
-    def positive_integer(key, value)
+    # A whole number >= minimum (0: off, where 0 is accepted).
+    def integer(key, value, minimum:)
       n = number(value)
-      fail_key(key, value, "an Integer >= 1") unless n && n.finite? && n == n.round && n >= 1
-      n.round
-    end
-
-    def non_negative_integer(key, value)
-      n = number(value)
-      fail_key(key, value, "an Integer >= 0 (0: off)") unless n && n.finite? && n == n.round && n >= 0
+      form = minimum.zero? ? "an Integer >= 0 (0: off)" : "an Integer >= #{minimum}"
+      fail_key(key, value, form) unless n && n.finite? && n == n.round && n >= minimum
       n.round
     end
 
