@@ -2,6 +2,7 @@
 
 require_relative "sidekiq_rust/version"
 require_relative "sidekiq_rust/error"
+require_relative "sidekiq_rust/units"
 require_relative "sidekiq_rust/native"
 require_relative "sidekiq_rust/memory"
 require_relative "sidekiq_rust/allocator"
@@ -99,7 +100,7 @@ module SidekiqRust
       @guard.start_monitor
       logger = settings.logger || SidekiqAdapter.logger
       logger.info("sidekiq_rust: guard started identity=#{SidekiqAdapter.own_tag} metric=#{settings.metric} " \
-                  "limit=#{Settings.mb(settings.max_rss)} hard_limit=#{Settings.mb(settings.hard_max_rss)} " \
+                  "limit=#{Units.mb(settings.max_rss)} hard_limit=#{Units.mb(settings.hard_max_rss)} " \
                   "allocator=#{Allocator.name} kill_after=#{@guard.kill_after}s dry_run=#{settings.dry_run}")
       log_doctor(logger, sidekiq_config) if settings.doctor_on_boot
       @guard

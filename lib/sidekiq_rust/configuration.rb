@@ -17,6 +17,11 @@ module SidekiqRust
     # Over the limit after the process's own Sidekiq timeout, KILL waits this much longer by default.
     KILL_AFTER_MARGIN = 15
 
+    # The guard's kill_after: the one `given` (settings or a command-line option), else Sidekiq's timeout + 15.
+    def self.kill_after(given, sidekiq_timeout)
+      given || (sidekiq_timeout + KILL_AFTER_MARGIN)
+    end
+
     # Soft limit: above it for `grace_time`, reclaim (if on), then restart.
     attr_accessor :max_rss
     # Hard limit: above it, restart at once (no grace, no reclaim). nil: none.
@@ -102,7 +107,7 @@ module SidekiqRust
     def compare_limits(soft, hard)
       return unless soft && hard && hard.last <= soft.last
 
-      fail_key(:hard_max_rss, hard_max_rss, "a limit above max_rss (#{Settings.mb(soft.last)})")
+      fail_key(:hard_max_rss, hard_max_rss, "a limit above max_rss (#{Units.mb(soft.last)})")
     end
 
     # Every key but the limits and the metric: they depend on nothing but their own value.
@@ -233,9 +238,5 @@ module SidekiqRust
     :max_rss, :hard_max_rss, :metric, :grace_time, :check_interval, :reclaim, :reclaim_cooldown, :shutdown_wait,
     :kill_after, :max_concurrent_restarts, :require_other_process, :dry_run, :on_restart, :logger, :doctor_on_boot,
     :measure_interval, :loop_window, :quarantine_after, keyword_init: true
-  ) do
-    def self.mb(bytes)
-      bytes.nil? ? "none" : format("%.0fMB", bytes / 1_048_576.0)
-    end
-  end
+  )
 end

@@ -100,21 +100,21 @@ module SidekiqRust
       end
 
       limit = cgroup && cgroup[:limit]
-      soft = Settings.mb(settings.max_rss)
-      hard = Settings.mb(settings.hard_max_rss)
+      soft = Units.mb(settings.max_rss)
+      hard = Units.mb(settings.hard_max_rss)
       return Check.new(name: "limits", status: :pass, saw: "max_rss #{soft}, hard #{hard}; no cgroup limit") unless limit
 
       over = { "max_rss" => settings.max_rss, "hard_max_rss" => settings.hard_max_rss }
              .select { |_, bytes| bytes && bytes >= limit }.keys
       if over.empty?
         Check.new(name: "limits", status: :pass,
-                  saw: "max_rss #{soft}, hard #{hard} below the cgroup limit #{Settings.mb(limit)}")
+                  saw: "max_rss #{soft}, hard #{hard} below the cgroup limit #{Units.mb(limit)}")
       else
         Check.new(name: "limits", status: :fail,
-                  saw: "#{over.join(' and ')} not below the cgroup limit #{Settings.mb(limit)} " \
+                  saw: "#{over.join(' and ')} not below the cgroup limit #{Units.mb(limit)} " \
                        "(max_rss #{soft}, hard #{hard})",
                   todo: "the kernel OOM-kills the container before the guard can restart gracefully: " \
-                        "set the limits below #{Settings.mb(limit)}, e.g. max_rss \"75%\", hard_max_rss \"90%\"")
+                        "set the limits below #{Units.mb(limit)}, e.g. max_rss \"75%\", hard_max_rss \"90%\"")
       end
     end
 
@@ -122,7 +122,7 @@ module SidekiqRust
       problems = []
       saw = ["Sidekiq timeout #{timeout}s"]
       if settings
-        kill_after = settings.kill_after || (timeout + Configuration::KILL_AFTER_MARGIN)
+        kill_after = Configuration.kill_after(settings.kill_after, timeout)
         saw << "guard kill_after #{kill_after}s"
         if kill_after <= timeout
           problems << "kill_after (#{kill_after}s) must exceed Sidekiq's timeout (#{timeout}s), or the guard " \

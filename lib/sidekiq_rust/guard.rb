@@ -37,7 +37,7 @@ module SidekiqRust
       @settings = settings
       @adapter = adapter
       @logger = settings.logger || adapter.logger
-      @kill_after = settings.kill_after || (sidekiq_timeout + Configuration::KILL_AFTER_MARGIN)
+      @kill_after = Configuration.kill_after(settings.kill_after, sidekiq_timeout)
       @concurrency = concurrency
       @tag = adapter.own_tag
       @fleet = Fleet.new(settings, adapter: adapter, tag: @tag)
@@ -264,7 +264,7 @@ module SidekiqRust
                 else "still over the limit"
                 end
       @history.event(:reclaim, released: [before - after, 0].max, memory: after, still_over: !action.nil?)
-      log(:info, "reclaimed #{Settings.mb([before - after, 0].max)} (GC + #{purge ? 'purge' : 'no purge'}): #{verdict}",
+      log(:info, "reclaimed #{Units.mb([before - after, 0].max)} (GC + #{purge ? 'purge' : 'no purge'}): #{verdict}",
           memory: after)
       action
     end
@@ -377,8 +377,8 @@ module SidekiqRust
     def quarantine_reason(job, event, memory)
       "#{job[:class]} (jid #{job[:jid]}) exceeded the memory limit in #{job[:restarts]} processes: in flight at " \
         "#{job[:restarts]} memory restarts (quarantine_after = #{@settings.quarantine_after}), the last one " \
-        "#{@tag} at #{@settings.metric}=#{Settings.mb(memory)} (#{event[:reason]}, limit " \
-        "#{Settings.mb(@settings.max_rss)}, hard_limit #{Settings.mb(@settings.hard_max_rss)}); not requeued " \
+        "#{@tag} at #{@settings.metric}=#{Units.mb(memory)} (#{event[:reason]}, limit " \
+        "#{Units.mb(@settings.max_rss)}, hard_limit #{Units.mb(@settings.hard_max_rss)}); not requeued " \
         "again. Retry it from the dead set once the job or the limit is fixed"
     end
 
@@ -387,13 +387,13 @@ module SidekiqRust
     def warn_restart_loop
       memory = @native.decision_memory
       before, after = @native.last_reclaim
-      reclaim = before ? "reclaim gave back #{Settings.mb([before - after, 0].max)} of #{Settings.mb(before)}" : "reclaim is off"
+      reclaim = before ? "reclaim gave back #{Units.mb([before - after, 0].max)} of #{Units.mb(before)}" : "reclaim is off"
       working_set = [memory, Memory.peak_rss].max
       step = 50 * 1_048_576
-      advice = Settings.mb((working_set * 1.25 / step).ceil * step)
-      log(:error, "restart loop: over max_rss #{Settings.mb(@settings.max_rss)} #{@native.uptime.round}s after boot " \
+      advice = Units.mb((working_set * 1.25 / step).ceil * step)
+      log(:error, "restart loop: over max_rss #{Units.mb(@settings.max_rss)} #{@native.uptime.round}s after boot " \
                   "(it replaced a process of this host that restarted for memory), " \
-                  "and #{reclaim}: the working set (#{Settings.mb(memory)} now, peak #{Settings.mb(working_set)}" \
+                  "and #{reclaim}: the working set (#{Units.mb(memory)} now, peak #{Units.mb(working_set)}" \
                   "#{@concurrency ? " with concurrency #{@concurrency}" : ''}) does not fit the limit, and a restart " \
                   "would only rebuild it. No restart for the soft limit until this process is " \
                   "#{@settings.loop_window.round}s old (loop_window); the hard limit still applies. " \
@@ -470,8 +470,8 @@ module SidekiqRust
     def log(level, message, memory: nil, reason: nil, in_flight: nil, top_retained: nil, top_growth: nil,
             quarantined: nil, **_rest)
       parts = ["sidekiq_rust: #{message}", "identity=#{@tag}"]
-      parts << "#{@settings.metric}=#{Settings.mb(memory)}" if memory
-      parts << "limit=#{Settings.mb(@settings.max_rss)} hard_limit=#{Settings.mb(@settings.hard_max_rss)}"
+      parts << "#{@settings.metric}=#{Units.mb(memory)}" if memory
+      parts << "limit=#{Units.mb(@settings.max_rss)} hard_limit=#{Units.mb(@settings.hard_max_rss)}"
       parts << "reason=#{reason}" if reason
       parts << "in_flight=#{format_in_flight(in_flight)}" if in_flight
       parts << "quarantined=#{format_quarantined(quarantined)}" if quarantined
@@ -495,7 +495,7 @@ module SidekiqRust
     def format_top(rows, figure)
       return "none" if rows.empty?
 
-      rows.map { |r| "#{r[:class]}(#{Report.bytes(r[figure])}/job in #{r[:jobs]} jobs)" }.join(", ")
+      rows.map { |r| "#{r[:class]}(#{Units.bytes(r[figure])}/job in #{r[:jobs]} jobs)" }.join(", ")
     end
 
     def log_error(where, error)

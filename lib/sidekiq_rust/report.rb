@@ -87,14 +87,5 @@ module SidekiqRust
       end
       rank(merged)
     end
-
-    # "1.5MB", "12KB", "300B"; "?" for unknown.
-    def bytes(value)
-      return "?" if value.nil?
-      return format("%.1fMB", value / 1_048_576.0) if value.abs >= 1_048_576
-      return format("%.0fKB", value / 1024.0) if value.abs >= 1024
-
-      "#{value}B"
-    end
   end
 end

@@ -66,7 +66,7 @@ module SidekiqRust
       private
 
       def bytes(value)
-        SidekiqRust::Report.bytes(value)
+        SidekiqRust::Units.bytes(value)
       end
     end
   end

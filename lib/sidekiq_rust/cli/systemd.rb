@@ -95,7 +95,7 @@ module SidekiqRust
       # TimeoutStopSec, whole seconds: Sidekiq's timeout plus the guard's margin, and never shorter than the guard's
       # KILL.
       def timeout_stop_sec(options)
-        kill_after = options.kill_after || (options.timeout + Configuration::KILL_AFTER_MARGIN)
+        kill_after = Configuration.kill_after(options.kill_after, options.timeout)
         [options.timeout + Configuration::KILL_AFTER_MARGIN, kill_after + 5].max.ceil
       end
 

@@ -33,7 +33,6 @@ module SidekiqRust
 
       Options = Struct.new(:help, :interval, :once, :json, :limit, :redis_url, keyword_init: true)
 
-      MB = 1024.0 * 1024
       # Restart slots looked at beyond one per live process (see Fleet.all_holders).
       SLOT_MARGIN = 32
 
@@ -126,7 +125,7 @@ module SidekiqRust
       private
 
       def mb(bytes)
-        bytes.nil? ? "-" : format("%.0fMB", bytes / MB)
+        Units.mb(bytes, none: "-")
       end
 
       # RSS, PSS and USS of a process on this host, all from one read of /proc; nil when it cannot be read.

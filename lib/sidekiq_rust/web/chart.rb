@@ -16,7 +16,6 @@ module SidekiqRust
       BOTTOM = 18
       TOP = 8
       RIGHT = 8
-      MB = 1024.0 * 1024
       COLORS = { memory: "#1f6fd1", soft: "#d99a00", hard: "#c62828", restart: "#c62828", reclaim: "#2e7d32",
                  denial: "#8e8e8e", grid: "#9e9e9e" }.freeze
 
@@ -110,7 +109,7 @@ module SidekiqRust
       end
 
       def mb(bytes)
-        format("%.0fMB", bytes / MB)
+        Units.mb(bytes, none: "-")
       end
 
       def clock(at)

@@ -15,7 +15,6 @@ module SidekiqRust
       # Events read to put markers on the charts of the processes shown.
       EVENTS_FOR_MARKERS = 500
       CLASSES_SHOWN = 25
-      MB = 1024.0 * 1024
 
       attr_reader :page, :now
 
@@ -58,15 +57,12 @@ module SidekiqRust
       end
 
       def mb(bytes)
-        bytes.nil? ? "-" : format("%.0fMB", bytes / MB)
+        Units.mb(bytes, none: "-")
       end
 
       # A per-job figure: KB below a megabyte.
       def size(bytes)
-        return "-" if bytes.nil?
-        return format("%.1fKB", bytes / 1024.0) if bytes.abs < MB
-
-        format("%.1fMB", bytes / MB)
+        bytes.nil? ? "-" : Units.bytes(bytes)
       end
 
       # "3m 05s" / "2h 10m": a duration in seconds.
