@@ -9,7 +9,8 @@ module SidekiqRust
   # - `sidekiq_rust:history:IDENTITY`: a list of readings "unix_seconds bytes", the newest last, trimmed to the last
   #   hour (ceil(3600 / check_interval) + 1 entries, at most MAX_READINGS); one write per check_interval at most.
   # - `sidekiq_rust:process:IDENTITY`: a hash: hostname, pid, started_at, at (the last reading's time), memory,
-  #   metric, soft, hard, allocator, phase, interval, and the counters reclaimed_bytes, restarts:REASON,
+  #   metric, soft, hard, allocator, phase, interval, brake ("paused", "fetching" or "" without the brake),
+  #   brake_seconds (paused so far), and the counters reclaimed_bytes, restarts:REASON,
   #   denials:REASON, quarantined (jobs sent to the dead set).
   # - `sidekiq_rust:processes`: a sorted set of identities scored by their last reading (members older than TTL are
   #   dropped at each write), so that readers find the processes without a SCAN.
@@ -35,14 +36,6 @@ module SidekiqRust
     GONE_INTERVALS = 3
     GONE_MIN = 15
 
-    # The short reason of a refused restart, from the guard's log message (Prometheus label values).
-    DENIAL_REASONS = [
-      [/dry run/, "dry_run"],
-      [/restart slot/, "no_slot"],
-      [/no other live/, "sole_process"],
-      [/Redis is unavailable/, "redis_unavailable"]
-    ].freeze
-
     attr_reader :identity
 
     def initialize(settings, identity:, adapter: SidekiqAdapter)
@@ -57,8 +50,9 @@ module SidekiqRust
       @logged_failure = false
     end
 
-    # One reading (bytes) and the guard's phase, written at most once per check_interval. Never raises.
-    def record(memory, phase, now: Time.now.to_f)
+    # One reading (bytes), the guard's phase and its brake ({paused:, seconds:} or nil without one), written at
+    # most once per check_interval. Never raises.
+    def record(memory, phase, brake: nil, now: Time.now.to_f)
       return if @last_write && now - @last_write < @interval * 0.9
 
       @last_write = now
@@ -67,7 +61,7 @@ module SidekiqRust
         pipe.call("RPUSH", readings, "#{now.round(3)} #{memory.to_i}")
         pipe.call("LTRIM", readings, -@keep, -1)
         pipe.call("EXPIRE", readings, TTL)
-        pipe.call("HSET", process_key, *process_fields(now, memory, phase))
+        pipe.call("HSET", process_key, *process_fields(now, memory, phase, brake))
         pipe.call("EXPIRE", process_key, TTL)
         pipe.call("ZADD", INDEX, now.round(3), @identity)
         pipe.call("ZREMRANGEBYSCORE", INDEX, "-inf", (now - TTL).round(3))
@@ -75,8 +69,9 @@ module SidekiqRust
       end
     end
 
-    # A guard event: :reclaim (released:, memory:), :restart (the on_restart Hash) or :denial (message:, and the
-    # on_restart Hash). Appended to the fleet's event stream and counted on the process. Never raises.
+    # A guard event: :reclaim (released:, memory:), :restart (the on_restart Hash), :denial (denial: the
+    # policy's Symbol, message:, and the on_restart Hash), :quarantine, :pause and :resume (the brake).
+    # Appended to the fleet's event stream and counted on the process. Never raises.
     def event(type, now: Time.now.to_f, **fields)
       reason = event_reason(type, fields)
       write do |pipe|
@@ -100,19 +95,24 @@ module SidekiqRust
 
     private
 
-    def process_fields(now, memory, phase)
+    def process_fields(now, memory, phase, brake)
       {
         "hostname" => @adapter.hostname, "pid" => ::Process.pid, "started_at" => @started_at.round(3),
         "at" => now.round(3), "memory" => memory.to_i, "metric" => @settings.metric,
         "soft" => @settings.max_rss, "hard" => @settings.hard_max_rss.to_s, "allocator" => Allocator.name,
-        "phase" => phase, "interval" => @interval
+        "phase" => phase, "interval" => @interval, "brake" => brake ? brake_state(brake) : "",
+        "brake_seconds" => brake ? brake[:seconds].round(3) : 0
       }.flat_map { |k, v| [k, v.to_s] }
+    end
+
+    def brake_state(brake)
+      brake[:paused] ? "paused" : "fetching"
     end
 
     def event_reason(type, fields)
       case type
       when :restart then fields[:reason] || "unknown"
-      when :denial then self.class.denial_reason(fields[:message].to_s)
+      when :denial then fields[:denial] || "other"
       else ""
       end
     end
@@ -134,11 +134,6 @@ module SidekiqRust
     end
 
     class << self
-      def denial_reason(message)
-        DENIAL_REASONS.each { |pattern, reason| return reason if message.match?(pattern) }
-        "other"
-      end
-
       # How many processes have a history (live and gone within TTL).
       def process_count(adapter = SidekiqAdapter)
         adapter.redis { |conn| conn.call("ZCARD", INDEX) }.to_i
@@ -147,7 +142,7 @@ module SidekiqRust
       # The processes, most recently seen first, `offset`/`limit` for paging: Hashes with symbol keys :identity,
       # :hostname, :pid, :started_at, :at, :memory, :metric, :soft, :hard, :allocator, :phase, :interval,
       # :reclaimed_bytes, :restarts ({reason => n}), :denials ({reason => n}), :quarantined (jobs sent to the dead
-      # set), :gone (true when no reading came for
+      # set), :brake (:paused, :fetching or nil without the brake), :brake_seconds, :gone (true when no reading came for
       # GONE_INTERVALS check intervals). Processes whose hash expired are left out.
       def processes(limit: 50, offset: 0, now: Time.now.to_f, adapter: SidekiqAdapter)
         identities = adapter.redis { |conn| conn.call("ZREVRANGE", INDEX, offset, offset + limit - 1) }
@@ -193,9 +188,18 @@ module SidekiqRust
           hard: integer_or_nil(hash["hard"]), allocator: hash["allocator"], phase: hash["phase"],
           interval: interval, reclaimed_bytes: hash["reclaimed_bytes"].to_i,
           restarts: counters(hash, "restarts:"), denials: counters(hash, "denials:"),
-          quarantined: hash["quarantined"].to_i,
+          quarantined: hash["quarantined"].to_i, brake: brake_field(hash["brake"]),
+          brake_seconds: hash["brake_seconds"].to_f,
           gone: now - at > [GONE_INTERVALS * interval, GONE_MIN].max
         }
+      end
+
+      # :paused, :fetching, or nil for a process without the brake.
+      def brake_field(value)
+        case value
+        when "paused" then :paused
+        when "fetching" then :fetching
+        end
       end
 
       def counters(hash, prefix)

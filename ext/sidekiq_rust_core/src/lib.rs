@@ -6,3 +6,4 @@ pub mod attribution;
 pub mod cgroup;
 pub mod policy;
 pub mod procfs;
+pub mod settings;
