@@ -5,24 +5,16 @@ require_relative "guard/reclaimer"
 require_relative "guard/restart"
 require_relative "guard/process_strategy"
 require_relative "guard/embedded_strategy"
+require_relative "guard/executor"
+require_relative "guard/monitor"
 
 module SidekiqRust
-  # The memory guard of one Sidekiq process: the job hooks (ProcessKiller calls them), the monitor thread, and
-  # the executor of the policy's actions. Rust decides (Native::Guard, a pure state machine over the readings);
-  # this class carries out each action it is given, in a thread of its own (never a job's thread), and reports
-  # the outcome back, which gives the next action:
-  #
-  #   reclaim_*            -> Reclaimer (GC + purge)                       -> Reclaimed
-  #   restart_soft/hard    -> Restart#request (dry run, embedded, slot)    -> SlotGranted / SlotDenied(reason)
-  #   quiet, stop_*, kill  -> Restart (ProcessStrategy or EmbeddedStrategy), then the next readings
-  #   quarantine           -> Restart#quarantine                           -> Quarantined
-  #   pause, resume*, widen-> Brake (the fetch gate; at once, in the caller's thread)
-  #   warn_loop            -> the restart-loop advice
-  #
-  # A supervisor (systemd Restart=always, Kubernetes) starts a restarted process again.
+  # The memory guard of one Sidekiq process: the job hooks (ProcessKiller calls them) and what the guard's parts
+  # share. Rust decides (Native::Guard, a pure state machine over the readings); the Executor carries out each
+  # action it returns and reports the outcome back (see Guard::Executor for the table); the Monitor reads memory
+  # every check_interval; Restart, Reclaimer, Brake and Log do one thing each. A supervisor (systemd
+  # Restart=always, Kubernetes) starts a restarted process again.
   class Guard
-    # How often the restart sequence takes a reading.
-    RESTART_POLL = 0.25
     # After quiet took effect (Sidekiq's :quiet event, not the signal: a busy process may handle TSTP seconds
     # later), Sidekiq's idle processors may still sit in a blocking fetch (BRPOP, 2 s) for a moment. The stop
     # never comes sooner than this, so that a job Sidekiq pushes back at shutdown cannot be fetched by a
@@ -33,7 +25,6 @@ module SidekiqRust
     QUIET_TIMEOUT = 15
     # Classes named in a log line and an event, by retained and by growth.
     TOP = 5
-    BRAKE_ACTIONS = %i[pause resume resume_retained widen].freeze
 
     attr_reader :settings, :fleet, :kill_after, :brake
 
@@ -56,12 +47,9 @@ module SidekiqRust
                                    quarantine: Quarantine.new(settings, adapter: adapter), log: @log, adapter: adapter)
       @brake = brake? ? Brake.new(@native, settings: settings, log: @log, history: @history, adapter: adapter,
                                            tag: @tag, concurrency: concurrency) : nil
-      @actions = Queue.new
-      @lock = Mutex.new
-      @wakeup = ConditionVariable.new
-      @worker = nil
-      @monitor = nil
-      @monitoring = false
+      @executor = Executor.new(self, native: @native, restart: @restart, reclaimer: @reclaimer, brake: @brake,
+                                     log: @log)
+      @monitor = Monitor.new(self, interval: settings.check_interval, log: @log)
       @publish_error = nil
     end
 
@@ -74,7 +62,7 @@ module SidekiqRust
     # older than 20 ms, reads RSS and checks the limits. Never raises.
     def job_finished(token)
       action = @native.job_finished(token)
-      dispatch(action) if action
+      @executor.dispatch(action) if action
     rescue StandardError => e
       @log.failure("after a job", e)
     end
@@ -92,28 +80,19 @@ module SidekiqRust
     # One reading by the monitor; returns the memory figure.
     def check
       action, memory = @native.sample(false)
-      dispatch(action) if action
+      @executor.dispatch(action) if action
       @brake&.refresh
       @history.record(memory, phase, brake: @brake&.state)
       memory
     end
 
     def start_monitor
-      @lock.synchronize do
-        return if @monitor&.alive?
-
-        @monitoring = true
-        @worker ||= Thread.new { work }
-        @monitor = Thread.new { monitor_loop }
-      end
+      @executor.start
+      @monitor.start
     end
 
     def stop_monitor
-      @lock.synchronize do
-        @monitoring = false
-        @wakeup.broadcast
-      end
-      @monitor&.join(2)
+      @monitor.stop
     end
 
     # Sidekiq's :quiet event: quiet took effect now (after our quiet or anyone else's). Stops the monitor; a
@@ -198,6 +177,21 @@ module SidekiqRust
       @log.failure("in on_restart", e)
     end
 
+    # The soft limit is below the working set: restarting would only rebuild it (the policy holds soft restarts
+    # back until the process is loop_window old).
+    def warn_restart_loop
+      @log.restart_loop(memory: @native.decision_memory, peak: Memory.peak_rss, last_reclaim: @native.last_reclaim,
+                        uptime: @native.uptime, concurrency: @concurrency, attribution: attribution)
+      nil
+    end
+
+    # The jobs in flight and the top classes by retained and by growth per job.
+    def attribution
+      rows = report
+      { in_flight: in_flight, top_retained: Report.top(rows, :retained_per_job, TOP),
+        top_growth: Report.top(rows, :growth_per_job, TOP) }
+    end
+
     private
 
     # The brake needs the job threads' count (Sidekiq's concurrency) to size its window.
@@ -220,88 +214,6 @@ module SidekiqRust
       # requeued, would otherwise all start again at once.
       options.merge(brake_at: @settings.brake_bytes, resume_at: @settings.resume_bytes,
                     concurrency: @concurrency.to_i, slow_start: @replaced_restart)
-    end
-
-    def monitor_loop
-      Thread.current.name = "sidekiq_rust-monitor"
-      loop do
-        @lock.synchronize do
-          @wakeup.wait(@lock, @settings.check_interval) if @monitoring
-          return unless @monitoring
-        end
-        begin
-          check
-          measure
-          publish
-        rescue StandardError => e
-          @log.failure("in the monitor", e)
-        end
-      end
-    end
-
-    # The brake's actions take effect at once, in the caller's thread (a fetch gate update); every other action
-    # goes to the guard's own thread, in order.
-    def dispatch(action)
-      if BRAKE_ACTIONS.include?(action)
-        @brake&.apply(action)
-      else
-        @actions << action
-      end
-    end
-
-    # The guard's thread: carries out each action and what follows from its outcome, until there is none.
-    def work
-      Thread.current.name = "sidekiq_rust-guard"
-      loop do
-        action = @actions.pop
-        begin
-          action = perform(action) while action
-        rescue StandardError => e
-          @log.failure("while acting on #{action}", e)
-        end
-      end
-    end
-
-    # Carries out one action; returns the policy's next one (nil: none).
-    def perform(action)
-      case action
-      when :reclaim_soft, :reclaim_hard, :reclaim_brake then @reclaimer.reclaim(action)
-      when :restart_soft, :restart_hard then @restart.request(action)
-      when :quiet then @restart.quiet || watch
-      when :quiet_unconfirmed then @restart.quiet_unconfirmed || watch
-      when :quarantine then @restart.quarantine
-      when :stop_idle, :stop_waited, :stop_hard then @restart.stop(action) || watch
-      when :kill then @restart.kill
-      when :warn_loop then warn_restart_loop
-      when *BRAKE_ACTIONS then @brake&.apply(action)
-      else raise Error, "the native guard returned #{action.inspect}, which this guard does not know"
-      end
-    end
-
-    # The restart sequence's readings, until the policy answers (nil once it is done).
-    def watch
-      loop do
-        return nil if phase == :done
-
-        sleep RESTART_POLL
-        action, _memory = @native.sample(true)
-        return action if action
-      end
-    end
-
-    # The soft limit is below the working set: restarting would only rebuild it (the policy holds soft restarts
-    # back until the process is loop_window old).
-    def warn_restart_loop
-      @log.restart_loop(memory: @native.decision_memory, peak: Memory.peak_rss, last_reclaim: @native.last_reclaim,
-                        uptime: @native.uptime, concurrency: @concurrency, attribution: attribution)
-      nil
-    end
-
-    # The jobs in flight and the top classes by retained and by growth per job.
-    def attribution
-      rows = report
-      { in_flight: in_flight, top_retained: Report.top(rows, :retained_per_job, TOP),
-        top_growth: Report.top(rows, :growth_per_job, TOP) }
     end
   end
 end
