@@ -26,8 +26,10 @@
 //! The brake (`Limits::brake`) works below the restart path, while the process serves: at `pause_at` it stops
 //! fetching (`Pause`, the fetch window goes to 0) and lets the running jobs finish; idle, it reclaims; below
 //! `resume_at` it fetches again (`Resume`) with half the jobs that ran when it paused (at least 1), and the window
-//! grows by one for each sample that saw a job finish under `pause_at` (`Widen`), back to the concurrency: a
-//! congestion window, so that the jobs that pushed memory up do not all start again at once (a process that
+//! grows by one for each sample that saw a job finish while memory has room below `pause_at` for one more job of
+//! the size the pause measured ((memory at the pause - memory at the resume) / jobs running at the pause)
+//! (`Widen`), back to the concurrency: a congestion window, so that the jobs that pushed memory up do not all
+//! start again at once (a process that
 //! replaced a memory restart starts with a window of 1: `slow_start`). Idle after a reclaim
 //! and still above `resume_at`, the pause cannot help (the memory is retained, not in flight): it resumes at full
 //! concurrency (`Resume(Retained)`) and stays off until memory is below `resume_at` again. Over the soft limit
@@ -305,6 +307,11 @@ struct BrakeState {
     paused_since: Option<u64>,
     /// Jobs running when it paused (the window it resumes with is half of it).
     busy_at_pause: u32,
+    /// The memory when it paused.
+    memory_at_pause: u64,
+    /// What one job of the mix that made it pause needs: (memory at the pause - memory at the resume) / jobs
+    /// running at the pause. The window grows only while memory has room for one more such job.
+    per_job: u64,
     /// This pause reclaimed already.
     reclaimed: bool,
     /// Resumed with the memory retained: off until memory is below `resume_at`.
@@ -575,13 +582,15 @@ impl Policy {
             if memory >= brake.pause_at {
                 self.brake.paused_since = Some(now_ms);
                 self.brake.busy_at_pause = busy;
+                self.brake.memory_at_pause = memory;
                 self.brake.reclaimed = false;
                 self.brake.window = 0;
                 return Action::Pause;
             }
             let finished = done > self.brake.done_seen;
             self.brake.done_seen = done;
-            if finished && self.brake.window < brake.concurrency {
+            let room = memory.saturating_add(self.brake.per_job) < brake.pause_at;
+            if finished && room && self.brake.window < brake.concurrency {
                 self.brake.window += 1;
                 return Action::Widen;
             }
@@ -590,6 +599,8 @@ impl Policy {
         self.brake.done_seen = done;
         if memory < brake.resume_at {
             let window = (self.brake.busy_at_pause / 2).max(1);
+            self.brake.per_job = self.brake.memory_at_pause.saturating_sub(memory)
+                / u64::from(self.brake.busy_at_pause.max(1));
             return self.resume(ResumeCause::Below, window.min(brake.concurrency), now_ms);
         }
         if busy > 0 {

@@ -683,12 +683,18 @@ fn the_brake_pauses_reclaims_when_idle_and_resumes_with_half_the_window() {
     );
     assert_eq!(p.window(), 2, "half of the 4 that ran at the pause");
     assert_eq!(p.paused_ms(5_000), 2_000);
-    // One more thread for each sample that saw a job finish under pause_at.
+    // A job of the mix needs (460 - 350) / 4 = 27.5 MB: one more thread for each sample that saw a job finish
+    // while memory has room below pause_at (450 MB) for one more such job.
     assert_eq!(p.step(sample_done(360 * MB, 3_000, 2, 5)), Action::None);
     assert_eq!(p.step(sample_done(360 * MB, 3_100, 2, 6)), Action::Widen);
     assert_eq!(p.window(), 3);
-    assert_eq!(p.step(sample_done(360 * MB, 3_200, 2, 7)), Action::Widen);
+    assert_eq!(
+        p.step(sample_done(425 * MB, 3_200, 2, 7)),
+        Action::None,
+        "no room"
+    );
     assert_eq!(p.step(sample_done(360 * MB, 3_300, 2, 8)), Action::Widen);
+    assert_eq!(p.step(sample_done(360 * MB, 3_400, 2, 9)), Action::Widen);
     assert_eq!(p.window(), 5);
     assert_eq!(p.step(sample_done(360 * MB, 3_500, 2, 20)), Action::None);
 }
