@@ -5,10 +5,11 @@ require "open3"
 module SidekiqRustPackaging
   ROOT = File.expand_path("..", __dir__)
 
-  # What would make a Ruby load Bundler, a Gemfile, the checkout's lib or another gem set: cleared for every
-  # command of a GemHome, so that what runs comes from the gems installed there and the Ruby's own.
+  # What would make a Ruby load Bundler, a Gemfile, the checkout's lib, another gem set or the checkout's jemalloc
+  # (`rake spec:preload`): cleared for every command of a GemHome, so that what runs comes from the gems installed
+  # there and the Ruby's own.
   CLEAN_ENV = %w[RUBYOPT RUBYLIB GEM_HOME GEM_PATH BUNDLE_GEMFILE BUNDLER_SETUP BUNDLE_BIN_PATH BUNDLER_VERSION
-                 BUNDLE_APP_CONFIG RB_SYS_CARGO_MANIFEST_DIR].to_h { |name| [name, nil] }.freeze
+                 BUNDLE_APP_CONFIG RB_SYS_CARGO_MANIFEST_DIR LD_PRELOAD].to_h { |name| [name, nil] }.freeze
 
   # Raised when a packaging command fails; the message holds the command and its output.
   class CommandFailed < StandardError; end
