@@ -35,9 +35,9 @@ module SidekiqRustPackaging
   # The source gem built and installed with `gem install --local` into an empty GEM_HOME of one Ruby, which
   # compiles the extension and the bundled jemalloc through the gem's extconf.rb files (release profile). Kept in
   # a cache directory keyed by the source digest and the Ruby's version: the install specs of every matrix entry
-  # and `rake native:gem` compile once per Ruby and source. Cargo's target directory (one per Ruby) lives beside
-  # it, outside the gem; it is not reused by the next source: RubyGems runs `make clean`, and rb_sys's Makefile
-  # cleans cargo's profile directory with it.
+  # and `rake native:gem` compile once per Ruby and source. Cargo's target directory is a scratch directory
+  # outside the gem, removed after the install: it could not serve the next source anyway (RubyGems runs
+  # `make clean`, and rb_sys's Makefile cleans cargo's profile directory with it).
   class SourceInstall
     # A checkout's cache: SIDEKIQ_RUST_PACKAGING_CACHE, or a directory of the system's tmp named after the checkout.
     def self.default_cache_root
@@ -114,7 +114,9 @@ module SidekiqRustPackaging
       FileUtils.mkdir_p(scratch)
       gem_file = SidekiqRustPackaging.build_source_gem(scratch, ruby: ruby)
       home = GemHome.new(ruby, File.join(scratch, "gem_home"))
-      log = home.install(gem_file, env: { "RB_SYS_CARGO_TARGET_DIR" => target_dir })
+      target = File.join(scratch, "target")
+      log = home.install(gem_file, env: { "RB_SYS_CARGO_TARGET_DIR" => target })
+      FileUtils.rm_rf(target)
       File.write(File.join(scratch, "install.log"), log)
       elapsed = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
       File.write(File.join(scratch, "seconds"), format("%.1f", elapsed))
@@ -123,14 +125,10 @@ module SidekiqRustPackaging
       remove_other_sources
     end
 
-    def target_dir
-      File.join(@cache_root, "target-ruby-#{ruby_version}")
-    end
-
+    # Only directories named as a digest: the cache root may be a directory that holds other things.
     def remove_other_sources
-      current = File.dirname(dir)
       Dir[File.join(@cache_root, "*")].each do |entry|
-        next if entry == current || !File.directory?(entry) || File.basename(entry).start_with?("target-")
+        next if entry == File.dirname(dir) || !File.basename(entry).match?(/\A\h{16}\z/)
 
         FileUtils.rm_rf(entry)
       end
