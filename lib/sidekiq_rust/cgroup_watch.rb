@@ -19,6 +19,8 @@ module SidekiqRust
     # Readings after a rise of the counter spent looking for the killed process before it is reported unknown.
     PATIENCE = 10
     TTL = History::TTL
+    # Sidekiq's heartbeat of a process outlives its last beat by this long.
+    HEARTBEAT_EXPIRY = 60
 
     def initialize(history, logger:, adapter:, in_flight:, interval:)
       @history = history
@@ -99,7 +101,7 @@ module SidekiqRust
     # Reports each kill the counter rose by, once for the fleet (the first process to claim it); waits a few
     # readings for the killed process to be seen gone.
     def report(conn, count, now)
-      victims = gone_processes
+      victims = gone_processes(conn)
       @waited += 1
       return if victims.empty? && @waited < PATIENCE
 
@@ -115,14 +117,20 @@ module SidekiqRust
       @waited = 0
     end
 
-    # The guarded processes of this host and cgroup whose last reading came after the last count seen unchanged
-    # (less two readings) and whose pid is gone (or a zombie, or this process's own: a replacement reusing it).
-    def gone_processes
-      since = @baseline_at - (2 * @interval) - 1
+    # The guarded processes of this host and cgroup that died without stopping: their pid is gone (or a zombie,
+    # or this process's own, a replacement reusing it), yet Sidekiq still lists them (a process that stops,
+    # for a restart or a deploy, takes itself off Sidekiq's `processes` set; a SIGKILLed one cannot), and their
+    # last reading is at most a heartbeat's expiry older than the last count seen unchanged.
+    def gone_processes(conn)
+      since = @baseline_at - HEARTBEAT_EXPIRY
       History.processes(limit: 200, adapter: @adapter).select do |p|
         p[:identity] != @history.identity && p[:hostname] == @adapter.hostname && p[:cgroup] == @oom[:dir] &&
-          p[:at] >= since && dead?(p[:pid])
+          p[:at] >= since && dead?(p[:pid]) && listed?(conn, p[:identity])
       end
+    end
+
+    def listed?(conn, identity)
+      [1, true].include?(conn.call("SISMEMBER", "processes", identity))
     end
 
     def dead?(pid)

@@ -27,6 +27,13 @@ module SidekiqRust
       ["sidekiq_rust_restart_denials_total", "counter", "Restarts the fleet refused (logged refusals)"],
       ["sidekiq_rust_quarantined_jobs_total", "counter", "Jobs sent to the dead set instead of being requeued " \
                                                          "again (in flight at quarantine_after memory restarts)"],
+      ["sidekiq_rust_memory_pressure_some_avg10", "gauge", "Share of the last 10 s (percent) in which a task of " \
+                                                         "the process's memory cgroup stalled on memory (PSI: " \
+                                                         "the cgroup's memory.pressure on v2, else the system's)"],
+      ["sidekiq_rust_memory_pressure_full_avg10", "gauge", "Share of the last 10 s (percent) in which every " \
+                                                         "task stalled on memory (PSI full)"],
+      ["sidekiq_rust_cgroup_oom_kills_total", "counter", "Processes the kernel's OOM killer killed in the " \
+                                                         "process's memory cgroup (its oom_kill counter)"],
       ["sidekiq_rust_class_jobs", "gauge", "Jobs of the class measured (fleet)"],
       ["sidekiq_rust_class_retained_per_job_bytes", "gauge", "Memory a job of the class leaves retained (fleet)"],
       ["sidekiq_rust_class_growth_per_job_bytes", "gauge", "Process memory growth per job of the class (fleet)"],
@@ -62,6 +69,7 @@ module SidekiqRust
         p[:restarts].each { |reason, n| out << ["sidekiq_rust_restarts_total", id.merge("reason" => reason), n] }
         p[:denials].each { |reason, n| out << ["sidekiq_rust_restart_denials_total", id.merge("reason" => reason), n] }
         out << ["sidekiq_rust_quarantined_jobs_total", id, p[:quarantined]]
+        out.concat(cgroup_samples(p, id))
       end
       classes.each do |c|
         label = { "class" => c[:class] }
@@ -71,6 +79,15 @@ module SidekiqRust
         end
       end
       out
+    end
+
+    # The memory cgroup's samples of one process: those its readings had (no PSI, no cgroup: none).
+    def cgroup_samples(process, id)
+      {
+        "sidekiq_rust_memory_pressure_some_avg10" => process[:pressure_some_avg10],
+        "sidekiq_rust_memory_pressure_full_avg10" => process[:pressure_full_avg10],
+        "sidekiq_rust_cgroup_oom_kills_total" => process[:oom_kills]
+      }.reject { |_, value| value.nil? }.map { |name, value| [name, id, value] }
     end
 
     # {identity="a",metric="rss"}: backslash, double quote and newline escaped as the format asks.

@@ -34,13 +34,25 @@ module E2E
 
   # A Supervisor of `size` processes started again whenever they exit (stopped after the example).
   def supervise(size, guard, concurrency: 2)
+    supervise_with(size) do |name|
+      SidekiqProcess.new(name, redis: redis_server, dir: @e2e_dir, guard: guard, concurrency: concurrency)
+    end
+  end
+
+  # A Supervisor of `size` processes built by the block from a name (each stopped after the example).
+  def supervise_with(size)
     supervisor = Supervisor.new(size) do |name|
-      process = SidekiqProcess.new(name, redis: redis_server, dir: @e2e_dir, guard: guard, concurrency: concurrency)
+      process = yield(name)
       @e2e_processes << process
       process
     end
     @e2e_supervisors << supervisor
     supervisor.start
+  end
+
+  # The example's temporary directory (logs, event files).
+  def e2e_dir
+    @e2e_dir
   end
 
   def push(klass, *args, count: 1)

@@ -1,0 +1,113 @@
+# frozen_string_literal: true
+
+# One run of the real-cgroup scenario (spec/cgroup_oom_e2e_spec.rb, bench/cgroup_oom.rb): jobs that each keep
+# JOB_MB for the life of their process, as many as the limit holds (with the processes' own memory on top, more), pushed to a fleet of `size` supervised `sidekiq` processes inside a
+# RealCgroup of `limit` bytes. When the queue is empty and nothing more completes, it counts:
+# - lost: pushed, never completed, and neither queued, retrying, scheduled nor dead (with basic fetch, the jobs
+#   in flight in a SIGKILLed process);
+# - oom_kills: the cgroup's OOM-kill counter; killed: processes that ended by a signal; restarts: processes
+#   started after the first `size`.
+class CgroupScenario
+  JOB_MB = 5
+  JOB_SECONDS = 0.5
+  CONCURRENCY = 3
+  # Nothing completed for this long after the queue emptied: every job still in flight is lost.
+  SETTLE = 4
+
+  attr_reader :cgroup, :supervisor
+
+  def initialize(spec, size:, limit:, guard:)
+    @spec = spec
+    @size = size
+    @guard = guard
+    @cgroup = RealCgroup.new(limit: limit)
+    @jobs = limit / (JOB_MB * SidekiqRust::Units::MB)
+    @started = nil
+  end
+
+  def run
+    @spec.push("LeakJob", JOB_MB, JOB_SECONDS, count: @jobs)
+    cgroup = @cgroup
+    spec = @spec
+    @supervisor = @spec.supervise_with(@size) do |name|
+      SidekiqProcess.new(name, redis: spec.redis_server, dir: spec.e2e_dir, guard: @guard,
+                               concurrency: CONCURRENCY, prefix: cgroup.wrapper)
+    end
+    @started = monotonic
+    @spec.eventually(timeout: 150, interval: 0.5, what: "the queue to empty") { queue_size.zero? }
+    settle
+    @seconds = monotonic - @started
+    @supervisor.stop
+    self
+  end
+
+  def processes
+    @supervisor.processes
+  end
+
+  def killed
+    processes.select { |p| p.status&.signaled? }
+  end
+
+  def exited
+    processes.select(&:status)
+  end
+
+  def restarts
+    processes.size - @size
+  end
+
+  def oom_kills
+    @cgroup.oom_kills
+  end
+
+  def limit_hits
+    @cgroup.limit_hits
+  end
+
+  def done
+    @spec.done_count
+  end
+
+  def lost
+    @jobs - done - queue_size - %w[retry schedule dead].sum { |set| @spec.redis_call("ZCARD", set).to_i }
+  end
+
+  def logs
+    processes.map(&:log).join
+  end
+
+  # One line of figures, for the README and the benchmark.
+  def figures
+    { jobs: @jobs, done: done, lost: lost, oom_kills: oom_kills, killed: killed.size, restarts: restarts,
+      graceful: exited.count { |p| p.status.exitstatus&.zero? }, limit_hits: limit_hits,
+      seconds: @seconds&.round(1) }
+  end
+
+  def report(title)
+    warn format("cgroup scenario %-24s %s", "#{title}:", figures.map { |k, v| "#{k}=#{v}" }.join(" "))
+  end
+
+  private
+
+  def queue_size
+    @spec.redis_call("LLEN", "queue:default").to_i
+  end
+
+  def settle
+    last = done
+    quiet_since = monotonic
+    while monotonic - quiet_since < SETTLE
+      sleep 0.25
+      now = done
+      if now != last
+        last = now
+        quiet_since = monotonic
+      end
+    end
+  end
+
+  def monotonic
+    Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  end
+end
