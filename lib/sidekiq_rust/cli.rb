@@ -5,6 +5,7 @@ require_relative "cli/command"
 require_relative "cli/exec"
 require_relative "cli/doctor"
 require_relative "cli/systemd"
+require_relative "cli/kubernetes"
 require_relative "cli/top"
 require_relative "cli/metrics"
 require_relative "cli/report"
@@ -26,6 +27,7 @@ module SidekiqRust
     COMMANDS = {
       "doctor" => Doctor,
       "exec" => Exec,
+      "kubernetes" => Kubernetes,
       "metrics" => Metrics,
       "report" => Report,
       "systemd" => Systemd,
