@@ -25,11 +25,6 @@ RSpec.describe "real memory cgroups: the kernel's OOM killer vs the guard (Sidek
     @cgroup&.destroy
   end
 
-  let(:guarded) do
-    { "max_rss" => "80%", "hard_max_rss" => "90%", "metric" => "cgroup", "grace_time" => 0, "reclaim" => false,
-      "shutdown_wait" => 10, "check_interval" => 0.25, "quarantine_after" => 0 }
-  end
-
   def run(size:, limit_mb:, guard:)
     CgroupScenario.new(self, size: size, limit: SidekiqRust::Units::MB * limit_mb, guard: guard).tap do |scenario|
       @cgroup = scenario.cgroup
@@ -42,7 +37,7 @@ RSpec.describe "real memory cgroups: the kernel's OOM killer vs the guard (Sidek
   end
 
   it "without the guard's restarts, one process: the kernel OOM-kills it, and its jobs in flight are lost" do
-    s = run(size: 1, limit_mb: 300, guard: guarded.merge("dry_run" => true))
+    s = run(size: 1, limit_mb: 300, guard: CgroupScenario::UNGUARDED)
     expect(s.oom_kills).to be >= 1
     expect(s.killed.size).to be >= 1
     expect(s.killed.map { |p| p.status.termsig }.uniq).to eq([9])
@@ -67,7 +62,7 @@ RSpec.describe "real memory cgroups: the kernel's OOM killer vs the guard (Sidek
   end
 
   it "with the guard, one process: restarts gracefully before the kernel kills, loses no job" do
-    s = run(size: 1, limit_mb: 300, guard: guarded.merge("require_other_process" => false))
+    s = run(size: 1, limit_mb: 300, guard: CgroupScenario::SOLE)
     # The guard found the cgroup from inside it (a nested path) and took 80% of its real limit.
     expect(s.processes.first.log).to match(/guard started identity=\S+ metric=cgroup limit=240MB hard_limit=270MB/)
     expect(s.oom_kills).to eq(0)
@@ -81,7 +76,7 @@ RSpec.describe "real memory cgroups: the kernel's OOM killer vs the guard (Sidek
   end
 
   it "without the guard's restarts, a 2-process fleet in one cgroup: one is OOM-killed, the survivor reports it" do
-    s = run(size: 2, limit_mb: 400, guard: guarded.merge("dry_run" => true))
+    s = run(size: 2, limit_mb: 400, guard: CgroupScenario::UNGUARDED)
     expect(s.oom_kills).to be >= 1
     expect(s.killed.size).to be >= 1
     expect(s.lost).to be >= 1
@@ -90,11 +85,9 @@ RSpec.describe "real memory cgroups: the kernel's OOM killer vs the guard (Sidek
     s.report("2 processes, no guard")
   end
 
-  # Two processes share the cgroup's limit: 80% of it split between them, each guard comparing its own process
-  # (metric :rss), so that the one that grew restarts while the other serves. (With metric :cgroup both guards see
-  # the same sum: whichever wins the restart slot restarts, and over the hard limit both stop at once.)
+  # Two processes share the cgroup's limit: 80% of it between them (CgroupScenario::FLEET).
   it "with the guard, a 2-process fleet in one cgroup: no OOM kill, no job lost, graceful restarts, one at a time" do
-    s = run(size: 2, limit_mb: 400, guard: guarded.merge("max_rss" => "40%", "hard_max_rss" => "45%", "metric" => "rss"))
+    s = run(size: 2, limit_mb: 400, guard: CgroupScenario::FLEET)
     expect(s.processes.first.log).to match(/guard started identity=\S+ metric=rss limit=160MB hard_limit=180MB/)
     expect(s.oom_kills).to eq(0)
     expect(s.killed).to be_empty

@@ -8,6 +8,18 @@
 # - oom_kills: the cgroup's OOM-kill counter; killed: processes that ended by a signal; restarts: processes
 #   started after the first `size`.
 class CgroupScenario
+  # The guard of the scenarios: max_rss "80%" of the cgroup's limit compared with the cgroup's own usage, a hard
+  # limit at 90%, no grace, no reclaim (the jobs keep what they allocate), quick checks.
+  GUARD = { "max_rss" => "80%", "hard_max_rss" => "90%", "metric" => "cgroup", "grace_time" => 0, "reclaim" => false,
+            "shutdown_wait" => 10, "check_interval" => 0.25, "quarantine_after" => 0 }.freeze
+  # Without the guard's restarts: it only watches (and reports the OOM kill).
+  UNGUARDED = GUARD.merge("dry_run" => true).freeze
+  # One process: it is its fleet's only one, and restarts for the soft limit too.
+  SOLE = GUARD.merge("require_other_process" => false).freeze
+  # A fleet of two in one cgroup: 80% of the limit between them, each guard comparing its own process (with metric
+  # :cgroup both would see the same sum: whichever wins the restart slot restarts, and over the hard limit both
+  # stop at once), so that the one that grew restarts while the other serves.
+  FLEET = GUARD.merge("max_rss" => "40%", "hard_max_rss" => "45%", "metric" => "rss").freeze
   JOB_MB = 5
   JOB_SECONDS = 0.5
   CONCURRENCY = 3

@@ -110,6 +110,8 @@ module E2E
   end
 
   def self.included(base)
+    return unless base.respond_to?(:around) # an RSpec group (bench/cgroup_oom.rb includes it in a plain class)
+
     base.around do |example|
       Dir.mktmpdir("sidekiq_rust-e2e") do |dir|
         @e2e_dir = dir
@@ -131,6 +133,9 @@ module E2E
   end
 end
 
-RSpec.configure do |config|
-  config.after(:suite) { E2E.shutdown }
+# (bench/cgroup_oom.rb uses these helpers outside RSpec.)
+if defined?(RSpec)
+  RSpec.configure do |config|
+    config.after(:suite) { E2E.shutdown }
+  end
 end
