@@ -203,7 +203,9 @@ RSpec.describe SidekiqRust::Doctor do
   end
 
   describe "container" do
-    let(:cgroup) { { usage: 100 * mb, current: 150 * mb, inactive_file: 50 * mb, limit: 1000 * mb, version: 2, dir: "/c" } }
+    let(:cgroup) do
+      { usage: 100 * mb, current: 150 * mb, inactive_file: 50 * mb, limit: 1000 * mb, version: 2, dir: "/c" }
+    end
     let(:oom) { { oom_kills: 0, limit_hits: 0, group_kill: true, kill_disabled: false, version: 2, dir: "/c" } }
     let(:calm) { { some_avg10: 0.5, full_avg10: 0.0, source: "/c/memory.pressure" } }
 

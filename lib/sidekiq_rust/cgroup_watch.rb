@@ -16,9 +16,12 @@ module SidekiqRust
   class CgroupWatch
     COUNT_PREFIX = "sidekiq_rust:cgroup_oom:"
     CLAIM_PREFIX = "sidekiq_rust:oom_reported:"
-    # Readings after a rise of the counter spent looking for the killed process before it is reported unknown.
+    # Seconds after a rise of the counter spent looking for the killed process (seen gone) before the kill is
+    # reported with the process unknown.
     PATIENCE = 10
     TTL = History::TTL
+    # The count is written again at least this often (seconds) while it stays the same.
+    STORE_EVERY = 600
     # Sidekiq's heartbeat of a process outlives its last beat by this long.
     HEARTBEAT_EXPIRY = 60
 
@@ -30,7 +33,9 @@ module SidekiqRust
       @interval = interval
       @baseline = nil
       @baseline_at = nil
-      @waited = 0
+      @pending_since = nil
+      @stored_count = nil
+      @stored_at = nil
       @read_failed = false
       @check_failed = false
     end
@@ -65,7 +70,7 @@ module SidekiqRust
         else
           @baseline_at = now
         end
-        conn.call("SET", key, JSON.generate("count" => [count, @baseline].max, "at" => now), "EX", TTL)
+        store(conn, key, [count, @baseline].max, now)
       end
     rescue StandardError => e
       # Said once: Redis being down must not flood the log from every reading (the history says so too).
@@ -75,6 +80,16 @@ module SidekiqRust
     end
 
     private
+
+    # Writes the count for the cgroup's next process when it changed, and often enough to keep the key alive:
+    # not a round trip per reading.
+    def store(conn, key, count, now)
+      return if @stored_count == count && now - @stored_at < STORE_EVERY
+
+      conn.call("SET", key, JSON.generate("count" => count, "at" => now), "EX", TTL)
+      @stored_count = count
+      @stored_at = now
+    end
 
     def in_flight_now
       Array(@in_flight.call)
@@ -102,8 +117,8 @@ module SidekiqRust
     # readings for the killed process to be seen gone.
     def report(conn, count, now)
       victims = gone_processes(conn)
-      @waited += 1
-      return if victims.empty? && @waited < PATIENCE
+      @pending_since ||= now
+      return if victims.empty? && now - @pending_since < PATIENCE
 
       ((@baseline + 1)..count).each do |n|
         next unless conn.call("SET", "#{CLAIM_PREFIX}#{@adapter.hostname}:#{@oom[:dir]}:#{n}", @history.identity,
@@ -114,7 +129,7 @@ module SidekiqRust
       end
       @baseline = count
       @baseline_at = now
-      @waited = 0
+      @pending_since = nil
     end
 
     # The guarded processes of this host and cgroup that died without stopping: their pid is gone (or a zombie,

@@ -1,8 +1,8 @@
 # frozen_string_literal: true
 
 # One run of the real-cgroup scenario (spec/cgroup_oom_e2e_spec.rb, bench/cgroup_oom.rb): jobs that each keep
-# JOB_MB for the life of their process, as many as the limit holds (with the processes' own memory on top, more), pushed to a fleet of `size` supervised `sidekiq` processes inside a
-# RealCgroup of `limit` bytes. When the queue is empty and nothing more completes, it counts:
+# JOB_MB for the life of their process, as many as the limit holds (with the processes' own memory on top, more),
+# pushed to a fleet of `size` supervised `sidekiq` processes inside a RealCgroup of `limit` bytes. When the queue is empty and nothing more completes, it counts:
 # - lost: pushed, never completed, and neither queued, retrying, scheduled nor dead (with basic fetch, the jobs
 #   in flight in a SIGKILLed process);
 # - oom_kills: the cgroup's OOM-kill counter; killed: processes that ended by a signal; restarts: processes
@@ -18,8 +18,11 @@ class CgroupScenario
   SOLE = GUARD.merge("require_other_process" => false).freeze
   # A fleet of two in one cgroup: 80% of the limit between them, each guard comparing its own process (with metric
   # :cgroup both would see the same sum: whichever wins the restart slot restarts, and over the hard limit both
-  # stop at once), so that the one that grew restarts while the other serves.
-  FLEET = GUARD.merge("max_rss" => "40%", "hard_max_rss" => "45%", "metric" => "rss").freeze
+  # stop at once), so that the one that grew restarts while the other serves; and a restart slot per process of
+  # the cgroup: a hard-limit restart waits for a slot too, and while the first process's restart holds the only
+  # one the second grows on, into the OOM killer (seen with one slot on a loaded machine).
+  FLEET = GUARD.merge("max_rss" => "40%", "hard_max_rss" => "45%", "metric" => "rss",
+                      "max_concurrent_restarts" => 2).freeze
   JOB_MB = 5
   JOB_SECONDS = 0.5
   CONCURRENCY = 3

@@ -35,11 +35,15 @@ class RealCgroup
     # Why no memory cgroup can be made here, or nil.
     def unavailable
       return "not Linux (no /proc/self/cgroup)" unless File.exist?("/proc/self/cgroup")
-      return "not root: making a memory cgroup needs root (the specs ran as uid #{Process.uid})" unless Process.uid.zero?
+      return "not root: making a memory cgroup needs root (the specs run as uid #{Process.uid})" unless Process.uid.zero?
 
       version, dir = own
       return "no memory cgroup controller is mounted under #{ROOT} (v1 memory/ or v2 with memory)" unless version
       return "#{dir} is not writable" unless File.writable?(dir)
+      if version == 2 && !File.read(File.join(dir, "cgroup.subtree_control")).split.include?("memory")
+        return "cgroup v2: the memory controller is not enabled for the children of #{dir} (cgroup.subtree_control; " \
+               "v2's no-internal-processes rule: a cgroup with processes of its own cannot enable it for children)"
+      end
 
       probe = new(limit: 64 * 1024 * 1024)
       probe.destroy

@@ -169,7 +169,8 @@ module SidekiqRust
 
       def check(options)
         unless options.kill_after > options.timeout
-          raise UsageError, "--kill-after (#{seconds(options.kill_after)}) must exceed --timeout (#{options.timeout}): " \
+          raise UsageError, "--kill-after (#{seconds(options.kill_after)}) must exceed --timeout " \
+                            "(#{options.timeout}): " \
                             "the guard would KILL Sidekiq before it pushes unfinished jobs back"
         end
         raise UsageError, "--shutdown-wait takes a number of seconds >= 0" if options.shutdown_wait.negative?
@@ -194,7 +195,8 @@ module SidekiqRust
       end
 
       def file_timeout(options)
-        raise UsageError, "--config #{options.config_file}: no such file" if options.config_file && !File.exist?(options.config_file)
+        missing = options.config_file && !File.exist?(options.config_file)
+        raise UsageError, "--config #{options.config_file}: no such file" if missing
 
         path = options.config_file || SidekiqConfigFile.find
         return nil unless path

@@ -59,12 +59,12 @@ module SidekiqRust
           [:fail, "the limits must be below the cgroup's #{Units.mb(limit)} or the kernel OOM-kills first " \
                   "(SIGKILL: the jobs in flight are lost): max_rss \"80%\", hard_max_rss \"90%\""]
         elsif hard.nil?
-          [:warn, "no hard_max_rss: above max_rss the guard waits grace_time (#{settings.grace_time}s) and a reclaim, " \
-                  "and memory that keeps growing reaches the cgroup's limit first: set hard_max_rss \"90%\""]
+          [:warn, "no hard_max_rss: above max_rss the guard waits grace_time (#{settings.grace_time}s) and a " \
+                  "reclaim, and memory that keeps growing reaches the cgroup's limit first: set hard_max_rss \"90%\""]
         elsif limit - hard < limit * MIN_ROOM
           [:warn, "hard_max_rss leaves #{Units.mb(limit - hard)} below the cgroup's limit: memory that grows fast " \
-                  "passes it between two checks (check_interval #{settings.check_interval}s); keep #{(MIN_ROOM * 100).round}% " \
-                  "(hard_max_rss \"#{(100 - (MIN_ROOM * 100)).round}%\" or less)"]
+                  "passes it between two checks (check_interval #{settings.check_interval}s); keep " \
+                  "#{(MIN_ROOM * 100).round}% (hard_max_rss \"#{(100 - (MIN_ROOM * 100)).round}%\" or less)"]
         end
       end
 
