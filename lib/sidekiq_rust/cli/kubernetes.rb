@@ -57,11 +57,10 @@ module SidekiqRust
       # Kubernetes quantities (binary and decimal) and the units the guard's settings take.
       QUANTITY = /\A(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|KB|MB|GB|TB)?\z/i
       BINARY = { "k" => 1024, "m" => 1024**2, "g" => 1024**3, "t" => 1024**4 }.freeze
-      MIB = 1024**2
+      MIB = KubernetesManifest::MIB
 
       def execute(options)
-        @out.print(header(options))
-        @out.print(YAML.dump(deployment(options)))
+        @out.print(KubernetesManifest.new(options).text)
         EXIT_OK
       end
 
@@ -88,71 +87,7 @@ module SidekiqRust
         options
       end
 
-      # The Deployment as a Hash (what the YAML says).
-      def deployment(options)
-        labels = -> { { "app" => options.name } } # a copy each: YAML.dump would write anchors for one Hash
-        {
-          "apiVersion" => "apps/v1", "kind" => "Deployment",
-          "metadata" => { "name" => options.name, "labels" => labels.call },
-          "spec" => {
-            "replicas" => options.replicas, "selector" => { "matchLabels" => labels.call },
-            "template" => {
-              "metadata" => { "labels" => labels.call },
-              "spec" => {
-                "terminationGracePeriodSeconds" => grace_period(options),
-                "containers" => [container(options)]
-              }
-            }
-          }
-        }
-      end
-
-      # Seconds: the preStop's wait, then Sidekiq's whole timeout after TERM, and the margin the guard leaves
-      # before KILL; never shorter than the guard's own KILL.
-      def grace_period(options)
-        [options.shutdown_wait + options.timeout + Configuration::KILL_AFTER_MARGIN, options.kill_after + 5].max.ceil
-      end
-
       private
-
-      def container(options)
-        memory = "#{(options.memory / MIB.to_f).ceil}Mi"
-        {
-          "name" => options.name, "image" => options.image, "command" => command(options),
-          "resources" => { "requests" => { "memory" => memory, "cpu" => options.cpu },
-                           "limits" => { "memory" => memory } },
-          "lifecycle" => { "preStop" => { "exec" => { "command" => [
-            "/bin/sh", "-c", "kill -TSTP 1; sleep #{seconds(options.shutdown_wait)}"
-          ] } } }
-        }
-      end
-
-      def command(options)
-        sidekiq = ["sidekiq", *(options.config_file ? ["-C", options.config_file] : []), "-t", options.timeout.to_s]
-        options.jemalloc ? ["bundle", "exec", "sidekiq_rust", "exec", "--", *sidekiq] : ["bundle", "exec", *sidekiq]
-      end
-
-      def header(options)
-        settings = "max_rss #{options.max_rss.inspect}, hard_max_rss #{options.hard_max_rss.inspect}, " \
-                   "shutdown_wait #{seconds(options.shutdown_wait)}, kill_after #{seconds(options.kill_after)}"
-        other = if options.replicas == 1
-                  "# replicas 1: set require_other_process = false, or the sole process restarts only at the hard\n" \
-                    "# limit (the queue waits a few seconds while it restarts)."
-                else
-                  "# require_other_process counts the fleet's live Sidekiq processes in Redis, every pod's: a soft-\n" \
-                    "# limit restart waits until another process serves: with one process per pod, another pod's."
-                end
-        <<~TEXT
-          # Sidekiq under sidekiq_rust (`sidekiq_rust kubernetes`). The guard's settings this assumes, to keep in
-          # SidekiqRust.configure: #{settings}.
-          # The guard's restart is a clean exit; the kubelet starts the container again in the same pod (its
-          # restart back-off applies to clean exits too: a process restarting more often than every 10 minutes
-          # waits 10 s, 20 s, 40 s, ...).
-          #{other}
-          # One Sidekiq process per container: an OOM kill of the cgroup (memory.oom.group, Kubernetes 1.28+) takes
-          # every process of the container and, with basic fetch, their jobs in flight.
-        TEXT
-      end
 
       # Fills what the command line did not give: the file's timeout, the app's guard settings, the defaults;
       # then checks that they agree.
@@ -169,7 +104,7 @@ module SidekiqRust
 
       def check(options)
         unless options.kill_after > options.timeout
-          raise UsageError, "--kill-after (#{seconds(options.kill_after)}) must exceed --timeout " \
+          raise UsageError, "--kill-after (#{Units.seconds(options.kill_after)}) must exceed --timeout " \
                             "(#{options.timeout}): " \
                             "the guard would KILL Sidekiq before it pushes unfinished jobs back"
         end
@@ -224,10 +159,6 @@ module SidekiqRust
         return name if name.match?(/\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\z/)
 
         raise UsageError, "--name takes a DNS label (lower-case letters, digits and -), got #{name.inspect}"
-      end
-
-      def seconds(value)
-        value == value.to_i ? value.to_i.to_s : value.to_s
       end
     end
   end
