@@ -3,6 +3,7 @@
 require_relative "sidekiq_rust/version"
 require_relative "sidekiq_rust/error"
 require_relative "sidekiq_rust/units"
+require_relative "sidekiq_rust/clock"
 require_relative "sidekiq_rust/native"
 require_relative "sidekiq_rust/memory"
 require_relative "sidekiq_rust/allocator"
@@ -14,6 +15,8 @@ require_relative "sidekiq_rust/quarantine"
 require_relative "sidekiq_rust/history"
 require_relative "sidekiq_rust/metrics"
 require_relative "sidekiq_rust/report"
+require_relative "sidekiq_rust/brake"
+require_relative "sidekiq_rust/brake_fetch"
 require_relative "sidekiq_rust/guard"
 require_relative "sidekiq_rust/process_killer"
 require_relative "sidekiq_rust/doctor"
@@ -97,11 +100,13 @@ module SidekiqRust
 
       @guard = Guard.new(settings, sidekiq_timeout: SidekiqAdapter.timeout(sidekiq_config),
                                    concurrency: SidekiqAdapter.concurrency(sidekiq_config))
+      SidekiqAdapter.install_brake_fetch(sidekiq_config) if @guard.brake
       @guard.start_monitor
       logger = settings.logger || SidekiqAdapter.logger
       logger.info("sidekiq_rust: guard started identity=#{SidekiqAdapter.own_tag} metric=#{settings.metric} " \
                   "limit=#{Units.mb(settings.max_rss)} hard_limit=#{Units.mb(settings.hard_max_rss)} " \
-                  "allocator=#{Allocator.name} kill_after=#{@guard.kill_after}s dry_run=#{settings.dry_run}")
+                  "allocator=#{Allocator.name} kill_after=#{@guard.kill_after}s dry_run=#{settings.dry_run} " \
+                  "brake=#{brake_text(@guard)}")
       log_doctor(logger, sidekiq_config) if settings.doctor_on_boot
       @guard
     end
@@ -114,6 +119,12 @@ module SidekiqRust
     end
 
     private
+
+    def brake_text(guard)
+      return "off" unless guard.brake
+
+      "#{Units.mb(settings.brake_bytes)}..#{Units.mb(settings.resume_bytes)}"
+    end
 
     def log_doctor(logger, sidekiq_config)
       checks = Doctor.run(settings: settings, concurrency: SidekiqAdapter.concurrency(sidekiq_config),

@@ -26,8 +26,9 @@ RSpec.describe SidekiqRust::History do
     history.event(:reclaim, released: 40 * 1_048_576, memory: 110 * 1_048_576, still_over: false)
     history.event(:reclaim, released: 2 * 1_048_576, memory: 108 * 1_048_576, still_over: false)
     history.event(:restart, event: :restart, reason: "hard_limit", memory: 1, on_restart: -> {})
-    history.event(:denial, message: "over the limit but not restarting: no other live Sidekiq process is serving")
-    history.event(:denial, message: "over the limit but not restarting: all 1 restart slot(s) are held")
+    history.event(:denial, denial: :sole_process,
+                           message: "over the limit but not restarting: no other live Sidekiq process is serving")
+    history.event(:denial, denial: :no_slot, message: "over the limit but not restarting: all 1 restart slot(s) are held")
 
     process = described_class.processes.first
     expect(process).to include(identity: "web-1:4242", pid: Process.pid, memory: 150 * 1_048_576, metric: "rss",

@@ -60,6 +60,11 @@ module SidekiqRust
     # A job in flight at this many memory restarts goes to Sidekiq's dead set instead of being requeued again
     # (a poison pill); 0: off.
     attr_accessor :quarantine_after
+    # The memory brake: above brake_at (a share of max_rss) the process fetches no new job until memory is below
+    # resume_at (a share of max_rss below brake_at), then lets the job threads fetch again a few at a time.
+    attr_accessor :brake
+    attr_accessor :brake_at
+    attr_accessor :resume_at
 
     def initialize
       @max_rss = nil
@@ -80,6 +85,9 @@ module SidekiqRust
       @doctor_on_boot = false
       @measure_interval = 60
       @quarantine_after = 2
+      @brake = true
+      @brake_at = 0.9
+      @resume_at = 0.8
     end
 
     # Checks the form of every value, without looking at the environment; returns self.
@@ -127,8 +135,25 @@ module SidekiqRust
         doctor_on_boot: boolean(:doctor_on_boot, doctor_on_boot),
         measure_interval: measure_interval.nil? ? nil : seconds(:measure_interval, measure_interval, allow_zero: false),
         loop_window: seconds(:loop_window, loop_window, allow_zero: true),
-        quarantine_after: integer(:quarantine_after, quarantine_after, minimum: 0)
+        quarantine_after: integer(:quarantine_after, quarantine_after, minimum: 0),
+        brake: boolean(:brake, brake),
+        **brake_shares
       }
+    end
+
+    # brake_at and resume_at: shares of max_rss, resume_at below brake_at.
+    def brake_shares
+      at = share(:brake_at, brake_at, "a share of max_rss above 0.5 and at most 1.0, like 0.9", 0.5)
+      resume = share(:resume_at, resume_at, "a share of max_rss above 0.3 and below brake_at (#{at}), like 0.8", 0.3)
+      fail_key(:resume_at, resume_at, "a share of max_rss below brake_at (#{at}), like #{(at - 0.1).round(2)}") if
+        resume >= at
+      { brake_at: at, resume_at: resume }
+    end
+
+    def share(key, value, form, above)
+      n = number(value)
+      fail_key(key, value, form) unless n && n.finite? && n > above && n <= 1
+      n.to_f
     end
 
     def fail_key(key, value, form)
@@ -237,6 +262,15 @@ module SidekiqRust
   Settings = Struct.new(
     :max_rss, :hard_max_rss, :metric, :grace_time, :check_interval, :reclaim, :reclaim_cooldown, :shutdown_wait,
     :kill_after, :max_concurrent_restarts, :require_other_process, :dry_run, :on_restart, :logger, :doctor_on_boot,
-    :measure_interval, :loop_window, :quarantine_after, keyword_init: true
-  )
+    :measure_interval, :loop_window, :quarantine_after, :brake, :brake_at, :resume_at, keyword_init: true
+  ) do
+    # The brake's thresholds in bytes.
+    def brake_bytes
+      (max_rss * brake_at).floor
+    end
+
+    def resume_bytes
+      (max_rss * resume_at).floor
+    end
+  end
 end

@@ -35,18 +35,19 @@ module SidekiqRust
       Array.new(@settings.max_concurrent_restarts) { |i| "#{KEY_PREFIX}#{i}" }
     end
 
-    # Takes a slot if the fleet allows it: returns [true, key] or [false, reason]. Never raises.
+    # Takes a slot if the fleet allows it: returns [true, key] or [false, denial, text], the denial one of
+    # :no_slot, :sole_process, :redis_unavailable (Native::Guard#slot_denied takes it). Never raises.
     # `require_other:` also asks for another serving process (the soft limit, with require_other_process); the
     # hard limit takes a slot without it.
     def acquire(ttl, require_other: true)
       key = take_slot(ttl)
-      return [false, "all #{slot_keys.size} restart slot(s) are held by restarting processes"] unless key
+      return [false, :no_slot, "all #{slot_keys.size} restart slot(s) are held by restarting processes"] unless key
 
       if require_other && @settings.require_other_process
         others = serving_others
         if others.empty?
           release(key)
-          return [false, "no other live Sidekiq process is serving; this one is the only one " \
+          return [false, :sole_process, "no other live Sidekiq process is serving; this one is the only one " \
                          "(set require_other_process = false to allow it; the hard limit restarts it anyway)"]
         end
       end
@@ -54,7 +55,7 @@ module SidekiqRust
       [true, key]
     rescue StandardError => e
       release(key) if key
-      [false, "Redis is unavailable (#{e.class}: #{e.message})"]
+      [false, :redis_unavailable, "Redis is unavailable (#{e.class}: #{e.message})"]
     end
 
     # Lets go of the held slot (only if it is still ours). Never raises.

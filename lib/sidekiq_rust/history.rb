@@ -9,9 +9,10 @@ module SidekiqRust
   # - `sidekiq_rust:history:IDENTITY`: a list of readings "unix_seconds bytes", the newest last, trimmed to the last
   #   hour (ceil(3600 / check_interval) + 1 entries, at most MAX_READINGS); one write per check_interval at most.
   # - `sidekiq_rust:process:IDENTITY`: a hash: hostname, pid, started_at, at (the last reading's time), memory,
-  #   metric, soft, hard, allocator, phase, interval, the memory cgroup's pressure_some_avg10, pressure_full_avg10
-  #   (PSI, percent), oom_kills (its counter), cgroup (its directory) and the in_flight jobs (JSON), and the
-  #   counters reclaimed_bytes, restarts:REASON, denials:REASON, quarantined (jobs sent to the dead set).
+  #   metric, soft, hard, allocator, phase, interval, brake ("paused", "fetching" or "" without the brake),
+  #   brake_seconds (paused so far), the memory cgroup's pressure_some_avg10, pressure_full_avg10 (PSI, percent),
+  #   oom_kills (its counter), cgroup (its directory) and the in_flight jobs (JSON), and the counters
+  #   reclaimed_bytes, restarts:REASON, denials:REASON, quarantined (jobs sent to the dead set).
   # - `sidekiq_rust:processes`: a sorted set of identities scored by their last reading (members older than TTL are
   #   dropped at each write), so that readers find the processes without a SCAN.
   # - `sidekiq_rust:events`: a stream of reclaim, restart and denial events, capped at about EVENTS_MAX entries.
@@ -36,14 +37,6 @@ module SidekiqRust
     GONE_INTERVALS = 3
     GONE_MIN = 15
 
-    # The short reason of a refused restart, from the guard's log message (Prometheus label values).
-    DENIAL_REASONS = [
-      [/dry run/, "dry_run"],
-      [/restart slot/, "no_slot"],
-      [/no other live/, "sole_process"],
-      [/Redis is unavailable/, "redis_unavailable"]
-    ].freeze
-
     attr_reader :identity
 
     # `in_flight` answers the jobs running now ([{class:, jid:, running_s:}]), recorded with each reading so that
@@ -61,8 +54,9 @@ module SidekiqRust
       @cgroup = CgroupWatch.new(self, logger: @logger, adapter: adapter, in_flight: in_flight, interval: @interval)
     end
 
-    # One reading (bytes) and the guard's phase, written at most once per check_interval. Never raises.
-    def record(memory, phase, now: Time.now.to_f)
+    # One reading (bytes), the guard's phase and its brake ({paused:, seconds:} or nil without one), written at
+    # most once per check_interval. Never raises.
+    def record(memory, phase, brake: nil, now: Time.now.to_f)
       return if @last_write && now - @last_write < @interval * 0.9
 
       @last_write = now
@@ -71,7 +65,7 @@ module SidekiqRust
         pipe.call("RPUSH", readings, "#{now.round(3)} #{memory.to_i}")
         pipe.call("LTRIM", readings, -@keep, -1)
         pipe.call("EXPIRE", readings, TTL)
-        pipe.call("HSET", process_key, *process_fields(now, memory, phase), *@cgroup.fields.flatten)
+        pipe.call("HSET", process_key, *process_fields(now, memory, phase, brake), *@cgroup.fields.flatten)
         pipe.call("EXPIRE", process_key, TTL)
         pipe.call("ZADD", INDEX, now.round(3), @identity)
         pipe.call("ZREMRANGEBYSCORE", INDEX, "-inf", (now - TTL).round(3))
@@ -80,8 +74,9 @@ module SidekiqRust
       @cgroup.check(now)
     end
 
-    # A guard event: :reclaim (released:, memory:), :restart (the on_restart Hash) or :denial (message:, and the
-    # on_restart Hash). Appended to the fleet's event stream and counted on the process. Never raises.
+    # A guard event: :reclaim (released:, memory:), :restart (the on_restart Hash), :denial (denial: the
+    # policy's Symbol, message:, and the on_restart Hash), :quarantine, :pause and :resume (the brake).
+    # Appended to the fleet's event stream and counted on the process. Never raises.
     def event(type, now: Time.now.to_f, **fields)
       reason = event_reason(type, fields)
       write do |pipe|
@@ -105,19 +100,24 @@ module SidekiqRust
 
     private
 
-    def process_fields(now, memory, phase)
+    def process_fields(now, memory, phase, brake)
       {
         "hostname" => @adapter.hostname, "pid" => ::Process.pid, "started_at" => @started_at.round(3),
         "at" => now.round(3), "memory" => memory.to_i, "metric" => @settings.metric,
         "soft" => @settings.max_rss, "hard" => @settings.hard_max_rss.to_s, "allocator" => Allocator.name,
-        "phase" => phase, "interval" => @interval
+        "phase" => phase, "interval" => @interval, "brake" => brake ? brake_state(brake) : "",
+        "brake_seconds" => brake ? brake[:seconds].round(3) : 0
       }.flat_map { |k, v| [k, v.to_s] }
+    end
+
+    def brake_state(brake)
+      brake[:paused] ? "paused" : "fetching"
     end
 
     def event_reason(type, fields)
       case type
       when :restart then fields[:reason] || "unknown"
-      when :denial then self.class.denial_reason(fields[:message].to_s)
+      when :denial then fields[:denial] || "other"
       else ""
       end
     end
@@ -139,11 +139,6 @@ module SidekiqRust
     end
 
     class << self
-      def denial_reason(message)
-        DENIAL_REASONS.each { |pattern, reason| return reason if message.match?(pattern) }
-        "other"
-      end
-
       # How many processes have a history (live and gone within TTL).
       def process_count(adapter = SidekiqAdapter)
         adapter.redis { |conn| conn.call("ZCARD", INDEX) }.to_i
@@ -152,8 +147,9 @@ module SidekiqRust
       # The processes, most recently seen first, `offset`/`limit` for paging: Hashes with symbol keys :identity,
       # :hostname, :pid, :started_at, :at, :memory, :metric, :soft, :hard, :allocator, :phase, :interval,
       # :reclaimed_bytes, :restarts ({reason => n}), :denials ({reason => n}), :quarantined (jobs sent to the dead
-      # set), :pressure_some_avg10, :pressure_full_avg10 (Float, nil: no PSI), :oom_kills (the cgroup's counter,
-      # nil: none), :cgroup, :in_flight ([{"class", "jid", "running_s"}]), :gone (true when no reading came for
+      # set), :brake (:paused, :fetching or nil without the brake), :brake_seconds, :pressure_some_avg10,
+      # :pressure_full_avg10 (Float, nil: no PSI), :oom_kills (the cgroup's counter, nil: none), :cgroup,
+      # :in_flight ([{"class", "jid", "running_s"}]), :gone (true when no reading came for
       # GONE_INTERVALS check intervals). Processes whose hash expired are left out.
       def processes(limit: 50, offset: 0, now: Time.now.to_f, adapter: SidekiqAdapter)
         identities = adapter.redis { |conn| conn.call("ZREVRANGE", INDEX, offset, offset + limit - 1) }
@@ -199,13 +195,22 @@ module SidekiqRust
           hard: integer_or_nil(hash["hard"]), allocator: hash["allocator"], phase: hash["phase"],
           interval: interval, reclaimed_bytes: hash["reclaimed_bytes"].to_i,
           restarts: counters(hash, "restarts:"), denials: counters(hash, "denials:"),
-          quarantined: hash["quarantined"].to_i,
+          quarantined: hash["quarantined"].to_i, brake: brake_field(hash["brake"]),
+          brake_seconds: hash["brake_seconds"].to_f,
           pressure_some_avg10: float_or_nil(hash["pressure_some_avg10"]),
           pressure_full_avg10: float_or_nil(hash["pressure_full_avg10"]),
           oom_kills: integer_or_nil(hash["oom_kills"]), cgroup: hash["cgroup"].to_s,
           in_flight: Array(parse_json(hash["in_flight"])),
           gone: now - at > [GONE_INTERVALS * interval, GONE_MIN].max
         }
+      end
+
+      # :paused, :fetching, or nil for a process without the brake.
+      def brake_field(value)
+        case value
+        when "paused" then :paused
+        when "fetching" then :fetching
+        end
       end
 
       def counters(hash, prefix)

@@ -34,6 +34,9 @@ module SidekiqRust
                                                          "task stalled on memory (PSI full)"],
       ["sidekiq_rust_cgroup_oom_kills_total", "counter", "Processes the kernel's OOM killer killed in the " \
                                                          "process's memory cgroup (its oom_kill counter)"],
+      ["sidekiq_rust_brake_active", "gauge", "1 while the memory brake holds the process's fetching, 0 while it " \
+                                             "fetches (processes with the brake on)"],
+      ["sidekiq_rust_brake_seconds_total", "counter", "Seconds the memory brake held the process's fetching"],
       ["sidekiq_rust_class_jobs", "gauge", "Jobs of the class measured (fleet)"],
       ["sidekiq_rust_class_retained_per_job_bytes", "gauge", "Memory a job of the class leaves retained (fleet)"],
       ["sidekiq_rust_class_growth_per_job_bytes", "gauge", "Process memory growth per job of the class (fleet)"],
@@ -70,6 +73,10 @@ module SidekiqRust
         p[:denials].each { |reason, n| out << ["sidekiq_rust_restart_denials_total", id.merge("reason" => reason), n] }
         out << ["sidekiq_rust_quarantined_jobs_total", id, p[:quarantined]]
         out.concat(cgroup_samples(p, id))
+        next unless p[:brake]
+
+        out << ["sidekiq_rust_brake_active", id, p[:brake] == :paused ? 1 : 0]
+        out << ["sidekiq_rust_brake_seconds_total", id, p[:brake_seconds]]
       end
       classes.each do |c|
         label = { "class" => c[:class] }

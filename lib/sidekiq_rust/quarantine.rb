@@ -60,9 +60,9 @@ module SidekiqRust
       @adapter.kill_job(JSON.generate(payload), Quarantined.new(reason))
       forget(jid)
       thread.raise(Quarantined, reason)
-      deadline = ::Process.clock_gettime(::Process::CLOCK_MONOTONIC) + LEAVE_WAIT
+      deadline = Clock.now + LEAVE_WAIT
       sleep 0.05 while thread.thread_variable_get(JOB).equal?(job) &&
-                       ::Process.clock_gettime(::Process::CLOCK_MONOTONIC) < deadline
+                       Clock.now < deadline
       true
     end
 

@@ -34,6 +34,21 @@ module SidekiqRust
       [config.server_middleware] + config.capsules.each_value.map(&:server_middleware)
     end
 
+    # Puts BrakeFetch in front of the configured fetcher (before any processor fetches: at :startup), once.
+    def install_brake_fetch(config = nil)
+      if major < 7
+        require "sidekiq/fetch"
+        fetch = Sidekiq.options[:fetch] || Sidekiq::BasicFetch.new(Sidekiq.options)
+        Sidekiq.options[:fetch] = BrakeFetch.new(fetch) unless fetch.is_a?(BrakeFetch)
+      else
+        config ||= Sidekiq.default_configuration
+        return if config[:fetch_class] == BrakeFetch
+
+        config[BrakeFetch::INNER] = config[:fetch_class]
+        config[:fetch_class] = BrakeFetch
+      end
+    end
+
     # A value of Sidekiq's own configuration: 7.x keeps it in a Config object, 6.x in Sidekiq.options.
     def setting(config, key)
       major >= 7 ? (config || Sidekiq.default_configuration)[key] : Sidekiq.options[key]

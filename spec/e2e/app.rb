@@ -44,6 +44,9 @@ events = ENV.fetch("E2E_EVENTS", nil)
     c.measure_interval = guard.fetch("measure_interval", 60)
     c.loop_window = guard.fetch("loop_window", 0) # these processes are over their limits right after boot
     c.quarantine_after = guard.fetch("quarantine_after", 2)
+    c.brake = guard.fetch("brake", true)
+    c.brake_at = guard.fetch("brake_at", 0.9)
+    c.resume_at = guard.fetch("resume_at", 0.8)
     c.on_restart = ->(event) { File.write(events, "#{JSON.generate(event)}\n", mode: "a") } if events
   end
 end

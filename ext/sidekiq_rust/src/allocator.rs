@@ -384,7 +384,7 @@ fn glibc_stats(ruby: &Ruby, hash: &RHash) -> Result<(), Error> {
 
 /// Gives free memory back to the OS: jemalloc purges every arena, glibc runs `malloc_trim(0)`.
 /// Returns `[rss_before, rss_after, seconds]`; runs without the GVL.
-fn allocator_purge() -> Result<(u64, u64, f64), Error> {
+pub fn allocator_purge() -> Result<(u64, u64, f64), Error> {
     let d = detect();
     let mallctl = d.mallctl;
     if mallctl.is_none() && d.name != "glibc" {

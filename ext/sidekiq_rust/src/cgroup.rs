@@ -10,6 +10,9 @@ use sidekiq_rust_core::{cgroup, psi};
 
 use crate::errors::{error, io_error, Kind};
 
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const PROC_CGROUP: &str = "/proc/self/cgroup";
+
 type CgroupRow = (u64, Option<u64>, u8, u64, u64, String);
 type OomRow = (Option<u64>, Option<u64>, bool, bool, u8, String);
 type StallRow = (f64, f64, f64, u64);
@@ -27,6 +30,17 @@ fn proc_cgroup_text(proc_cgroup: &str) -> Result<Option<String>, Error> {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(&e, proc_cgroup, None)),
+    }
+}
+
+/// The working set of this process's memory cgroup; a NotSupported error when it is in none.
+pub fn self_usage() -> Result<u64, Error> {
+    match cgroup_memory(CGROUP_ROOT.to_string(), PROC_CGROUP.to_string())? {
+        Some(row) => Ok(row.0),
+        None => Err(error(
+            Kind::NotSupported,
+            "this process is in no memory cgroup: use metric :rss or :pss",
+        )),
     }
 }
 

@@ -12,14 +12,18 @@ pub enum Kind {
     NoSuchProcess,
     PermissionDenied,
     NotSupported,
+    InvalidArgument,
+    ConfigurationError,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [
+    const ALL: [Kind; 6] = [
         Kind::Error,
         Kind::NoSuchProcess,
         Kind::PermissionDenied,
         Kind::NotSupported,
+        Kind::InvalidArgument,
+        Kind::ConfigurationError,
     ];
 
     fn name(self) -> &'static str {
@@ -28,11 +32,13 @@ impl Kind {
             Kind::NoSuchProcess => "NoSuchProcess",
             Kind::PermissionDenied => "PermissionDenied",
             Kind::NotSupported => "NotSupported",
+            Kind::InvalidArgument => "InvalidArgument",
+            Kind::ConfigurationError => "ConfigurationError",
         }
     }
 }
 
-static CLASSES: OnceLock<[Opaque<ExceptionClass>; 4]> = OnceLock::new();
+static CLASSES: OnceLock<[Opaque<ExceptionClass>; 6]> = OnceLock::new();
 
 pub fn init(ruby: &Ruby, root: &RModule) -> Result<(), Error> {
     let mut found = Vec::with_capacity(Kind::ALL.len());
@@ -48,7 +54,7 @@ pub fn init(ruby: &Ruby, root: &RModule) -> Result<(), Error> {
         })?;
         found.push(Opaque::from(class));
     }
-    if let Ok(classes) = <[Opaque<ExceptionClass>; 4]>::try_from(found) {
+    if let Ok(classes) = <[Opaque<ExceptionClass>; 6]>::try_from(found) {
         let _ = CLASSES.set(classes);
     }
     Ok(())

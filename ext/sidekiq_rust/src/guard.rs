@@ -1,17 +1,24 @@
 //! `SidekiqRust::Native::Guard`: the process-wide guard state. It owns the pure policy state machine and the
-//! per-job-class attribution; the Ruby side feeds it readings and carries out the actions it returns.
+//! per-job-class attribution, reads the guard's metric itself, and returns each action the Ruby side must carry
+//! out as a Symbol of the one table in `sidekiq_rust_core::policy::ACTIONS`; Ruby reports the outcome back.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use magnus::{function, method, prelude::*, Error, RModule, RString, Ruby, Symbol};
+use magnus::r_hash::ForEach;
+use magnus::{
+    function, method, prelude::*, Error, Float, Integer, RArray, RHash, RModule, RString, Ruby,
+    Symbol, Value,
+};
 use sidekiq_rust_core::attribution::Attribution;
-use sidekiq_rust_core::policy::{Action, Event, Limits, Phase, Policy, Reason, StopCause};
+use sidekiq_rust_core::policy::{Action, Denial, Event, Phase, Policy};
+use sidekiq_rust_core::settings::{self, guard_settings, Metric};
 
-use crate::allocator::thread_allocated;
+use crate::allocator::{allocator_purge, thread_allocated};
 use crate::errors::{error, io_error, Kind};
-use crate::memory::self_rss_bytes;
+use crate::memory::{self_cgroup_usage, self_rss_bytes, smaps};
 use crate::nogvl::nogvl;
 
 /// A job's end reads RSS only when the last reading is older than this (a reading costs about a microsecond,
@@ -26,8 +33,11 @@ struct State {
 #[magnus::wrap(class = "SidekiqRust::Native::Guard", free_immediately, size)]
 pub struct Guard {
     state: Mutex<State>,
+    metric: Metric,
     started: Instant,
     busy: AtomicU32,
+    /// Jobs finished since the guard was made.
+    done: AtomicU64,
     last_memory: AtomicU64,
     /// When RSS was last read, ns since `started` (0: never).
     last_read_ns: AtomicU64,
@@ -36,23 +46,32 @@ pub struct Guard {
 /// `[class, jobs, retained_per_job, growth_per_job, allocated_per_job]`, bytes (nil: unknown).
 type Row = (String, u64, Option<i64>, Option<i64>, Option<i64>);
 
+/// `[action or nil, memory before, memory after, purged]`: a reclaim's outcome (`purged`: the allocator gave
+/// memory back; false when it cannot purge).
+type Reclaimed = (Option<Symbol>, u64, u64, bool);
+
 pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     let class = native.define_class("Guard", ruby.class_object())?;
-    class.define_singleton_method("new", function!(Guard::new, 11))?;
+    class.define_singleton_method("new", function!(Guard::new, 1))?;
+    class.define_singleton_method("actions", function!(actions, 0))?;
     class.define_method("job_started", method!(Guard::job_started, 2))?;
-    class.define_method("job_finished", method!(Guard::job_finished, 2))?;
-    class.define_method("sample", method!(Guard::sample, 2))?;
-    class.define_method("reclaim_started", method!(Guard::reclaim_started, 0))?;
-    class.define_method("reclaim_finished", method!(Guard::reclaim_finished, 0))?;
-    class.define_method("reclaimed", method!(Guard::reclaimed, 1))?;
+    class.define_method("job_finished", method!(Guard::job_finished, 1))?;
+    class.define_method("sample", method!(Guard::sample, 1))?;
+    class.define_method("reclaim", method!(Guard::reclaim, 1))?;
     class.define_method("slot_granted", method!(Guard::slot_granted, 0))?;
-    class.define_method("slot_denied", method!(Guard::slot_denied, 0))?;
+    class.define_method("slot_denied", method!(Guard::slot_denied, 1))?;
     class.define_method("quieted", method!(Guard::quieted, 0))?;
+    class.define_method("quarantined", method!(Guard::quarantined, 0))?;
     class.define_method("decision_memory", method!(Guard::decision_memory, 0))?;
     class.define_method("last_reclaim", method!(Guard::last_reclaim, 0))?;
+    class.define_method("last_denial", method!(Guard::last_denial, 0))?;
     class.define_method("uptime", method!(Guard::uptime, 0))?;
     class.define_method("phase", method!(Guard::phase, 0))?;
     class.define_method("busy", method!(Guard::busy, 0))?;
+    class.define_method("done", method!(Guard::done, 0))?;
+    class.define_method("window", method!(Guard::window, 0))?;
+    class.define_method("paused?", method!(Guard::paused, 0))?;
+    class.define_method("paused_seconds", method!(Guard::paused_seconds, 0))?;
     class.define_method("last_memory", method!(Guard::last_memory, 0))?;
     class.define_method("report", method!(Guard::report, 0))?;
     class.define_method("in_flight", method!(Guard::in_flight, 0))?;
@@ -60,71 +79,95 @@ pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     Ok(())
 }
 
+/// Every action name the guard can return (`Native::Guard.actions`), for the Ruby side's checks.
+fn actions(ruby: &Ruby) -> RArray {
+    let names = sidekiq_rust_core::policy::ACTIONS
+        .iter()
+        .map(|(_, name)| *name)
+        .chain(["widen"]);
+    ruby.ary_from_iter(names.map(|name| ruby.to_symbol(name)))
+}
+
 fn action_symbol(ruby: &Ruby, action: Action) -> Option<Symbol> {
-    let name = match action {
-        Action::None => return None,
-        Action::Reclaim => "reclaim",
-        Action::RequestRestart(Reason::Hard) => "restart_hard",
-        Action::RequestRestart(Reason::Soft) => "restart_soft",
-        Action::RestartLoop => "restart_loop",
-        Action::Quiet => "quiet",
-        Action::QuietUnconfirmed => "quiet_unconfirmed",
-        Action::Stop(StopCause::Idle) => "stop_idle",
-        Action::Stop(StopCause::Waited) => "stop_waited",
-        Action::Stop(StopCause::HardLimit) => "stop_hard",
-        Action::Kill => "kill",
-    };
-    Some(ruby.to_symbol(name))
+    action.name().map(|name| ruby.to_symbol(name))
 }
 
 fn read_rss() -> Result<u64, Error> {
     self_rss_bytes().map_err(|e| io_error(&e, "/proc/self/statm", None))
 }
 
+/// Runs the guard's bookkeeping so that a panic in it becomes a `SidekiqRust::Error` (which the Ruby side
+/// rescues and logs), never an unwind into a job's thread.
+fn guarded<T>(what: &str, func: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(func)).unwrap_or_else(|_| {
+        Err(error(
+            Kind::Error,
+            format!("{what} failed inside the native extension (a bug: please report it)"),
+        ))
+    })
+}
+
+/// A Ruby value of the settings Hash, as the pure settings check takes it.
+fn setting_value(ruby: &Ruby, value: Value) -> Result<settings::Value, Error> {
+    if value.is_nil() {
+        Ok(settings::Value::Nil)
+    } else if value.is_kind_of(ruby.class_true_class()) {
+        Ok(settings::Value::Bool(true))
+    } else if value.is_kind_of(ruby.class_false_class()) {
+        Ok(settings::Value::Bool(false))
+    } else if let Some(i) = Integer::from_value(value) {
+        i.to_i64()
+            .map(settings::Value::Int)
+            .map_err(|_| error(Kind::ConfigurationError, format!("{i} is too large")))
+    } else if let Some(f) = Float::from_value(value) {
+        Ok(settings::Value::Float(f.to_f64()))
+    } else if let Some(s) = Symbol::from_value(value) {
+        Ok(settings::Value::Name(s.name()?.into_owned()))
+    } else if let Some(s) = RString::from_value(value) {
+        Ok(settings::Value::Name(s.to_string()?))
+    } else {
+        Ok(settings::Value::Name(format!(
+            "<{}>",
+            value.class().inspect()
+        )))
+    }
+}
+
+fn key_name(key: Value) -> Result<String, Error> {
+    if let Some(s) = Symbol::from_value(key) {
+        return Ok(s.name()?.into_owned());
+    }
+    if let Some(s) = RString::from_value(key) {
+        return s.to_string();
+    }
+    Err(error(
+        Kind::ConfigurationError,
+        format!(
+            "the native guard's settings take Symbol keys, got {}",
+            key.inspect()
+        ),
+    ))
+}
+
 impl Guard {
-    /// `Guard.new(soft, hard_or_nil, grace_ms, reclaim, reclaim_cooldown_ms, retry_ms, shutdown_wait_ms,
-    /// kill_after_ms, settle_ms, quiet_timeout_ms, loop_window_ms)`; bytes and milliseconds. Ruby validates the
-    /// values first.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        soft: u64,
-        hard: Option<u64>,
-        grace_ms: u64,
-        reclaim: bool,
-        reclaim_cooldown_ms: u64,
-        retry_ms: u64,
-        shutdown_wait_ms: u64,
-        kill_after_ms: u64,
-        settle_ms: u64,
-        quiet_timeout_ms: u64,
-        loop_window_ms: u64,
-    ) -> Result<Guard, Error> {
-        if soft == 0 || hard.is_some_and(|h| h < soft) {
-            return Err(error(
-                Kind::Error,
-                "the soft limit must be above 0 and the hard limit at least the soft limit",
-            ));
-        }
-        let limits = Limits {
-            soft,
-            hard,
-            grace_ms,
-            reclaim,
-            reclaim_cooldown_ms,
-            retry_ms,
-            shutdown_wait_ms,
-            kill_after_ms,
-            settle_ms,
-            quiet_timeout_ms,
-            loop_window_ms,
-        };
+    /// `Guard.new({max_rss:, kill_after:, ...})`: bytes and seconds, checked by
+    /// `sidekiq_rust_core::settings` (unknown keys rejected). Ruby resolves the user's configuration first.
+    fn new(ruby: &Ruby, options: RHash) -> Result<Guard, Error> {
+        let mut pairs = Vec::new();
+        options.foreach(|key: Value, value: Value| {
+            pairs.push((key_name(key)?, setting_value(ruby, value)?));
+            Ok(ForEach::Continue)
+        })?;
+        let settings = guard_settings(&pairs).map_err(|e| error(Kind::ConfigurationError, e))?;
         let guard = Guard {
             state: Mutex::new(State {
-                policy: Policy::new(limits),
+                policy: Policy::new(settings.limits),
                 jobs: Attribution::new(),
             }),
+            metric: settings.metric,
             started: Instant::now(),
             busy: AtomicU32::new(0),
+            done: AtomicU64::new(0),
             last_memory: AtomicU64::new(0),
             last_read_ns: AtomicU64::new(0),
         };
@@ -156,120 +199,159 @@ impl Guard {
         self.last_read_ns.store(now_ns, Ordering::Release);
     }
 
+    /// The guard's metric, given this moment's RSS.
+    fn read_metric(&self, rss: u64) -> Result<u64, Error> {
+        match self.metric {
+            Metric::Rss => Ok(rss),
+            Metric::Pss => Ok(smaps(None)?.1),
+            Metric::Cgroup => self_cgroup_usage(),
+        }
+    }
+
+    fn sample_event(&self, memory: u64, now_ns: u64) -> Event {
+        Event::Sample {
+            memory,
+            now_ms: now_ns / 1_000_000,
+            busy: self.busy.load(Ordering::Acquire),
+            done: self.done.load(Ordering::Acquire),
+        }
+    }
+
     /// Counts a job in (no system call); returns its token for `job_finished`.
-    fn job_started(&self, class: RString, jid: RString) -> u64 {
-        self.busy.fetch_add(1, Ordering::AcqRel);
-        // SAFETY: the borrowed bytes are used before any call back into Ruby (a lossy copy only when they are
-        // not UTF-8).
-        let (class, jid) = unsafe { (class.as_slice(), jid.as_slice()) };
-        let (class, jid) = (String::from_utf8_lossy(class), String::from_utf8_lossy(jid));
-        let allocated = thread_allocated();
-        let now = self.now_ns();
-        self.state().jobs.job_started(&class, &jid, now, allocated)
+    fn job_started(&self, class: RString, jid: RString) -> Result<u64, Error> {
+        guarded("counting a job in", || {
+            self.busy.fetch_add(1, Ordering::AcqRel);
+            // SAFETY: the borrowed bytes are used before any call back into Ruby (a lossy copy only when they
+            // are not UTF-8).
+            let (class, jid) = unsafe { (class.as_slice(), jid.as_slice()) };
+            let (class, jid) = (String::from_utf8_lossy(class), String::from_utf8_lossy(jid));
+            let allocated = thread_allocated();
+            let now = self.now_ns();
+            Ok(self.state().jobs.job_started(&class, &jid, now, allocated))
+        })
     }
 
     /// Counts a job out. Reads RSS only when the last reading is older than READ_EVERY_NS, and then (when the
     /// guard's metric is RSS) feeds it to the policy. Returns the action to take, or nil.
-    fn job_finished(
-        ruby: &Ruby,
-        rb_self: &Self,
-        token: u64,
-        feed_policy: bool,
-    ) -> Result<Option<Symbol>, Error> {
-        let allocated = thread_allocated();
-        let _ = rb_self
-            .busy
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1));
-        let now = rb_self.now_ns();
-        let due = now.saturating_sub(rb_self.last_read_ns.load(Ordering::Acquire)) >= READ_EVERY_NS;
-        let rss = if due { Some(read_rss()?) } else { None };
-        let mut state = rb_self.state();
-        state.jobs.job_finished(token, now, allocated);
-        let Some(rss) = rss else {
-            return Ok(None);
-        };
-        rb_self.remember(rss, now);
-        state.jobs.reading(rss, now);
-        if !feed_policy || state.policy.phase() != Phase::Serving {
-            return Ok(None);
-        }
-        let action = state.policy.step(Event::Sample {
-            memory: rss,
-            now_ms: now / 1_000_000,
-            busy: rb_self.busy.load(Ordering::Acquire),
-        });
+    fn job_finished(ruby: &Ruby, rb_self: &Self, token: u64) -> Result<Option<Symbol>, Error> {
+        let action = guarded("counting a job out", || {
+            let allocated = thread_allocated();
+            let _ = rb_self
+                .busy
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1));
+            rb_self.done.fetch_add(1, Ordering::AcqRel);
+            let now = rb_self.now_ns();
+            let due =
+                now.saturating_sub(rb_self.last_read_ns.load(Ordering::Acquire)) >= READ_EVERY_NS;
+            let rss = if due { Some(read_rss()?) } else { None };
+            let mut state = rb_self.state();
+            state.jobs.job_finished(token, now, allocated);
+            let Some(rss) = rss else {
+                return Ok(Action::None);
+            };
+            rb_self.remember(rss, now);
+            state.jobs.reading(rss, now);
+            if rb_self.metric != Metric::Rss || state.policy.phase() != Phase::Serving {
+                return Ok(Action::None);
+            }
+            Ok(state.policy.step(rb_self.sample_event(rss, now)))
+        })?;
         Ok(action_symbol(ruby, action))
     }
 
-    /// Feeds a reading (`nil`: RSS, read now) with this process's busy count; returns `[action or nil, memory]`.
-    /// RSS is read either way for the attribution. Watchers (the monitor) pass `restarting = false` and only
-    /// move a serving process; the restart sequence passes `true` and gets the quiet -> stop -> kill steps.
+    /// Reads the metric (RSS is read either way, for the attribution) with this process's busy count; returns
+    /// `[action or nil, memory]`. Watchers (the monitor) pass `restarting = false` and only move a serving
+    /// process; the restart sequence passes `true` and gets the quiet -> stop -> kill steps.
     fn sample(
         ruby: &Ruby,
         rb_self: &Self,
-        memory: Option<u64>,
         restarting: bool,
     ) -> Result<(Option<Symbol>, u64), Error> {
         let rss = read_rss()?;
-        let memory = memory.unwrap_or(rss);
+        let memory = rb_self.read_metric(rss)?;
         let now = rb_self.now_ns();
         rb_self.remember(memory, now);
-        let event = Event::Sample {
-            memory,
-            now_ms: now / 1_000_000,
-            busy: rb_self.busy.load(Ordering::Acquire),
-        };
-        let mut state = rb_self.state();
-        state.jobs.reading(rss, now);
-        if !restarting && state.policy.phase() != Phase::Serving {
-            return Ok((None, memory));
-        }
-        let action = state.policy.step(event);
+        let event = rb_self.sample_event(memory, now);
+        let action = guarded("deciding on a reading", || {
+            let mut state = rb_self.state();
+            state.jobs.reading(rss, now);
+            if !restarting && state.policy.phase() != Phase::Serving {
+                return Ok(Action::None);
+            }
+            Ok(state.policy.step(event))
+        })?;
         Ok((action_symbol(ruby, action), memory))
     }
 
-    /// A reclaim (GC + purge) starts: reads RSS, closing the window; returns the reading.
-    fn reclaim_started(&self) -> Result<u64, Error> {
+    /// A reclaim: the metric, then `GC.start` and the allocator purge (without the GVL), then the metric again;
+    /// what it gave back counts for no job. With `decide = true` (a reclaim the policy asked for) the outcome
+    /// goes to the policy. Returns `[action or nil, before, after, purged]`.
+    fn reclaim(ruby: &Ruby, rb_self: &Self, decide: bool) -> Result<Reclaimed, Error> {
         let rss = read_rss()?;
-        let now = self.now_ns();
-        self.state().jobs.reclaim_started(rss, now);
-        Ok(rss)
-    }
-
-    /// The reclaim is over: reads the floor; what it gave back counts for no job. Returns the reading.
-    fn reclaim_finished(&self) -> Result<u64, Error> {
+        let before = rb_self.read_metric(rss)?;
+        rb_self.state().jobs.reclaim_started(rss, rb_self.now_ns());
+        ruby.gc_start();
+        let purged = match allocator_purge() {
+            Ok(_) => true,
+            Err(e) if e.is_kind_of(ruby.exception_standard_error()) => false,
+            Err(e) => return Err(e),
+        };
         let rss = read_rss()?;
-        let now = self.now_ns();
-        self.remember(rss, now);
-        self.state().jobs.reclaim_finished(rss, now);
-        Ok(rss)
+        let after = rb_self.read_metric(rss)?;
+        let now = rb_self.now_ns();
+        rb_self.remember(after, now);
+        let action = guarded("deciding on a reclaim", || {
+            let mut state = rb_self.state();
+            state.jobs.reclaim_finished(rss, now);
+            if !decide {
+                return Ok(Action::None);
+            }
+            Ok(state.policy.step(Event::Reclaimed {
+                memory: after,
+                now_ms: now / 1_000_000,
+            }))
+        })?;
+        Ok((action_symbol(ruby, action), before, after, purged))
     }
 
-    fn reclaimed(ruby: &Ruby, rb_self: &Self, memory: u64) -> Option<Symbol> {
-        let now_ms = rb_self.now_ms();
-        let action = rb_self
-            .state()
-            .policy
-            .step(Event::Reclaimed { memory, now_ms });
-        action_symbol(ruby, action)
+    fn step(ruby: &Ruby, rb_self: &Self, event: Event) -> Result<Option<Symbol>, Error> {
+        let action = guarded("deciding", || Ok(rb_self.state().policy.step(event)))?;
+        Ok(action_symbol(ruby, action))
     }
 
-    fn slot_granted(ruby: &Ruby, rb_self: &Self) -> Option<Symbol> {
+    fn slot_granted(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
         let now_ms = rb_self.now_ms();
-        let action = rb_self.state().policy.step(Event::SlotGranted { now_ms });
-        action_symbol(ruby, action)
+        Self::step(ruby, rb_self, Event::SlotGranted { now_ms })
     }
 
-    fn slot_denied(ruby: &Ruby, rb_self: &Self) -> Option<Symbol> {
+    /// The restart slot was refused: `reason` is one of :dry_run, :embedded, :no_slot, :sole_process,
+    /// :redis_unavailable.
+    fn slot_denied(ruby: &Ruby, rb_self: &Self, reason: Symbol) -> Result<Option<Symbol>, Error> {
+        let name = reason.name()?;
+        let reason = Denial::from_name(&name).ok_or_else(|| {
+            let known: Vec<&str> = Denial::ALL.iter().map(|d| d.as_str()).collect();
+            error(
+                Kind::InvalidArgument,
+                format!(
+                    "unknown denial reason :{name} (one of :{})",
+                    known.join(", :")
+                ),
+            )
+        })?;
         let now_ms = rb_self.now_ms();
-        let action = rb_self.state().policy.step(Event::SlotDenied { now_ms });
-        action_symbol(ruby, action)
+        Self::step(ruby, rb_self, Event::SlotDenied { reason, now_ms })
     }
 
     /// Sidekiq's `:quiet` event: quiet took effect now.
-    fn quieted(&self) {
-        let now_ms = self.now_ms();
-        self.state().policy.step(Event::Quieted { now_ms });
+    fn quieted(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
+        let now_ms = rb_self.now_ms();
+        Self::step(ruby, rb_self, Event::Quieted { now_ms })
+    }
+
+    /// The quarantine the policy asked for is done; returns the stop.
+    fn quarantined(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
+        let now_ms = rb_self.now_ms();
+        Self::step(ruby, rb_self, Event::Quarantined { now_ms })
     }
 
     /// The reading the last reclaim, restart or restart-loop decision was made on (0: none yet).
@@ -277,12 +359,21 @@ impl Guard {
         self.state().policy.decision_memory()
     }
 
-    /// `[before, after]` of the last reclaim, or nil.
+    /// `[before, after]` of the last reclaim the policy asked for, or nil.
     fn last_reclaim(&self) -> Option<(u64, u64)> {
         self.state()
             .policy
             .last_reclaim()
             .map(|r| (r.before, r.after))
+    }
+
+    /// Why the last restart was refused (a Symbol), nil when the last request got its slot.
+    fn last_denial(ruby: &Ruby, rb_self: &Self) -> Option<Symbol> {
+        rb_self
+            .state()
+            .policy
+            .last_denial()
+            .map(|d| ruby.to_symbol(d.as_str()))
     }
 
     /// Seconds since the guard was made (at Sidekiq's startup).
@@ -296,6 +387,25 @@ impl Guard {
 
     fn busy(&self) -> u32 {
         self.busy.load(Ordering::Acquire)
+    }
+
+    fn done(&self) -> u64 {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// How many job threads may fetch now (the brake's window; 0 without a brake).
+    fn window(&self) -> u32 {
+        self.state().policy.window()
+    }
+
+    fn paused(&self) -> bool {
+        self.state().policy.paused()
+    }
+
+    /// Seconds the brake held fetching, over the process's life.
+    fn paused_seconds(&self) -> f64 {
+        let now_ms = self.now_ms();
+        self.state().policy.paused_ms(now_ms) as f64 / 1000.0
     }
 
     fn last_memory(&self) -> u64 {

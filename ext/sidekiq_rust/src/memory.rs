@@ -139,7 +139,7 @@ fn proc_dir(pid: Option<i32>) -> String {
 
 /// `[rss, pss, uss, swap]` in bytes, from smaps_rollup (or a full smaps where the kernel has no rollup).
 /// Reading smaps can take milliseconds on a large heap: the GVL is released meanwhile.
-fn smaps(pid: Option<i32>) -> Result<(u64, u64, u64, u64), Error> {
+pub fn smaps(pid: Option<i32>) -> Result<(u64, u64, u64, u64), Error> {
     let dir = proc_dir(pid);
     let rollup = format!("{dir}/smaps_rollup");
     let result = nogvl("reading smaps", move || match fs::read_to_string(&rollup) {
@@ -166,4 +166,10 @@ fn peak_rss(pid: Option<i32>) -> Result<u64, Error> {
             format!("{file} has no VmHWM line (a kernel thread?)"),
         )
     })
+}
+
+/// The working set of this process's memory cgroup (what `metric = :cgroup` compares with, see
+/// `sidekiq_rust_core::cgroup`); an error when it is in none.
+pub fn self_cgroup_usage() -> Result<u64, Error> {
+    crate::cgroup::self_usage()
 }

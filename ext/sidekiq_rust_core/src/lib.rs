@@ -7,3 +7,4 @@ pub mod cgroup;
 pub mod policy;
 pub mod procfs;
 pub mod psi;
+pub mod settings;

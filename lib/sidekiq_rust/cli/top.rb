@@ -72,13 +72,15 @@ module SidekiqRust
       end
 
       # One row per live process, largest RSS first: {identity:, hostname:, pid:, busy:, concurrency:, rss:,
-      # pss:, uss:, memory_source:, quiet:, restart_slot:} (bytes). memory_source "live": rss, pss, uss read now
+      # pss:, uss:, memory_source:, quiet:, paused:, restart_slot:} (bytes); paused: its memory brake holds
+      # fetching. memory_source "live": rss, pss, uss read now
       # from /proc (this host); "heartbeat": rss from Sidekiq's heartbeat, pss and uss nil (other hosts, or a
       # process gone since its beat).
       def rows
         processes = SidekiqAdapter.processes
         holders = Fleet.all_holders(processes.size + SLOT_MARGIN)
         here = SidekiqAdapter.hostname
+        paused = paused_marks(processes)
         processes.map do |process|
           pid = process["pid"].to_i
           memory = (process["hostname"] == here && local_memory(pid)) ||
@@ -86,7 +88,7 @@ module SidekiqRust
           {
             identity: SidekiqAdapter.tag_of(process), hostname: process["hostname"], pid: pid,
             busy: process["busy"].to_i, concurrency: process["concurrency"].to_i, **memory,
-            quiet: process.stopping?, restart_slot: holders.include?(SidekiqAdapter.tag_of(process))
+            quiet: process.stopping?, paused: paused.include?(SidekiqAdapter.tag_of(process)), restart_slot: holders.include?(SidekiqAdapter.tag_of(process))
           }
         end.sort_by { |row| -row[:rss] }
       end
@@ -94,7 +96,7 @@ module SidekiqRust
       def summary(rows)
         {
           processes: rows.size, busy: rows.sum { |r| r[:busy] }, concurrency: rows.sum { |r| r[:concurrency] },
-          rss: rows.sum { |r| r[:rss] }, quiet: rows.count { |r| r[:quiet] },
+          rss: rows.sum { |r| r[:rss] }, quiet: rows.count { |r| r[:quiet] }, paused: rows.count { |r| r[:paused] },
           restart_slots: rows.count { |r| r[:restart_slot] }
         }
       end
@@ -131,16 +133,16 @@ module SidekiqRust
       def frame(rows, limit, now: Time.now, cgroup: cgroup_status)
         s = summary(rows)
         lines = [format("sidekiq_rust top  %<time>s  %<n>d process(es), busy %<busy>d/%<conc>d, RSS %<rss>s, " \
-                        "%<quiet>d quiet, %<slots>d holding a restart slot",
+                        "%<quiet>d quiet, %<paused>d paused by the brake, %<slots>d holding a restart slot",
                         time: now.strftime("%H:%M:%S"), n: s[:processes], busy: s[:busy], conc: s[:concurrency],
-                        rss: mb(s[:rss]), quiet: s[:quiet], slots: s[:restart_slots])]
+                        rss: mb(s[:rss]), quiet: s[:quiet], paused: s[:paused], slots: s[:restart_slots])]
         lines << cgroup_line(cgroup) if cgroup
         lines << format("%-32s %-16s %8s %9s %9s %9s %9s %-4s %-6s %s", "IDENTITY", "HOST", "PID", "BUSY", "RSS",
                         "PSS", "USS", "SRC", "STATE", "SLOT")
         rows.first(limit).each do |r|
           lines << format("%-32s %-16s %8d %9s %9s %9s %9s %-4s %-6s %s", r[:identity], r[:hostname].to_s[0, 16],
                           r[:pid], "#{r[:busy]}/#{r[:concurrency]}", mb(r[:rss]), mb(r[:pss]), mb(r[:uss]),
-                          r[:memory_source] == "live" ? "live" : "beat", r[:quiet] ? "quiet" : "run",
+                          r[:memory_source] == "live" ? "live" : "beat", state(r),
                           r[:restart_slot] ? "yes" : "-")
         end
         lines << "(#{rows.size - limit} more not shown: --limit #{rows.size})" if rows.size > limit
@@ -149,6 +151,21 @@ module SidekiqRust
       end
 
       private
+
+      def state(row)
+        return "quiet" if row[:quiet]
+
+        row[:paused] ? "paused" : "run"
+      end
+
+      # The identities whose brake holds fetching (Brake's marks in Redis).
+      def paused_marks(processes)
+        return [] if processes.empty?
+
+        tags = processes.map { |p| SidekiqAdapter.tag_of(p) }
+        marks = SidekiqAdapter.redis { |conn| conn.call("MGET", *tags.map { |t| Brake::PAUSED_PREFIX + t }) }
+        tags.zip(marks).select { |_, mark| mark }.map(&:first)
+      end
 
       def mb(bytes)
         Units.mb(bytes, none: "-")

@@ -5,7 +5,8 @@ require "cgi"
 module SidekiqRust
   module Web
     # One process's memory over time as an SVG drawn on the server (no JavaScript): the readings as a path, the
-    # soft and hard limits as dashed lines, reclaims as green dots and restarts as red vertical lines, each with a
+    # soft and hard limits as dashed lines, reclaims as green dots, restarts as red vertical lines and the spans the
+    # memory brake held fetching as shaded bands, each with a
     # <title> tooltip. Colours are SVG presentation attributes, not style attributes, so a strict
     # Content-Security-Policy (Sidekiq 8: no inline style) does not block them.
     class Chart
@@ -17,7 +18,7 @@ module SidekiqRust
       TOP = 8
       RIGHT = 8
       COLORS = { memory: "#1f6fd1", soft: "#d99a00", hard: "#c62828", restart: "#c62828", reclaim: "#2e7d32",
-                 denial: "#8e8e8e", grid: "#9e9e9e" }.freeze
+                 denial: "#8e8e8e", grid: "#9e9e9e", paused: "#d99a00" }.freeze
 
       # readings: [[unix_seconds, bytes], ...] oldest first; events: History.events rows of this process.
       def initialize(readings, soft:, hard:, events: [], label: "memory")
@@ -37,6 +38,7 @@ module SidekiqRust
         parts = [%(<svg class="sr-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 #{WIDTH} #{HEIGHT}" ) +
                  %(width="#{WIDTH}" height="#{HEIGHT}" role="img" aria-label="#{esc(@label)}">)]
         parts << axes
+        paused_spans.each { |from, to| parts << paused_band(from, to) }
         parts << limit_line(@soft, :soft, "soft limit") if @soft
         parts << limit_line(@hard, :hard, "hard limit") if @hard
         parts << memory_path
@@ -73,6 +75,30 @@ module SidekiqRust
           %(<text x="#{LEFT}" y="#{HEIGHT - 4}" font-size="10">#{clock(@from)}</text>),
           %(<text x="#{WIDTH - RIGHT}" y="#{HEIGHT - 4}" text-anchor="end" font-size="10">#{clock(@to)}</text>)
         ].join("\n")
+      end
+
+      # [[from, to], ...]: each pause to the resume after it (to the chart's end while still paused).
+      def paused_spans
+        spans = []
+        from = nil
+        @events.sort_by { |e| e[:at] }.each do |event|
+          case event[:type]
+          when "pause" then from ||= event[:at]
+          when "resume"
+            spans << [from, event[:at]] if from
+            from = nil
+          end
+        end
+        spans << [from, @to] if from
+        spans
+      end
+
+      def paused_band(from, to)
+        x1 = x(from)
+        width = format("%.1f", [x(to) - x1, 1].max)
+        %(<rect class="sr-paused" x="#{format('%.1f', x1)}" y="#{TOP}" width="#{width}" ) +
+          %(height="#{HEIGHT - TOP - BOTTOM}" fill="#{COLORS[:paused]}" fill-opacity="0.18">) +
+          %(<title>brake: fetching paused #{format('%.1f', to - from)}s from #{clock(from)}</title></rect>)
       end
 
       def limit_line(bytes, kind, name)

@@ -105,6 +105,11 @@ module SidekiqRust
           data["message"].to_s
         when "oom_kill"
           oom_kill(data)
+        when "pause"
+          "brake: fetching paused at #{mb(data['memory'])}, #{data['busy']} job(s) running"
+        when "resume"
+          "brake: fetching again with #{data['window']} thread(s) at #{mb(data['memory'])}" \
+            "#{data['retained'] ? ' (memory retained, not in flight: the brake lets go)' : ''}"
         when "quarantine"
           jobs = Array(data["quarantined"]).map { |j| "#{j['class']} #{j['jid']}" }
           "sent to the dead set, not requeued again (in flight at #{data.dig('quarantined', 0, 'restarts')} memory " \

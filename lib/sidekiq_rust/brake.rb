@@ -1,0 +1,140 @@
+# frozen_string_literal: true
+
+module SidekiqRust
+  # The memory brake's gate, between Sidekiq's processor threads and the fetcher (BrakeFetch): a processor may
+  # fetch only while fewer threads than the policy's window (Native::Guard#window) hold a permit. A thread holds
+  # its permit from before its fetch until it asks for the next job (its job is over then), so that the window
+  # counts the jobs running plus the fetches under way; a thread left out waits up to WAIT seconds and gets no
+  # job, and Sidekiq's processor asks again (quiet and stop are seen within WAIT). The pause happens before the
+  # pop: a job is never fetched and then held back.
+  #
+  # It also says what the brake does: a pause and a resume are logged once each, go to the history (the Memory
+  # tab's paused spans, the metrics), and mark this process in Redis as paused, so that a process that pauses
+  # while every other one is paused too says so, loudly (once a minute at most).
+  class Brake
+    # Seconds a thread left out waits for the window before it gets no job.
+    WAIT = 1.0
+    PAUSED_PREFIX = "sidekiq_rust:paused:"
+    # A fleet paused all at once is said at most this often (seconds) by each process.
+    FLEET_PAUSED_EVERY = 60
+
+    def initialize(native, settings:, log:, history:, adapter:, tag:, concurrency:)
+      @native = native
+      @settings = settings
+      @log = log
+      @history = history
+      @adapter = adapter
+      @tag = tag
+      @concurrency = concurrency
+      @fleet_paused_said = nil
+      @holders = {}
+      @lock = Mutex.new
+      @changed = ConditionVariable.new
+    end
+
+    # Called by BrakeFetch before each fetch, in the processor's thread: true when it may fetch.
+    def admit(thread = Thread.current)
+      deadline = Clock.now + WAIT
+      @lock.synchronize do
+        @holders.delete(thread)
+        @holders.delete_if { |t, _| !t.alive? }
+        until @holders.size < @native.window
+          remaining = deadline - Clock.now
+          return false unless remaining.positive?
+
+          @changed.wait(@lock, remaining)
+        end
+        @holders[thread] = true
+      end
+      true
+    end
+
+    # The fetch that `admit` let through found no job: the permit goes back.
+    def release(thread = Thread.current)
+      @lock.synchronize do
+        @holders.delete(thread)
+        @changed.broadcast
+      end
+    end
+
+    # Threads holding a permit (running a job or fetching).
+    def holders
+      @lock.synchronize { @holders.size }
+    end
+
+    # The policy changed the window (:pause, :resume, :resume_retained, :widen): threads waiting look again,
+    # and a pause or a resume is told (in a thread of its own: it writes to Redis). Never raises.
+    def apply(action)
+      @lock.synchronize { @changed.broadcast }
+      return if action == :widen
+
+      memory = @native.last_memory
+      Thread.new { announce(action, memory) }
+    end
+
+    # Refreshes this process's paused mark while the brake holds (the monitor calls it). Never raises.
+    def refresh
+      mark(true) if @native.paused?
+    end
+
+    # {paused:, seconds:} for the history.
+    def state
+      { paused: @native.paused?, seconds: @native.paused_seconds }
+    end
+
+    private
+
+    def announce(action, memory)
+      if action == :pause
+        paused(memory)
+      else
+        resumed(action, memory)
+      end
+    rescue StandardError => e
+      @log.failure("telling the brake's #{action}", e)
+    end
+
+    def paused(memory)
+      mark(true)
+      @log.warn("brake: paused fetching (at #{Units.mb(memory)}, brake_at #{Units.mb(@settings.brake_bytes)}); " \
+                "#{@native.busy} running job(s) finish, then reclaim; fetching again below resume_at " \
+                "#{Units.mb(@settings.resume_bytes)}", memory: memory)
+      @history.event(:pause, memory: memory, busy: @native.busy)
+      return if @fleet_paused_said && Clock.now - @fleet_paused_said < FLEET_PAUSED_EVERY
+      return unless fleet_paused?
+
+      @fleet_paused_said = Clock.now
+      @log.error("brake: every live process of the fleet is paused by its memory brake: queued work waits until " \
+                 "their running jobs finish and memory comes back under resume_at. Each is over its brake_at: " \
+                 "the jobs running at once need more memory than the processes have (lower concurrency, raise " \
+                 "max_rss, or add a process)", memory: memory)
+    end
+
+    def resumed(action, memory)
+      mark(false)
+      how = action == :resume_retained ? "the running jobs finished and memory stays above resume_at (retained, " \
+                                         "not in flight): the brake lets go until it is below again" : "below resume_at"
+      @log.info("brake: fetching again with #{@native.window} of #{@concurrency} " \
+                "thread(s), #{how}; paused #{format('%.1f', @native.paused_seconds)}s in all", memory: memory)
+      @history.event(:resume, memory: memory, window: @native.window, retained: action == :resume_retained)
+    end
+
+    # Whether no other live process fetches: each is quiet, stopping or paused by its brake.
+    def fleet_paused?
+      others = @adapter.processes.reject { |p| @adapter.tag_of(p) == @tag || p.stopping? }
+      return false if others.empty? # a sole process: nothing to compare with (the log above says it paused)
+
+      paused = @adapter.redis { |conn| conn.call("MGET", *others.map { |p| PAUSED_PREFIX + @adapter.tag_of(p) }) }
+      paused.all?
+    end
+
+    def mark(on)
+      key = PAUSED_PREFIX + @tag
+      @adapter.redis do |conn|
+        on ? conn.call("SET", key, "1", "EX", (3 * @settings.check_interval).ceil) : conn.call("DEL", key)
+      end
+    rescue StandardError
+      nil # the mark expires by itself
+    end
+  end
+end

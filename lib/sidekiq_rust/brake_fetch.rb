@@ -1,0 +1,38 @@
+# frozen_string_literal: true
+
+require "delegate"
+
+module SidekiqRust
+  # The fetcher the memory brake puts in front of whatever fetcher Sidekiq is configured with (BasicFetch, or
+  # another gem's): each processor's retrieve_work asks the brake's gate first, so that a paused process pops
+  # no job at all. Everything else (bulk_requeue, setup, ...) goes to the wrapped fetcher as it is.
+  #
+  # Sidekiq 7+ builds one per capsule as `config[:fetch_class].new(capsule)`; the class it replaced is kept in
+  # `config[INNER]`. Sidekiq 6.4 takes an instance in `Sidekiq.options[:fetch]`, wrapped as it is.
+  class BrakeFetch < SimpleDelegator
+    INNER = :sidekiq_rust_inner_fetch_class
+
+    # A capsule (Sidekiq 7+) or a fetcher instance (6.4).
+    def initialize(capsule_or_fetcher)
+      inner = if capsule_or_fetcher.respond_to?(:retrieve_work)
+                capsule_or_fetcher
+              else
+                (capsule_or_fetcher[INNER] || Sidekiq::BasicFetch).new(capsule_or_fetcher)
+              end
+      super(inner)
+    end
+
+    def retrieve_work
+      brake = SidekiqRust.guard&.brake
+      return __getobj__.retrieve_work unless brake
+      return nil unless brake.admit
+
+      work = __getobj__.retrieve_work
+      brake.release unless work
+      work
+    rescue StandardError
+      brake&.release
+      raise
+    end
+  end
+end

@@ -1,0 +1,111 @@
+# frozen_string_literal: true
+
+module SidekiqRust
+  class Guard
+    # The guard's log lines: one format for every line ("sidekiq_rust: MESSAGE identity=... rss=... limit=..."),
+    # the texts that explain a decision (the restart-loop advice, a quarantined job's reason), and the refusals,
+    # each said again at most every DENIAL_EVERY seconds unless it changes. Never raises: logging must never break
+    # the guard.
+    class Log
+      # A refusal (sole process, no slot, Redis down) is logged again at most this often, unless it changes.
+      DENIAL_EVERY = 60
+      # The restart-loop advice rounds the limit it proposes up to this step.
+      ADVICE_STEP = 50 * Units::MB
+
+      def initialize(settings, logger:, tag:)
+        @settings = settings
+        @logger = logger
+        @tag = tag
+        @last_denial = nil
+      end
+
+      def info(message, **fields)
+        write(:info, message, **fields)
+      end
+
+      def warn(message, **fields)
+        write(:warn, message, **fields)
+      end
+
+      def error(message, **fields)
+        write(:error, message, **fields)
+      end
+
+      def failure(where, error)
+        @logger.error("sidekiq_rust: error #{where}: #{error.class}: #{error.message} identity=#{@tag}")
+      rescue StandardError
+        nil
+      end
+
+      # Logs a refused restart unless the same refusal was logged less than DENIAL_EVERY ago; returns whether
+      # it logged (the history records what is logged).
+      def denial(message, fields)
+        now = Clock.now
+        return false if @last_denial && @last_denial[0] == message && now - @last_denial[1] < DENIAL_EVERY
+
+        @last_denial = [message, now]
+        warn(message, **fields)
+        true
+      end
+
+      # The soft limit is below the working set: what was seen and what to change.
+      def restart_loop(memory:, peak:, last_reclaim:, uptime:, concurrency:, attribution:)
+        before, after = last_reclaim
+        reclaim = before ? "reclaim gave back #{Units.mb([before - after, 0].max)} of #{Units.mb(before)}" : "reclaim is off"
+        working_set = [memory, peak].max
+        advice = Units.mb((working_set * 1.25 / ADVICE_STEP).ceil * ADVICE_STEP)
+        error("restart loop: over max_rss #{Units.mb(@settings.max_rss)} #{uptime.round}s after boot " \
+              "(it replaced a process of this host that restarted for memory), " \
+              "and #{reclaim}: the working set (#{Units.mb(memory)} now, peak #{Units.mb(working_set)}" \
+              "#{concurrency ? " with concurrency #{concurrency}" : ''}) does not fit the limit, and a restart " \
+              "would only rebuild it. No restart for the soft limit until this process is " \
+              "#{@settings.loop_window.round}s old (loop_window); the hard limit still applies. " \
+              "Raise max_rss to about #{advice}, or lower Sidekiq's concurrency" \
+              "#{concurrency ? " (now #{concurrency})" : ''} or run the big jobs in a process of their own",
+              memory: memory, reason: "restart_loop", **attribution)
+      end
+
+      # The error the dead set shows for a quarantined job.
+      def quarantine_reason(job, event, memory)
+        "#{job[:class]} (jid #{job[:jid]}) exceeded the memory limit in #{job[:restarts]} processes: in flight at " \
+          "#{job[:restarts]} memory restarts (quarantine_after = #{@settings.quarantine_after}), the last one " \
+          "#{@tag} at #{@settings.metric}=#{Units.mb(memory)} (#{event[:reason]}, limit " \
+          "#{Units.mb(@settings.max_rss)}, hard_limit #{Units.mb(@settings.hard_max_rss)}); not requeued " \
+          "again. Retry it from the dead set once the job or the limit is fixed"
+      end
+
+      private
+
+      def write(level, message, memory: nil, reason: nil, in_flight: nil, top_retained: nil, top_growth: nil,
+                quarantined: nil, **_rest)
+        parts = ["sidekiq_rust: #{message}", "identity=#{@tag}"]
+        parts << "#{@settings.metric}=#{Units.mb(memory)}" if memory
+        parts << "limit=#{Units.mb(@settings.max_rss)} hard_limit=#{Units.mb(@settings.hard_max_rss)}"
+        parts << "reason=#{reason}" if reason
+        parts << "in_flight=#{in_flight_text(in_flight)}" if in_flight
+        parts << "quarantined=#{quarantined_text(quarantined)}" if quarantined
+        parts << "top_retained=#{top_text(top_retained, :retained_per_job)}" if top_retained
+        parts << "top_growth=#{top_text(top_growth, :growth_per_job)}" if top_growth
+        @logger.public_send(level, parts.join(" "))
+      rescue StandardError
+        nil
+      end
+
+      def in_flight_text(jobs)
+        return "none" if jobs.empty?
+
+        jobs.map { |j| "#{j[:class]}(jid #{j[:jid]}, #{j[:running_s]}s)" }.join(", ")
+      end
+
+      def quarantined_text(jobs)
+        jobs.map { |j| "#{j[:class]}(jid #{j[:jid]}, in flight at #{j[:restarts]} memory restarts)" }.join(", ")
+      end
+
+      def top_text(rows, figure)
+        return "none" if rows.empty?
+
+        rows.map { |r| "#{r[:class]}(#{Units.bytes(r[figure])}/job in #{r[:jobs]} jobs)" }.join(", ")
+      end
+    end
+  end
+end

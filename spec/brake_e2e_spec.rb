@@ -1,0 +1,71 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "sidekiq/api"
+require "sidekiq_rust/metrics"
+
+# End to end, real redis-server and real `sidekiq` processes (spec/e2e/app.rb): the memory brake stops a process
+# from fetching near its limit, lets the running jobs finish, reclaims and fetches again, a few threads at a time.
+RSpec.describe "the memory brake in real Sidekiq processes (Sidekiq #{Sidekiq::VERSION})", e2e: true do
+  include E2E
+
+  # Jobs that hold 100 MB for 2 s: three at once (about 340 MB with the process's own) pass brake_at (270 MB).
+  it "pauses fetching near the limit, lets the running jobs finish, reclaims and resumes: no restart" do
+    churner = sidekiq("churner", concurrency: 3,
+                                 guard: { "max_rss" => 300, "hard_max_rss" => 600, "grace_time" => 60,
+                                          "reclaim" => true, "require_other_process" => false })
+    push("ChurnJob", 100, 2, count: 9)
+    eventually(timeout: 120, what: "all 9 jobs done") { done_count == 9 }
+    eventually(timeout: 10, what: "the resume logged") { churner.log.include?("brake: fetching again") }
+    log = churner.log
+    expect(log).to match(/brake: paused fetching \(at \d+MB, brake_at 270MB\); \d running job\(s\) finish/)
+    expect(log).to match(/reclaimed \d+MB \(GC \+ (purge|no purge), brake paused and idle\): below resume_at/)
+    expect(log).to match(/brake: fetching again with 1 of 3 thread\(s\), below resume_at; paused \d+\.\ds in all/)
+    expect(log.index("brake: paused")).to be < log.index("brake: fetching again")
+    expect(log).not_to include("restarting:")
+    expect(log).not_to include("sidekiq_rust: error")
+    expect(churner).to be_alive
+    types = SidekiqRust::History.events(count: 200).map { |e| e[:type] }
+    expect(types).to include("pause", "resume")
+    process = eventually(timeout: 10, what: "the brake's seconds in the history") do
+      SidekiqRust::History.processes.find { |p| p[:brake_seconds].positive? }
+    end
+    expect(process[:brake]).to eq(:fetching)
+    families = Prometheus.parse(SidekiqRust::Metrics.text)
+    expect(Prometheus.samples(families, "sidekiq_rust_brake_seconds_total").sum { |s| s["value"] }).to be > 0
+    expect(Prometheus.samples(families, "sidekiq_rust_brake_active").map { |s| s["value"] }).to eq([0.0])
+  end
+
+  # The restart-loop workload: jobs whose working set at concurrency 3 is twice the limit (3 x 130 MB against
+  # max_rss 200 MB, hard limit 400 MB), on a supervised fleet of two. Without the brake every process fetches
+  # three at once, passes the hard limit and restarts, its jobs requeued (and quarantined at their second
+  # restart); with it, a replacement starts with one thread fetching and the brake holds the rest.
+  it "runs the restart-loop workload with fewer restarts than without it, and loses no job" do
+    guard = { "max_rss" => 200, "hard_max_rss" => 400, "grace_time" => 30, "reclaim" => true,
+              "loop_window" => 600, "shutdown_wait" => 10, "quarantine_after" => 2 }
+    results = [false, true].to_h do |brake|
+      redis_server.flushall
+      fleet = supervise(2, guard.merge("brake" => brake), concurrency: 3)
+      wait_for_fleet(2)
+      push("ChurnJob", 130, 3, count: 12)
+      eventually(timeout: 240, interval: 0.5, what: "every job done or in the dead set (brake #{brake})") do
+        done_count + Sidekiq::DeadSet.new.size == 12
+      end
+      fleet.stop
+      restarts = fleet.count(/restarting: quiet/)
+      lost = 12 - done_count - Sidekiq::DeadSet.new.size - Sidekiq::RetrySet.new.size -
+             redis_call("LLEN", "queue:default")
+      warn format("brake e2e (Sidekiq %<v>s, %<a>s): brake=%<b>s restarts=%<r>d done=%<d>d dead=%<x>d lost=%<l>d " \
+                  "min_serving=%<m>d", v: Sidekiq::VERSION, a: SidekiqRust::Allocator.name, b: brake, r: restarts,
+                                      d: done_count, x: Sidekiq::DeadSet.new.size, l: lost, m: fleet.min_serving)
+      expect(lost).to eq(0)
+      expect(fleet.killed).to be_empty
+      expect(fleet.logs).not_to include("sidekiq_rust: error")
+      @e2e_supervisors.delete(fleet)
+      @e2e_processes.each(&:stop)
+      [brake, { restarts: restarts, done: done_count }]
+    end
+    expect(results[true][:restarts]).to be < results[false][:restarts]
+    expect(results[true][:done]).to eq(12)
+  end
+end
