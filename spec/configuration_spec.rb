@@ -132,6 +132,8 @@ RSpec.describe SidekiqRust::Configuration do
       expect_rejected(:brake_at, "90%", "a share of max_rss above 0.5 and at most 1.0, like 0.9")
       expect_rejected(:resume_at, 0.2, "a share of max_rss above 0.3 and below brake_at (0.9), like 0.8")
       expect_rejected(:resume_at, 0.9, "a share of max_rss below brake_at (0.9), like 0.8")
+      expect([s.brake_pressure, resolve(brake_pressure: nil).brake_pressure]).to eq([20.0, nil])
+      expect_rejected(:brake_pressure, 0, "a percentage of memory pressure above 0 and at most 100")
     end
 
     it "validates on_restart and logger" do

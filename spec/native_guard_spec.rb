@@ -42,4 +42,17 @@ RSpec.describe SidekiqRust::Native::Guard do
     expect { guard.slot_denied(:because) }
       .to raise_error(SidekiqRust::InvalidArgument, /unknown denial reason :because \(one of :dry_run, :embedded/)
   end
+
+  it "pauses the brake on memory pressure at brake_pressure, whatever the memory figure" do
+    guard = described_class.new(base.merge(brake_at: 9000 * mb, resume_at: 8000 * mb, concurrency: 5,
+                                           brake_pressure: 20))
+    guard.pressure = 12.5
+    expect(guard.sample(false).first).to be_nil
+    guard.pressure = 31.0
+    expect(guard.pressured?).to be(true)
+    expect(guard.sample(false).first).to eq(:pause)
+    expect(guard.window).to eq(0)
+    guard.pressure = nil
+    expect(guard.pressure).to eq(0.0)
+  end
 end

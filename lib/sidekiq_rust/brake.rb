@@ -96,7 +96,8 @@ module SidekiqRust
 
     def paused(memory)
       mark(true)
-      @log.warn("brake: paused fetching (at #{Units.mb(memory)}, brake_at #{Units.mb(@settings.brake_bytes)}); " \
+      @log.warn("brake: paused fetching (at #{Units.mb(memory)}, brake_at #{Units.mb(@settings.brake_bytes)}" \
+                "#{pressure_text}); " \
                 "#{@native.busy} running job(s) finish, then reclaim; fetching again below resume_at " \
                 "#{Units.mb(@settings.resume_bytes)}", memory: memory)
       @history.event(:pause, memory: memory, busy: @native.busy)
@@ -117,6 +118,12 @@ module SidekiqRust
       @log.info("brake: fetching again with #{@native.window} of #{@concurrency} " \
                 "thread(s), #{how}; paused #{format('%.1f', @native.paused_seconds)}s in all", memory: memory)
       @history.event(:resume, memory: memory, window: @native.window, retained: action == :resume_retained)
+    end
+
+    def pressure_text
+      return "" unless @native.pressured?
+
+      format("; memory pressure %.1f%% >= brake_pressure %g%%", @native.pressure, @settings.brake_pressure)
     end
 
     # Whether no other live process fetches: each is quiet, stopping or paused by its brake.
