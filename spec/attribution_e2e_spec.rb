@@ -6,7 +6,8 @@ require "sidekiq_rust/cli"
 
 # Which job class grew the memory, in a real Sidekiq process at concurrency 5: a leaking, a churning and a light
 # class interleaved; the figures read back through Redis as the fleet table, the CLI and Report.fleet show them.
-RSpec.describe "per-class memory attribution in a real Sidekiq process (Sidekiq #{Sidekiq::VERSION})" do
+RSpec.describe "per-class memory attribution in a real Sidekiq process (Sidekiq #{Sidekiq::VERSION})",
+               allocator: true do
   include E2E
 
   let(:mb) { 1024 * 1024 }
