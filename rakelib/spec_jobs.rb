@@ -4,12 +4,13 @@ require "fileutils"
 
 # Runs commands (jobs) a few at a time, each writing its output to a file of its own (LOG_DIR/NAME.log) that is
 # printed whole when the job ends, so that the output of jobs running side by side never interleaves. The summary
-# at the end has each job's exit status, time and RSpec's closing line ("N examples, M failures").
+# at the end has each job's exit status, time and RSpec's closing line ("N examples, M failures"). A job added
+# with `alone: true` starts only when no other job runs, and nothing starts beside it.
 class SpecJobs
   LOG_DIR = File.expand_path("../tmp/spec-jobs", __dir__)
   RSPEC_TOTALS = /^\d+ examples?, \d+ failures?.*$/
 
-  Job = Struct.new(:name, :env, :command, :log, :pid, :started, :status, :seconds, keyword_init: true) do
+  Job = Struct.new(:name, :env, :command, :alone, :log, :pid, :started, :status, :seconds, keyword_init: true) do
     def success?
       status&.success?
     end
@@ -26,17 +27,19 @@ class SpecJobs
   end
 
   # `env` is the job's whole environment (nothing else of this process's is passed on).
-  def add(name, env, *command)
-    @jobs << Job.new(name: name, env: env, command: command, log: File.join(LOG_DIR, "#{name.tr(':', '-')}.log"))
+  def add(name, env, *command, alone: false)
+    @jobs << Job.new(name: name, env: env, command: command, alone: alone,
+                     log: File.join(LOG_DIR, "#{name.tr(':', '-')}.log"))
   end
 
-  # Runs every job, at most `at_once` at a time, in the order added; true when all exited 0.
+  # Runs every job in the order added, at most `at_once` at a time (a job `alone` by itself); true when all
+  # exited 0.
   def run
     FileUtils.mkdir_p(LOG_DIR)
     waiting = @jobs.dup
     running = {}
     until waiting.empty? && running.empty?
-      start(waiting.shift, running) while running.size < @at_once && !waiting.empty?
+      start(waiting.shift, running) while !waiting.empty? && room_for?(waiting.first, running)
       finish(running)
     end
     summary
@@ -47,8 +50,15 @@ class SpecJobs
 
   private
 
+  def room_for?(job, running)
+    return running.empty? if job.alone
+
+    running.size < @at_once && running.each_value.none?(&:alone)
+  end
+
   def start(job, running)
-    @out.puts "---- #{job.name} started (#{running.size + 1} running): #{job.command.join(' ')}"
+    beside = job.alone ? "alone" : "#{running.size + 1} running"
+    @out.puts "---- #{job.name} started (#{beside}): #{job.command.join(' ')}"
     job.started = monotonic
     job.pid = Process.spawn(job.env, *job.command, out: job.log, err: %i[child out], in: File::NULL,
                                         unsetenv_others: true)
