@@ -3,7 +3,7 @@
 require "spec_helper"
 require "json"
 
-RSpec.describe SidekiqRust::Allocator do
+RSpec.describe SidekiqRust::Allocator, allocator: true do
   def child_json(code, env)
     JSON.parse(ruby_output("require 'json'; #{code}", env: env).lines.last, symbolize_names: true)
   end

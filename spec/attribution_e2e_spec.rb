@@ -6,7 +6,8 @@ require "sidekiq_rust/cli"
 
 # Which job class grew the memory, in a real Sidekiq process at concurrency 5: a leaking, a churning and a light
 # class interleaved; the figures read back through Redis as the fleet table, the CLI and Report.fleet show them.
-RSpec.describe "per-class memory attribution in a real Sidekiq process (Sidekiq #{Sidekiq::VERSION})" do
+RSpec.describe "per-class memory attribution in a real Sidekiq process (Sidekiq #{Sidekiq::VERSION})",
+               allocator: true do
   include E2E
 
   let(:mb) { 1024 * 1024 }
@@ -28,7 +29,10 @@ RSpec.describe "per-class memory attribution in a real Sidekiq process (Sidekiq 
     end
   end
 
-  it "ranks the leaker first on retained, the churner near zero retained but high growth, the light class last" do
+  # solo: under glibc the ranking rests on noisy floors; on a busy machine (another spec job on the other core, or
+  # other builds) the leaker and the churner swapped places in 2 of 4 runs. `rake spec` runs it with nothing beside.
+  it "ranks the leaker first on retained, the churner near zero retained but high growth, the light class last",
+     solo: true do
     worker = sidekiq("mixed", concurrency: 5,
                               guard: { "max_rss" => 8000, "check_interval" => 0.5, "measure_interval" => 0.5 })
     push_mix

@@ -20,7 +20,8 @@ RSpec.describe "the memory guard in an embedded Sidekiq (Sidekiq #{Sidekiq::VERS
     live_processes.find { |process| process["pid"] == host.pid }
   end
 
-  it "never signals its host: without the embed instance it reclaims, refuses the restart and says why" do
+  it "never signals its host: without the embed instance it reclaims, refuses the restart and says why",
+     allocator: true do
     host = sidekiq("host", embedded: true, guard: tiny.merge("reclaim" => true))
     steady = sidekiq("steady", guard: { "max_rss" => 8000 })
     wait_for_fleet(2)

@@ -85,7 +85,7 @@ RSpec.describe "the memory guard in real Sidekiq processes (Sidekiq #{Sidekiq::V
     expect(done_count).to eq(0)
   end
 
-  it "keeps a process whose memory falls under the limit after reclaim" do
+  it "keeps a process whose memory falls under the limit after reclaim", allocator: true do
     # The check after the job is the trigger (the monitor waits 60 s): the job's garbage is all there, and it is
     # all garbage by then. A monitor reading in the middle of the job would reclaim while the job still allocates.
     reclaimer = sidekiq("reclaimer", guard: { "max_rss" => 250, "reclaim" => true, "check_interval" => 60 })

@@ -20,7 +20,8 @@ RSpec.describe "the guard's restart decisions in real Sidekiq processes (Sidekiq
     process.log.lines.find { |line| line.match?(pattern) } || raise("#{process.name} never logged #{pattern.inspect}")
   end
 
-  it "restarts a sole process over the hard limit, after a reclaim (require_other_process is for the soft limit)" do
+  it "restarts a sole process over the hard limit, after a reclaim (require_other_process is for the soft limit)",
+     allocator: true do
     alone = sidekiq("alone", guard: { "max_rss" => 10, "hard_max_rss" => 20, "reclaim" => true,
                                       "require_other_process" => true })
     expect(alone.wait_exit(timeout: 60).exitstatus).to eq(0)
@@ -65,7 +66,7 @@ RSpec.describe "the guard's restart decisions in real Sidekiq processes (Sidekiq
   end
 
   it "detects a restart loop (a process that replaced a memory restart is over the limit right after boot, " \
-     "reclaim gives back little) and backs off" do
+     "reclaim gives back little) and backs off", allocator: true do
     tight_settings = tiny.merge("reclaim" => true, "loop_window" => 600)
     first = sidekiq("first", guard: tight_settings)
     sidekiq("helper", guard: roomy)
@@ -87,7 +88,7 @@ RSpec.describe "the guard's restart decisions in real Sidekiq processes (Sidekiq
     expect(tight.log.scan("restart loop").size).to eq(1)
   end
 
-  it "logs the reading the restart was decided on: the one after the reclaim" do
+  it "logs the reading the restart was decided on: the one after the reclaim", allocator: true do
     bloated = sidekiq("bloated", guard: { "max_rss" => 150, "reclaim" => true, "check_interval" => 60 })
     sidekiq("helper", guard: roomy)
     wait_for_fleet(2)

@@ -21,7 +21,7 @@ RSpec.describe SidekiqRust::History do
     expect(readings.last.last).to eq(119 * 1_048_576)
   end
 
-  it "describes the process: limits, allocator, phase, counters by reason" do
+  it "describes the process: limits, allocator, phase, counters by reason", allocator: true do
     history.record(150 * 1_048_576, :over_soft, now: Time.now.to_f)
     history.event(:reclaim, released: 40 * 1_048_576, memory: 110 * 1_048_576, still_over: false)
     history.event(:reclaim, released: 2 * 1_048_576, memory: 108 * 1_048_576, still_over: false)

@@ -2,7 +2,7 @@
 
 require "spec_helper"
 
-RSpec.describe "the bundled jemalloc" do
+RSpec.describe "the bundled jemalloc", allocator: true do
   let(:path) { SidekiqRust.jemalloc_path }
   let(:mb) { 1024 * 1024 }
 

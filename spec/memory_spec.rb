@@ -2,7 +2,7 @@
 
 require "spec_helper"
 
-RSpec.describe SidekiqRust::Memory do
+RSpec.describe SidekiqRust::Memory, allocator: true do
   let(:mb) { 1024 * 1024 }
 
   describe ".rss" do

@@ -67,7 +67,7 @@ RSpec.describe SidekiqRust::ProcessKiller do
     expect(log.string).to include("error in on_restart: RuntimeError: the team's callback is broken")
   end
 
-  context "with room under the limit" do
+  context "with room under the limit", allocator: true do
     let(:max_rss) { 100_000 }
     let(:on_restart) { nil }
     let(:mb) { 1024 * 1024 }

@@ -74,7 +74,8 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
     expect(out).to include('max_rss is "300 megs"')
   end
 
-  it "restarts a sole Sidekiq process over the hard limit (after a reclaim); the job that grew it is done" do
+  it "restarts a sole Sidekiq process over the hard limit (after a reclaim); the job that grew it is done",
+     allocator: true do
     out, status = in_app({}, RbConfig.ruby, "bin/rails", "runner", "ReportJob.perform_later(250)")
     expect(status.exitstatus).to eq(0), out
     pid, log = start_sidekiq("SIDEKIQ_MAX_RSS" => "150MB", "SIDEKIQ_HARD_MAX_RSS" => "200MB")
