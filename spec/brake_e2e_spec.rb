@@ -6,7 +6,7 @@ require "sidekiq_rust/metrics"
 
 # End to end, real redis-server and real `sidekiq` processes (spec/e2e/app.rb): the memory brake stops a process
 # from fetching near its limit, lets the running jobs finish, reclaims and fetches again, a few threads at a time.
-RSpec.describe "the memory brake in real Sidekiq processes (Sidekiq #{Sidekiq::VERSION})", e2e: true do
+RSpec.describe "the memory brake in real Sidekiq processes (Sidekiq #{Sidekiq::VERSION})", e2e: true, allocator: true do
   include E2E
 
   # Jobs that hold 100 MB for 2 s: three at once (about 340 MB with the process's own) pass brake_at (270 MB).
