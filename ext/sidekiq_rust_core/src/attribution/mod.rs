@@ -1,0 +1,352 @@
+//! Which job class grew the memory, told truthfully under concurrency.
+//!
+//! The memory readings cut time into windows. A window's change is attributed to the jobs that ran in it, and
+//! the per-class figures are the least-squares fit of `change = sum over classes of weight * per_job` over
+//! all windows (each job weighs 1 in all). Two series of windows:
+//!
+//! - **growth**: between readings at least [`MIN_WINDOW_NS`] apart. A job weighs in each window the share of
+//!   its run time that fell in it, and a second column per class counts the jobs that started in the window;
+//!   growth per job is the sum of both (what a job allocates over its run, and at its start). A fall is the
+//!   allocator giving memory back, never a job's shrinkage: it counts as 0. The time a reclaim takes is no
+//!   window at all.
+//! - **retained**: between the readings after consecutive reclaims (GC + purge), the floors: what stays
+//!   after a reclaim is the leak signal. A job weighs 1 in the window it started in. A job still running at a
+//!   reclaim holds its working set in that floor and gives it back later: the second column counts the jobs
+//!   of the class in flight at the window's end minus those at its start, so that a working set (taken as
+//!   held from a job's start to its end) is not taken for a leak.
+//!
+//! A per-job figure the windows cannot tell from zero (within two standard errors), or below zero, is
+//! reported as 0, and one without enough windows yet (no more windows than columns in use) as unknown.
+//! **allocated** needs no fit: the allocator's per-thread counter read at a job's start and end gives each
+//! job's own bytes.
+//!
+//! Time is a nanosecond count given by the caller, so tests replay any timeline.
+
+mod fit;
+mod jid;
+mod report;
+#[cfg(test)]
+mod timeline_tests;
+mod window;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+pub use fit::{Normal, MAX_HISTORY, SIGNIFICANCE};
+pub use report::{rank, ClassFigures, Snapshot};
+pub use window::{MAX_PENDING, MIN_WINDOW_NS};
+
+use jid::Jid;
+use window::Series;
+
+/// Classes beyond this many share one column, [`OTHER`], so a job-name explosion cannot grow memory.
+pub const MAX_CLASSES: usize = 200;
+pub const OTHER: &str = "(other classes)";
+
+/// A job running now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InFlight {
+    pub class: String,
+    pub jid: String,
+    pub running_ns: u64,
+}
+
+/// FNV-1a: class names are short, and SipHash's protection against chosen keys is not needed for them.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// Running jobs sit in slots; a token is the slot's index in its low bits and a serial number above them.
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+
+#[derive(Debug, Clone)]
+struct Running {
+    token: u64,
+    class: usize,
+    jid: Jid,
+    start: u64,
+    allocated: Option<u64>,
+    /// How many windows each series had closed when it started: [growth, retained].
+    closed: [u64; 2],
+}
+
+#[derive(Debug, Clone, Default)]
+struct ClassTotals {
+    jobs: u64,
+    allocated: u128,
+    allocated_jobs: u64,
+}
+
+/// Per-class attribution of one process's memory.
+#[derive(Debug, Clone)]
+pub struct Attribution {
+    names: Vec<String>,
+    index: HashMap<String, usize, BuildHasherDefault<Fnv>>,
+    totals: Vec<ClassTotals>,
+    slots: Vec<Option<Running>>,
+    free: Vec<usize>,
+    serial: u64,
+    growth: Series,
+    retained: Series,
+    reclaiming: bool,
+}
+
+impl Default for Attribution {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Attribution {
+    pub fn new() -> Self {
+        Attribution {
+            names: Vec::new(),
+            index: HashMap::default(),
+            totals: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            serial: 0,
+            growth: Series::new(true, false),
+            retained: Series::new(false, true),
+            reclaiming: false,
+        }
+    }
+
+    fn class_index(&mut self, class: &str) -> usize {
+        if let Some(&i) = self.index.get(class) {
+            return i;
+        }
+        let name = if self.names.len() >= MAX_CLASSES {
+            OTHER
+        } else {
+            class
+        };
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        self.names.push(name.to_string());
+        self.totals.push(ClassTotals::default());
+        self.index.insert(name.to_string(), self.names.len() - 1);
+        self.names.len() - 1
+    }
+
+    /// A job starts; returns its token for `job_finished`. `allocated`: the thread's allocation counter.
+    pub fn job_started(&mut self, class: &str, jid: &str, now: u64, allocated: Option<u64>) -> u64 {
+        let class = self.class_index(class);
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        self.serial += 1;
+        let token = (self.serial << SLOT_BITS) | (slot as u64 & SLOT_MASK);
+        self.slots[slot] = Some(Running {
+            token,
+            class,
+            jid: Jid::new(jid),
+            start: now,
+            allocated,
+            closed: [self.growth.closed, self.retained.closed],
+        });
+        token
+    }
+
+    /// A job ends (an unknown token is ignored). `allocated`: the same thread's counter, now.
+    pub fn job_finished(&mut self, token: u64, now: u64, allocated: Option<u64>) {
+        let slot = (token & SLOT_MASK) as usize;
+        let Some(entry) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if entry.as_ref().is_none_or(|r| r.token != token) {
+            return;
+        }
+        let Some(job) = entry.take() else {
+            return;
+        };
+        self.free.push(slot);
+        let totals = &mut self.totals[job.class];
+        totals.jobs += 1;
+        if let (Some(before), Some(after)) = (job.allocated, allocated) {
+            totals.allocated += u128::from(after.wrapping_sub(before));
+            totals.allocated_jobs += 1;
+        }
+        self.growth
+            .job_finished(job.class, job.start, now, job.closed[0]);
+        self.retained
+            .job_finished(job.class, job.start, now, job.closed[1]);
+    }
+
+    fn running_classes(&self) -> Vec<usize> {
+        self.slots.iter().flatten().map(|r| r.class).collect()
+    }
+
+    /// A memory reading (bytes): closes a growth window.
+    pub fn reading(&mut self, memory: u64, now: u64) {
+        if self.reclaiming || now.saturating_sub(self.growth.start) < MIN_WINDOW_NS {
+            return;
+        }
+        let running = self.running_classes();
+        self.growth.close(memory as f64, now, true, &running);
+    }
+
+    /// A reclaim (GC + purge) starts; `memory` is read just before it.
+    pub fn reclaim_started(&mut self, memory: u64, now: u64) {
+        if !self.reclaiming {
+            let running = self.running_classes();
+            self.growth.close(memory as f64, now, true, &running);
+        }
+        self.reclaiming = true;
+    }
+
+    /// The reclaim is over; `memory` is the floor read just after it. What it gave back counts for no job.
+    pub fn reclaim_finished(&mut self, memory: u64, now: u64) {
+        let running = self.running_classes();
+        self.growth.close(memory as f64, now, false, &running);
+        self.retained.close(memory as f64, now, true, &running);
+        self.reclaiming = false;
+    }
+
+    /// The jobs running now, longest first.
+    pub fn in_flight(&self, now: u64) -> Vec<InFlight> {
+        let mut jobs: Vec<InFlight> = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|r| InFlight {
+                class: self.names[r.class].clone(),
+                jid: r.jid.as_str().to_string(),
+                running_ns: now.saturating_sub(r.start),
+            })
+            .collect();
+        jobs.sort_by(|a, b| b.running_ns.cmp(&a.running_ns).then(a.jid.cmp(&b.jid)));
+        jobs
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            names: self.names.clone(),
+            jobs: self.totals.iter().map(|t| t.jobs).collect(),
+            allocated: self
+                .totals
+                .iter()
+                .map(|t| {
+                    (t.allocated_jobs > 0)
+                        .then(|| (t.allocated / u128::from(t.allocated_jobs)) as i64)
+                })
+                .collect(),
+            growth: self.growth.normal.clone(),
+            retained: self.retained.normal.clone(),
+        }
+    }
+
+    /// Every class with a finished job, ranked (see [`Snapshot::report`]).
+    pub fn report(&self) -> Vec<ClassFigures> {
+        self.snapshot().report()
+    }
+
+    pub fn clear(&mut self) {
+        *self = Attribution::new();
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn unknown_until_more_windows_than_classes() {
+        let mut a = Attribution::new();
+        let t = a.job_started("A", "1", 0, None);
+        a.job_finished(t, 10, None);
+        let rows = a.report();
+        assert_eq!(rows[0].jobs, 1);
+        assert_eq!(rows[0].retained, None);
+        assert_eq!(rows[0].growth, None);
+        assert_eq!(rows[0].allocated, None);
+    }
+
+    #[test]
+    fn allocated_is_the_mean_of_the_counter_deltas() {
+        let mut a = Attribution::new();
+        for (i, bytes) in [100u64, 300, 200].into_iter().enumerate() {
+            let base = 1_000_000 * i as u64;
+            let t = a.job_started("Alloc", "j", 0, Some(base));
+            a.job_finished(t, 5, Some(base + bytes));
+        }
+        let t = a.job_started("Alloc", "j", 0, None);
+        a.job_finished(t, 5, Some(7));
+        let rows = a.report();
+        assert_eq!(rows[0].jobs, 4);
+        assert_eq!(rows[0].allocated, Some(200));
+    }
+
+    #[test]
+    fn in_flight_lists_running_jobs_longest_first() {
+        let mut a = Attribution::new();
+        a.job_started("Slow", "s1", 0, None);
+        let quick = a.job_started("Quick", "q1", 5 * MS, None);
+        a.job_started("Mid", "m1", 2 * MS, None);
+        a.job_finished(quick, 6 * MS, None);
+        let jobs = a.in_flight(10 * MS);
+        assert_eq!(
+            jobs,
+            vec![
+                InFlight {
+                    class: "Slow".into(),
+                    jid: "s1".into(),
+                    running_ns: 10 * MS
+                },
+                InFlight {
+                    class: "Mid".into(),
+                    jid: "m1".into(),
+                    running_ns: 8 * MS
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stale_or_unknown_token_is_ignored_and_long_jids_are_cut() {
+        let mut a = Attribution::new();
+        let first = a.job_started("A", "j1", 0, None);
+        a.job_finished(first, 1, None);
+        let second = a.job_started("B", &"x".repeat(40), 2, None);
+        a.job_finished(first, 3, None); // the same slot, another job now
+        a.job_finished(12345, 3, None);
+        let jobs = a.in_flight(5);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].jid, "x".repeat(32));
+        a.job_finished(second, 6, None);
+        assert!(a.in_flight(7).is_empty());
+        assert_eq!(a.report().iter().map(|r| r.jobs).sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn a_flood_of_class_names_is_bounded() {
+        let mut a = Attribution::new();
+        for i in 0..(MAX_CLASSES + 50) {
+            let t = a.job_started(&format!("Job{i}"), "j", 0, None);
+            a.job_finished(t, 1, None);
+        }
+        let rows = a.report();
+        assert_eq!(rows.len(), MAX_CLASSES + 1);
+        assert!(rows.iter().any(|r| r.class == OTHER && r.jobs == 50));
+    }
+}
