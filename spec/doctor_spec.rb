@@ -202,6 +202,28 @@ RSpec.describe SidekiqRust::Doctor do
     end
   end
 
+  describe "brake" do
+    def brake_settings(**values)
+      config = SidekiqRust::Configuration.new
+      config.max_rss = 1000
+      values.each { |key, value| config.public_send("#{key}=", value) }
+      config.resolve(cgroup: nil)
+    end
+
+    it "says where the brake pauses and resumes, and warns when a booted process is above resume_at" do
+      mb = 1024 * 1024
+      check = SidekiqRust::Doctor::Brake.check(brake_settings, rss: 300 * mb, concurrency: 5)
+      expect(check.status).to eq(:pass)
+      expect(check.saw).to eq("pauses fetching at 900MB (brake_at 0.9), fetches again below 800MB (resume_at 0.8), " \
+                              "or at memory pressure 20%; this process 300MB, concurrency 5")
+      high = SidekiqRust::Doctor::Brake.check(brake_settings, rss: 850 * mb, concurrency: 5)
+      expect(high.status).to eq(:warn)
+      expect(high.todo).to include("Raise max_rss")
+      expect(SidekiqRust::Doctor::Brake.check(brake_settings(brake: false), rss: 1, concurrency: 5).status).to eq(:info)
+      expect(SidekiqRust::Doctor::Brake.check(nil, rss: 1, concurrency: 5).status).to eq(:skip)
+    end
+  end
+
   describe "container" do
     let(:cgroup) do
       { usage: 100 * mb, current: 150 * mb, inactive_file: 50 * mb, limit: 1000 * mb, version: 2, dir: "/c" }

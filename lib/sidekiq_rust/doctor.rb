@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require_relative "doctor/container"
+require_relative "doctor/brake"
 
 module SidekiqRust
   # The checks the blog posts do by hand, each with what it saw and what to do.
@@ -37,6 +38,7 @@ module SidekiqRust
       timeout ||= sidekiq_timeout
       checks = [allocator(env), activerecord_pool(concurrency || sidekiq_concurrency), limits(settings, cgroup),
                 Container.check(settings, cgroup: cgroup, oom: oom, pressure: pressure),
+                Brake.check(settings, rss: Memory.rss, concurrency: concurrency || sidekiq_concurrency),
                 timeouts(settings.is_a?(Settings) ? settings : nil, timeout, timeout_stop_sec)]
       checks << redis_check if redis
       checks << gc_environment(env)

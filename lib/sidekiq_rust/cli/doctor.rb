@@ -20,6 +20,8 @@ module SidekiqRust
           limits     the guard's max_rss / hard_max_rss below the container's memory limit
           container  the memory cgroup: its limit, room for the hard limit under it, whether an OOM kill takes one
                      process or the whole group, OOM kills so far, memory pressure (PSI)
+          brake      where the memory brake pauses and resumes, and whether a booted process is already above
+                     resume_at (the brake would then let go at once)
           timeouts   Sidekiq's -t vs the guard's kill_after and systemd's TimeoutStopSec
           redis      reachable, round-trip time, maxmemory-policy noeviction
           gc env     the RUBY_GC_* / MALLOC_* variables in effect (reported, not judged)
