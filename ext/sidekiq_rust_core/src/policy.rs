@@ -26,9 +26,9 @@
 //! The brake (`Limits::brake`) works below the restart path, while the process serves: at `pause_at` it stops
 //! fetching (`Pause`, the fetch window goes to 0) and lets the running jobs finish; idle, it reclaims; below
 //! `resume_at` it fetches again (`Resume`) with half the jobs that ran when it paused (at least 1), and the window
-//! grows by one for each sample that saw a job finish while memory has room below `pause_at` for one more job of
-//! the size the pause measured ((memory at the pause - memory at the resume) / jobs running at the pause)
-//! (`Widen`), back to the concurrency: a congestion window, so that the jobs that pushed memory up do not all
+//! grows by one for each sample that saw a job finish while memory is below `resume_at`, or has room below
+//! `pause_at` for one more job of the size the last pause with jobs running measured ((memory at the pause -
+//! memory at the resume) / jobs running at the pause) (`Widen`), back to the concurrency: a congestion window, so that the jobs that pushed memory up do not all
 //! start again at once (a process that
 //! replaced a memory restart starts with a window of 1: `slow_start`). Idle after a reclaim
 //! and still above `resume_at`, the pause cannot help (the memory is retained, not in flight): it resumes at full
@@ -613,7 +613,8 @@ impl Policy {
             }
             let finished = done > self.brake.done_seen;
             self.brake.done_seen = done;
-            let room = memory.saturating_add(self.brake.per_job) < brake.pause_at;
+            let room = memory < brake.resume_at
+                || memory.saturating_add(self.brake.per_job) < brake.pause_at;
             if finished && room && !pressured && self.brake.window < brake.concurrency {
                 self.brake.window += 1;
                 return Action::Widen;
@@ -623,8 +624,11 @@ impl Policy {
         self.brake.done_seen = done;
         if memory < brake.resume_at && !pressured {
             let window = (self.brake.busy_at_pause / 2).max(1);
-            self.brake.per_job = self.brake.memory_at_pause.saturating_sub(memory)
-                / u64::from(self.brake.busy_at_pause.max(1));
+            // A pause with no job running (memory the allocator keeps) says nothing of what a job needs.
+            if self.brake.busy_at_pause > 0 {
+                self.brake.per_job = self.brake.memory_at_pause.saturating_sub(memory)
+                    / u64::from(self.brake.busy_at_pause);
+            }
             return self.resume(ResumeCause::Below, window.min(brake.concurrency), now_ms);
         }
         if busy > 0 {

@@ -832,3 +832,23 @@ fn pressure_pauses_below_brake_at_holds_the_resume_and_lets_go_when_idle() {
     p.step(Event::Pressure { hundredths: 3_000 });
     assert_eq!(p.step(sample_done(290 * MB, 900, 3, 7)), Action::Pause);
 }
+
+#[test]
+fn a_pause_with_no_job_running_does_not_shrink_what_a_job_is_thought_to_need() {
+    // jemalloc keeps freed pages: the process passes pause_at idle. The reclaim brings it down; the window grows
+    // again while memory is below resume_at, whatever the estimate.
+    let mut p = Policy::new(braked());
+    assert_eq!(p.step(sample_done(460 * MB, 0, 0, 0)), Action::Pause);
+    assert_eq!(
+        p.step(sample_done(460 * MB, 100, 0, 0)),
+        Action::Reclaim(Reason::Brake)
+    );
+    assert_eq!(
+        p.step(reclaimed(150 * MB, 200)),
+        Action::Resume(ResumeCause::Below)
+    );
+    assert_eq!(p.window(), 1);
+    assert_eq!(p.step(sample_done(300 * MB, 300, 1, 1)), Action::Widen);
+    assert_eq!(p.step(sample_done(390 * MB, 400, 2, 2)), Action::Widen);
+    assert_eq!(p.window(), 3);
+}
