@@ -76,9 +76,14 @@ strategies = [
   Strategy.new(key: "e", label: "(e) sidekiq_rust + brake (glibc)",
                env: { "FLEET_GUARD" => JSON.generate(guard.merge("brake" => true)) }),
   Strategy.new(key: "ej", label: "(e) sidekiq_rust + brake (jemalloc)",
-               env: { "FLEET_GUARD" => JSON.generate(guard.merge("brake" => true)),
-                      "LD_PRELOAD" => SidekiqRust.jemalloc_path })
+               env: { "FLEET_GUARD" => JSON.generate(guard.merge("brake" => true)) })
 ]
+begin
+  strategies.last.env["LD_PRELOAD"] = SidekiqRust.jemalloc_path
+rescue SidekiqRust::Error => e
+  warn "(e) under jemalloc left out: #{e.message}"
+  strategies.pop
+end
 strategies.each { |s| s.env["FLEET_STRATEGY"] = s.key }
 if options[:only]
   strategies.select! { |s| options[:only].any? { |k| k == s.key || (k == "e" && s.key == "ej") } }
