@@ -12,6 +12,9 @@ class FleetProcess < SidekiqProcess
     @pid = Process.spawn(env, *command, out: @log_path, err: [:child, :out])
     wait_for_log(/fleet: strategy/, timeout: 60)
     self
+  rescue StandardError
+    stop # not listed by the supervisor yet: nobody else would
+    raise
   end
 
   def command

@@ -52,6 +52,11 @@ class FleetRun
     @running = false
     threads.each(&:join)
     finish(fleet, capped)
+  rescue StandardError, Interrupt
+    @running = false
+    fleet&.stop
+    fleet&.processes&.each(&:stop)
+    raise
   end
 
   private
