@@ -13,9 +13,11 @@ Gem::Specification.new do |spec|
   spec.license = "MIT"
   spec.required_ruby_version = ">= 3.1"
 
+  # What a source install needs to compile and run, and nothing else (no target/, tmp/, spec/, bench/): the
+  # precompiled platform gem (`rake native:gem`) adds its .so files to this list.
   spec.files = Dir[
-    "lib/**/*.rb", "lib/sidekiq_rust/web/**/*.{erb,yml,css}", "ext/**/*.{rs,rb,toml}", "Cargo.toml", "Cargo.lock",
-    "exe/*",
+    "lib/**/*.rb", "lib/sidekiq_rust/web/**/*.{erb,yml,css}", "lib/generators/**/templates/*",
+    "ext/**/*.{rs,rb,toml}", "Cargo.toml", "Cargo.lock", "exe/*",
     "README.md", "CHANGELOG.md", "LICENSE"
   ]
   spec.bindir = "exe"

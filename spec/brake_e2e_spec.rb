@@ -23,6 +23,7 @@ RSpec.describe "the memory brake in real Sidekiq processes (Sidekiq #{Sidekiq::V
     expect(log).to match(/brake: fetching again with 1 of 3 thread\(s\), below resume_at; paused \d+\.\ds in all/)
     expect(log.index("brake: paused")).to be < log.index("brake: fetching again")
     expect(log).not_to include("restarting:")
+    expect(log).not_to include("sidekiq_rust: error")
     expect(churner).to be_alive
     types = SidekiqRust::History.events(count: 200).map { |e| e[:type] }
     expect(types).to include("pause", "resume")
@@ -59,6 +60,7 @@ RSpec.describe "the memory brake in real Sidekiq processes (Sidekiq #{Sidekiq::V
                                       d: done_count, x: Sidekiq::DeadSet.new.size, l: lost, m: fleet.min_serving)
       expect(lost).to eq(0)
       expect(fleet.killed).to be_empty
+      expect(fleet.logs).not_to include("sidekiq_rust: error")
       @e2e_supervisors.delete(fleet)
       @e2e_processes.each(&:stop)
       [brake, { restarts: restarts, done: done_count }]

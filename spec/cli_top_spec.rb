@@ -126,7 +126,7 @@ RSpec.describe SidekiqRust::CLI::Top do
         concurrency: 10, rss: (100 + i) * 1024 * 1024, quiet: i == 7, restart_slot: i == 7, pss: nil, uss: nil,
         memory_source: "heartbeat" }
     end.sort_by { |r| -r[:rss] }
-    text = top.frame(rows, 50, now: Time.at(0))
+    text = top.frame(rows, 50, now: Time.at(0), cgroup: nil)
     lines = text.lines
     expect(lines.size).to eq(1 + 1 + 50 + 1)
     expect(lines.first).to include("200 process(es), busy 199/2000", "RSS 39900MB", "1 quiet", "1 holding a restart slot")
@@ -134,5 +134,16 @@ RSpec.describe SidekiqRust::CLI::Top do
     expect(lines.last).to eq("(150 more not shown: --limit 200)")
     expect(top.report(rows, 50)).to include(not_shown: 150)
     expect(top.frame([], 50)).to include("(no Sidekiq process is alive)")
+  end
+
+  it "shows the memory cgroup it runs in: limit, working set, OOM kills and pressure" do
+    cgroup = { dir: "/sys/fs/cgroup/kubepods/pod1/worker", version: 2, limit: 512 * 1_048_576,
+               usage: 200 * 1_048_576, current: 300 * 1_048_576, oom_kills: 2, group_kill: true,
+               pressure_some_avg10: 12.5, pressure_full_avg10: 8.0 }
+    line = top.frame([], 50, now: Time.at(0), cgroup: cgroup).lines[1]
+    expect(line).to eq("memory cgroup v2 /sys/fs/cgroup/kubepods/pod1/worker: limit 512MB, working set 200MB, " \
+                       "OOM kills 2, pressure some 12.50% full 8.00% (avg10)\n")
+    # This machine's own, as `top --json` prints it (nil outside a memory cgroup).
+    expect(top.report([], 50)[:cgroup]).to be_nil.or(include(:limit, :usage, :oom_kills, :pressure_some_avg10))
   end
 end

@@ -121,6 +121,21 @@ RSpec.describe SidekiqRust::Configuration do
       expect_rejected(:quarantine_after, 1.5, "an Integer >= 0 (0: off)")
     end
 
+    it "validates the brake: on by default, brake_at and resume_at shares of max_rss, resume below brake" do
+      s = resolve
+      expect([s.brake, s.brake_at, s.resume_at]).to eq([true, 0.9, 0.8])
+      expect([s.brake_bytes, s.resume_bytes]).to eq([450 * mb, 400 * mb])
+      expect(resolve(brake: "false", brake_at: "0.95", resume_at: 0.6).to_h).to include(brake: false, brake_at: 0.95,
+                                                                                          resume_at: 0.6)
+      expect_rejected(:brake, "sometimes", "true or false")
+      expect_rejected(:brake_at, 1.2, "a share of max_rss above 0.5 and at most 1.0, like 0.9")
+      expect_rejected(:brake_at, "90%", "a share of max_rss above 0.5 and at most 1.0, like 0.9")
+      expect_rejected(:resume_at, 0.2, "a share of max_rss above 0.3 and below brake_at (0.9), like 0.8")
+      expect_rejected(:resume_at, 0.9, "a share of max_rss below brake_at (0.9), like 0.8")
+      expect([s.brake_pressure, resolve(brake_pressure: nil).brake_pressure]).to eq([20.0, nil])
+      expect_rejected(:brake_pressure, 0, "a percentage of memory pressure above 0 and at most 100")
+    end
+
     it "validates on_restart and logger" do
       callback = ->(event) { event }
       expect(resolve(on_restart: callback).on_restart).to be(callback)

@@ -202,6 +202,51 @@ RSpec.describe SidekiqRust::Doctor do
     end
   end
 
+  describe "container" do
+    let(:cgroup) do
+      { usage: 100 * mb, current: 150 * mb, inactive_file: 50 * mb, limit: 1000 * mb, version: 2, dir: "/c" }
+    end
+    let(:oom) { { oom_kills: 0, limit_hits: 0, group_kill: true, kill_disabled: false, version: 2, dir: "/c" } }
+    let(:calm) { { some_avg10: 0.5, full_avg10: 0.0, source: "/c/memory.pressure" } }
+
+    def container(settings, cgroup: self.cgroup, oom: self.oom, pressure: calm)
+      described_class::Container.check(settings, cgroup: cgroup, oom: oom, pressure: pressure)
+    end
+
+    it "passes limits under the cgroup's with room for the hard limit, and says whether an OOM kill takes the group" do
+      check = container(settings(max_rss: 800, hard_max_rss: 900))
+      expect(check.status).to eq(:pass)
+      expect(check.saw).to include("limit 1000MB", "working set 100MB (charged 150MB)",
+                                   "an OOM kill takes every process of the group (memory.oom.group)",
+                                   "0 OOM kill(s) so far", "pressure some avg10 0.50%", "max_rss 800MB, hard 900MB")
+      expect(container(settings(max_rss: 800, hard_max_rss: 900), oom: oom.merge(group_kill: false)).saw)
+        .to include("an OOM kill takes one process")
+    end
+
+    it "fails limits at or over the cgroup's, warns without a hard limit or with too little room under it" do
+      expect(container(settings(max_rss: 800, hard_max_rss: 1000)).status).to eq(:fail)
+      no_hard = container(settings(max_rss: 800))
+      expect(no_hard.status).to eq(:warn)
+      expect(no_hard.todo).to include('set hard_max_rss "90%"')
+      tight = container(settings(max_rss: 800, hard_max_rss: 990))
+      expect(tight.status).to eq(:warn)
+      expect(tight.todo).to include("leaves 10MB below the cgroup's limit")
+    end
+
+    it "warns about OOM kills so far, pressure and a disabled OOM killer" do
+      check = container(settings(max_rss: 800, hard_max_rss: 900), oom: oom.merge(oom_kills: 2, kill_disabled: true),
+                                                                   pressure: calm.merge(some_avg10: 25.0))
+      expect(check.status).to eq(:warn)
+      expect(check.todo).to include("OOM-killed 2 process(es)", "memory pressure: tasks stalled on memory 25.0%",
+                                    "oom_kill_disable is 1")
+    end
+
+    it "skips outside a memory cgroup and reports a cgroup without a limit" do
+      expect(container(settings, cgroup: nil).status).to eq(:skip)
+      expect(container(settings, cgroup: cgroup.merge(limit: nil)).status).to eq(:info)
+    end
+  end
+
   describe "gc env" do
     it "reports the variables in effect without judging them" do
       check = described_class.gc_environment("RUBY_GC_HEAP_GROWTH_FACTOR" => "1.1", "HOME" => "/root")

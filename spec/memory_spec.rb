@@ -180,11 +180,12 @@ RSpec.describe SidekiqRust::Memory do
     end
 
     it "reads cgroup v2 usage and limit" do
-      expect(cgroup_of("v2_limited")).to eq(usage: 268_435_456, limit: 1_073_741_824, version: 2)
+      expect(cgroup_of("v2_limited")).to include(usage: 268_435_456, limit: 1_073_741_824, version: 2,
+                                               current: 268_435_456, inactive_file: 0)
     end
 
     it "reads 'max' as no limit" do
-      expect(cgroup_of("v2_unlimited")).to eq(usage: 104_857_600, limit: nil, version: 2)
+      expect(cgroup_of("v2_unlimited")).to include(usage: 104_857_600, limit: nil, version: 2)
     end
 
     it "applies a limit set on an ancestor cgroup" do
@@ -192,12 +193,22 @@ RSpec.describe SidekiqRust::Memory do
     end
 
     it "falls back to the mount root inside a container" do
-      expect(cgroup_of("v2_namespaced")).to eq(usage: 52_428_800, limit: 209_715_200, version: 2)
+      expect(cgroup_of("v2_namespaced")).to include(usage: 52_428_800, limit: 209_715_200, version: 2)
     end
 
     it "reads cgroup v1, where a huge limit means none" do
-      expect(cgroup_of("v1_limited")).to eq(usage: 314_572_800, limit: 2_147_483_648, version: 1)
-      expect(cgroup_of("v1_unlimited")).to eq(usage: 734_003_200, limit: nil, version: 1)
+      expect(cgroup_of("v1_limited")).to include(usage: 314_572_800, limit: 2_147_483_648, version: 1)
+      expect(cgroup_of("v1_unlimited")).to include(usage: 734_003_200, limit: nil, version: 1)
+    end
+
+    it "compares the working set: the charge less the inactive file cache, which the kernel reclaims first" do
+      expect(cgroup_of("v2_kubepods")).to include(usage: 200 * 1_048_576, current: 300 * 1_048_576,
+                                                  inactive_file: 100 * 1_048_576, limit: 536_870_912)
+    end
+
+    it "takes a v1 ancestor's limit (hierarchical_memory_limit) in the hybrid layout" do
+      expect(cgroup_of("v1_nested")).to include(usage: 157_286_400, limit: 268_435_456, version: 1,
+                                                dir: end_with("memory/process_api/abc/sidekiq"))
     end
 
     it "is nil outside a memory cgroup and where /proc/self/cgroup is missing" do
@@ -212,6 +223,53 @@ RSpec.describe SidekiqRust::Memory do
     it "reads this machine's cgroup (or nil)" do
       value = described_class.cgroup
       expect(value).to be_nil.or(include(:usage, :limit, :version))
+    end
+  end
+
+  describe ".cgroup_oom" do
+    let(:fixtures) { File.expand_path("fixtures/cgroup", __dir__) }
+
+    def oom_of(name)
+      dir = File.join(fixtures, name)
+      described_class.cgroup_oom(root: File.join(dir, "sys_fs_cgroup"), proc_cgroup: File.join(dir, "proc_self_cgroup"))
+    end
+
+    it "reads v2 memory.events and memory.oom.group, v1 memory.oom_control and memory.failcnt" do
+      expect(oom_of("v2_kubepods")).to include(oom_kills: 2, limit_hits: 40, group_kill: true, version: 2)
+      expect(oom_of("v1_nested")).to include(oom_kills: 3, limit_hits: 17, group_kill: false, kill_disabled: false,
+                                             version: 1)
+      expect(oom_of("v2_limited")).to include(oom_kills: nil, group_kill: false)
+      expect(oom_of("none")).to be_nil
+    end
+  end
+
+  describe ".pressure" do
+    let(:fixtures) { File.expand_path("fixtures/cgroup", __dir__) }
+
+    it "reads the cgroup's own memory.pressure on v2" do
+      dir = File.join(fixtures, "v2_kubepods")
+      pressure = described_class.pressure(root: File.join(dir, "sys_fs_cgroup"),
+                                          proc_cgroup: File.join(dir, "proc_self_cgroup"), system: "/nonexistent")
+      expect(pressure).to include(some_avg10: 12.5, some_avg60: 3.25, some_avg300: 0.75, some_total_us: 987_654,
+                                  full_avg10: 8.0, source: end_with("worker/memory.pressure"))
+    end
+
+    it "reads the system's file on v1, and is nil without PSI" do
+      dir = File.join(fixtures, "v1_nested")
+      args = { root: File.join(dir, "sys_fs_cgroup"), proc_cgroup: File.join(dir, "proc_self_cgroup") }
+      system = File.join(fixtures, "v2_kubepods/sys_fs_cgroup/kubepods/pod1/worker/memory.pressure")
+      expect(described_class.pressure(**args, system: system)).to include(some_avg10: 12.5, source: system)
+      expect(described_class.pressure(**args, system: "/nonexistent/pressure")).to be_nil
+    end
+
+    it "raises a SidekiqRust::Error naming a file that is not PSI" do
+      garbage = File.join(fixtures, "v2_garbage/sys_fs_cgroup/app/memory.current")
+      expect { described_class.pressure(proc_cgroup: "/nonexistent", system: garbage) }
+        .to raise_error(SidekiqRust::Error, /memory.current is not a PSI file/)
+    end
+
+    it "reads this machine's pressure (or nil)" do
+      expect(described_class.pressure).to be_nil.or(include(:some_avg10, :full_avg10, :source))
     end
   end
 end

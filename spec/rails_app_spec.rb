@@ -94,6 +94,61 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
     expect(redis_call("LLEN", "queue:default")).to eq(0)
   end
 
+  it "`bin/rails generate sidekiq_rust:install` writes the initializer with every key, says what to do next, and " \
+     "refuses to overwrite it without --force" do
+    # Only Rails' generator lookup loads the generator: requiring the gem loads no Rails.
+    expect(ruby_output("print defined?(Rails).inspect, defined?(SidekiqRust::Generators).inspect")).to eq("nilnil")
+    initializer = File.join(@app, "config/initializers/sidekiq_rust.rb")
+    FileUtils.rm(initializer)
+    out, status = in_app({}, RbConfig.ruby, "bin/rails", "generate", "sidekiq_rust:install")
+    expect(status.exitstatus).to eq(0), out
+    expect(out).to match(%r{create\s+config/initializers/sidekiq_rust\.rb})
+    expect(out).to include('require "sidekiq_rust/web"', "authenticate", "mount SidekiqRust::Metrics::App",
+                           "bundle exec sidekiq_rust exec -- sidekiq")
+    text = File.read(initializer)
+    # Every key of the Configuration: max_rss set from the environment, the others commented with their default.
+    commented = text.scan(/^  # c\.(\w+) = (.+)$/).to_h
+    keys = SidekiqRust::Configuration.public_instance_methods(false).grep(/\A\w+=\z/).map { |m| m.to_s.chomp("=") }
+    expect(commented.keys + ["max_rss"]).to match_array(keys)
+    defaults = SidekiqRust::Configuration.new
+    commented.each { |key, value| expect(value).to eq(defaults.public_send(key).inspect), key }
+    expect(text).to include('c.max_rss = ENV.fetch("SIDEKIQ_MAX_RSS")')
+
+    # It boots the app with no Redis to reach: `rails runner`, and a rake task that loads the environment (as
+    # `assets:precompile` does), in production.
+    no_redis = { "REDIS_URL" => "redis://127.0.0.1:1/0", "RAILS_ENV" => "production" }
+    fallback = SidekiqRust::Memory.cgroup&.fetch(:limit, nil) ? "80%" : "1GB"
+    out, status = in_app(no_redis, RbConfig.ruby, "bin/rails", "runner", "print SidekiqRust.configuration.max_rss")
+    expect(status.exitstatus).to eq(0), out
+    expect(out).to end_with(fallback)
+    out, status = in_app(no_redis, RbConfig.ruby, "bin/rails", "middleware")
+    expect(status.exitstatus).to eq(0), out
+    out, status = in_app(no_redis.merge("SIDEKIQ_MAX_RSS" => "300 megs"), RbConfig.ruby, "bin/rails", "runner", "1")
+    expect(status.exitstatus).not_to eq(0)
+    expect(out).to include('max_rss is "300 megs"')
+
+    # An existing initializer stays as it is without --force, and is rewritten with it.
+    File.write(initializer, "#{text}# edited by the app\n")
+    out, status = in_app({}, RbConfig.ruby, "bin/rails", "generate", "sidekiq_rust:install")
+    expect(status.exitstatus).to eq(1), out
+    expect(out).to include("config/initializers/sidekiq_rust.rb already exists", "--force")
+    expect(File.read(initializer)).to end_with("# edited by the app\n")
+    out, status = in_app({}, RbConfig.ruby, "bin/rails", "generate", "sidekiq_rust:install", "--force")
+    expect(status.exitstatus).to eq(0), out
+    expect(File.read(initializer)).to eq(text)
+
+    # Sidekiq at the app's root starts the guard it configures.
+    pid, log = start_sidekiq("SIDEKIQ_MAX_RSS" => "900MB")
+    begin
+      Timeout.timeout(60) { sleep 0.2 until File.exist?(log) && File.read(log).include?("guard started") }
+    rescue Timeout::Error
+      raise "sidekiq did not start the guard within 60s:\n#{File.read(log)}"
+    ensure
+      Terminate.child(pid)
+    end
+    expect(File.read(log)).to match(/guard started .*limit=900MB hard_limit=none/)
+  end
+
   it "doctor at the app's root loads the app and reads config/sidekiq.yml" do
     out, status = in_app({ "SIDEKIQ_MAX_RSS" => "1GB" }, RbConfig.ruby, EXE, "doctor", "--no-redis", "--json")
     expect(status.exitstatus).to eq(0), out

@@ -27,4 +27,19 @@ RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})
     expect(pages[2].body).not_to include("memory?page=4")
     expect(pages[0].body.scan("<svg class=\"sr-chart\"").size).to eq(10)
   end
+
+  it "shades the spans the memory brake held fetching, and lists them in the timeline" do
+    now = Time.now.to_f
+    history = SidekiqRust::History.new(settings, identity: "braked:1")
+    history.record(150 * 1_048_576, :serving, brake: { paused: false, seconds: 12.5 }, now: now - 60)
+    history.event(:pause, memory: 190 * 1_048_576, busy: 3, now: now - 40)
+    history.event(:resume, memory: 120 * 1_048_576, window: 1, retained: false, now: now - 28)
+    history.event(:pause, memory: 185 * 1_048_576, busy: 2, now: now - 5)
+    body = Rack::MockRequest.new(WebServer.app).get("/sidekiq/memory").body
+    bands = body.scan(%r{<rect class="sr-paused"[^>]*><title>brake: fetching paused ([\d.]+)s from })
+    expect(bands.size).to eq(2) # the second one still paused: to the chart's end
+    expect(bands.first.first.to_f).to be_within(0.01).of(12.0)
+    expect(body).to include("brake: fetching again with 1 thread(s) at 120MB")
+    expect(body).to include("brake: fetching paused at 190MB, 3 job(s) running")
+  end
 end

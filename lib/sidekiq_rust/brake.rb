@@ -10,11 +10,13 @@ module SidekiqRust
   #
   # It also says what the brake does: a pause and a resume are logged once each, go to the history (the Memory
   # tab's paused spans, the metrics), and mark this process in Redis as paused, so that a process that pauses
-  # while every other one is paused too says so, loudly, once.
+  # while every other one is paused too says so, loudly (once a minute at most).
   class Brake
     # Seconds a thread left out waits for the window before it gets no job.
     WAIT = 1.0
     PAUSED_PREFIX = "sidekiq_rust:paused:"
+    # A fleet paused all at once is said at most this often (seconds) by each process.
+    FLEET_PAUSED_EVERY = 60
 
     def initialize(native, settings:, log:, history:, adapter:, tag:, concurrency:)
       @native = native
@@ -24,6 +26,7 @@ module SidekiqRust
       @adapter = adapter
       @tag = tag
       @concurrency = concurrency
+      @fleet_paused_said = nil
       @holders = {}
       @lock = Mutex.new
       @changed = ConditionVariable.new
@@ -93,12 +96,15 @@ module SidekiqRust
 
     def paused(memory)
       mark(true)
-      @log.warn("brake: paused fetching (at #{Units.mb(memory)}, brake_at #{Units.mb(@settings.brake_bytes)}); " \
+      @log.warn("brake: paused fetching (at #{Units.mb(memory)}, brake_at #{Units.mb(@settings.brake_bytes)}" \
+                "#{pressure_text}); " \
                 "#{@native.busy} running job(s) finish, then reclaim; fetching again below resume_at " \
                 "#{Units.mb(@settings.resume_bytes)}", memory: memory)
       @history.event(:pause, memory: memory, busy: @native.busy)
+      return if @fleet_paused_said && Clock.now - @fleet_paused_said < FLEET_PAUSED_EVERY
       return unless fleet_paused?
 
+      @fleet_paused_said = Clock.now
       @log.error("brake: every live process of the fleet is paused by its memory brake: queued work waits until " \
                  "their running jobs finish and memory comes back under resume_at. Each is over its brake_at: " \
                  "the jobs running at once need more memory than the processes have (lower concurrency, raise " \
@@ -112,6 +118,12 @@ module SidekiqRust
       @log.info("brake: fetching again with #{@native.window} of #{@concurrency} " \
                 "thread(s), #{how}; paused #{format('%.1f', @native.paused_seconds)}s in all", memory: memory)
       @history.event(:resume, memory: memory, window: @native.window, retained: action == :resume_retained)
+    end
+
+    def pressure_text
+      return "" unless @native.pressured?
+
+      format("; memory pressure %.1f%% >= brake_pressure %g%%", @native.pressure, @settings.brake_pressure)
     end
 
     # Whether no other live process fetches: each is quiet, stopping or paused by its brake.

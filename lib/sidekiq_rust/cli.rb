@@ -5,6 +5,8 @@ require_relative "cli/command"
 require_relative "cli/exec"
 require_relative "cli/doctor"
 require_relative "cli/systemd"
+require_relative "cli/kubernetes_manifest"
+require_relative "cli/kubernetes"
 require_relative "cli/top"
 require_relative "cli/metrics"
 require_relative "cli/report"
@@ -26,6 +28,7 @@ module SidekiqRust
     COMMANDS = {
       "doctor" => Doctor,
       "exec" => Exec,
+      "kubernetes" => Kubernetes,
       "metrics" => Metrics,
       "report" => Report,
       "systemd" => Systemd,

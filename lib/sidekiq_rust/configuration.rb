@@ -65,6 +65,9 @@ module SidekiqRust
     attr_accessor :brake
     attr_accessor :brake_at
     attr_accessor :resume_at
+    # Memory pressure (PSI "some" avg10, percent) at which the brake pauses too, whatever the memory figure; nil:
+    # pressure is not looked at.
+    attr_accessor :brake_pressure
 
     def initialize
       @max_rss = nil
@@ -88,6 +91,7 @@ module SidekiqRust
       @brake = true
       @brake_at = 0.9
       @resume_at = 0.8
+      @brake_pressure = 20
     end
 
     # Checks the form of every value, without looking at the environment; returns self.
@@ -137,6 +141,7 @@ module SidekiqRust
         loop_window: seconds(:loop_window, loop_window, allow_zero: true),
         quarantine_after: integer(:quarantine_after, quarantine_after, minimum: 0),
         brake: boolean(:brake, brake),
+        brake_pressure: brake_pressure.nil? ? nil : percentage(:brake_pressure, brake_pressure),
         **brake_shares
       }
     end
@@ -148,6 +153,13 @@ module SidekiqRust
       fail_key(:resume_at, resume_at, "a share of max_rss below brake_at (#{at}), like #{(at - 0.1).round(2)}") if
         resume >= at
       { brake_at: at, resume_at: resume }
+    end
+
+    def percentage(key, value)
+      n = number(value)
+      form = "a percentage of memory pressure above 0 and at most 100 (PSI some avg10), or nil (not looked at)"
+      fail_key(key, value, form) unless n && n.finite? && n.positive? && n <= 100
+      n.to_f
     end
 
     def share(key, value, form, above)
@@ -262,7 +274,8 @@ module SidekiqRust
   Settings = Struct.new(
     :max_rss, :hard_max_rss, :metric, :grace_time, :check_interval, :reclaim, :reclaim_cooldown, :shutdown_wait,
     :kill_after, :max_concurrent_restarts, :require_other_process, :dry_run, :on_restart, :logger, :doctor_on_boot,
-    :measure_interval, :loop_window, :quarantine_after, :brake, :brake_at, :resume_at, keyword_init: true
+    :measure_interval, :loop_window, :quarantine_after, :brake, :brake_at, :resume_at, :brake_pressure,
+    keyword_init: true
   ) do
     # The brake's thresholds in bytes.
     def brake_bytes

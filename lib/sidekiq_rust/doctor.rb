@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require_relative "doctor/container"
+
 module SidekiqRust
   # The checks the blog posts do by hand, each with what it saw and what to do.
   #
@@ -29,11 +31,12 @@ module SidekiqRust
     #   timeout:           Sidekiq's shutdown timeout, -t (default: Sidekiq's own setting)
     #   timeout_stop_sec:  the systemd unit's TimeoutStopSec, when there is one
     #   redis:             false to leave Redis out (e.g. at boot, when Sidekiq checks it itself)
-    #   cgroup:            the memory cgroup ({usage:, limit:}), for tests
+    #   cgroup, oom, pressure: Memory.cgroup, Memory.cgroup_oom and Memory.pressure, for tests
     def run(settings: configured_settings, concurrency: nil, timeout: nil, timeout_stop_sec: nil, redis: true,
-            cgroup: Memory.cgroup, env: ENV)
+            cgroup: Memory.cgroup, oom: Memory.cgroup_oom, pressure: Memory.pressure, env: ENV)
       timeout ||= sidekiq_timeout
       checks = [allocator(env), activerecord_pool(concurrency || sidekiq_concurrency), limits(settings, cgroup),
+                Container.check(settings, cgroup: cgroup, oom: oom, pressure: pressure),
                 timeouts(settings.is_a?(Settings) ? settings : nil, timeout, timeout_stop_sec)]
       checks << redis_check if redis
       checks << gc_environment(env)

@@ -77,8 +77,9 @@ module SidekiqRust
       @log.warn("quarantined job ended: #{job['wrapped'] || job['class']} (jid #{job['jid']}): #{error.message}")
     end
 
-    # One reading by the monitor; returns the memory figure.
+    # One reading by the monitor (and the memory pressure, for the brake); returns the memory figure.
     def check
+      @native.pressure = pressure if @brake && @settings.brake_pressure
       action, memory = @native.sample(false)
       @executor.dispatch(action) if action
       @brake&.refresh
@@ -194,6 +195,13 @@ module SidekiqRust
 
     private
 
+    # PSI "some" avg10 of this process's cgroup (v2) or the machine; nil where the kernel has none.
+    def pressure
+      Memory.pressure&.fetch(:some_avg10)
+    rescue Error
+      nil
+    end
+
     # The brake needs the job threads' count (Sidekiq's concurrency) to size its window.
     def brake?
       @settings.brake && @concurrency.to_i.positive?
@@ -213,7 +221,8 @@ module SidekiqRust
       # A process that replaced a memory restart starts with one job thread fetching: its predecessor's jobs,
       # requeued, would otherwise all start again at once.
       options.merge(brake_at: @settings.brake_bytes, resume_at: @settings.resume_bytes,
-                    concurrency: @concurrency.to_i, slow_start: @replaced_restart)
+                    concurrency: @concurrency.to_i, slow_start: @replaced_restart,
+                    brake_pressure: @settings.brake_pressure)
     end
   end
 end

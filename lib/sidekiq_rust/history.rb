@@ -10,8 +10,9 @@ module SidekiqRust
   #   hour (ceil(3600 / check_interval) + 1 entries, at most MAX_READINGS); one write per check_interval at most.
   # - `sidekiq_rust:process:IDENTITY`: a hash: hostname, pid, started_at, at (the last reading's time), memory,
   #   metric, soft, hard, allocator, phase, interval, brake ("paused", "fetching" or "" without the brake),
-  #   brake_seconds (paused so far), and the counters reclaimed_bytes, restarts:REASON,
-  #   denials:REASON, quarantined (jobs sent to the dead set).
+  #   brake_seconds (paused so far), the memory cgroup's pressure_some_avg10, pressure_full_avg10 (PSI, percent),
+  #   oom_kills (its counter), cgroup (its directory) and the in_flight jobs (JSON), and the counters
+  #   reclaimed_bytes, restarts:REASON, denials:REASON, quarantined (jobs sent to the dead set).
   # - `sidekiq_rust:processes`: a sorted set of identities scored by their last reading (members older than TTL are
   #   dropped at each write), so that readers find the processes without a SCAN.
   # - `sidekiq_rust:events`: a stream of reclaim, restart and denial events, capped at about EVENTS_MAX entries.
@@ -38,7 +39,9 @@ module SidekiqRust
 
     attr_reader :identity
 
-    def initialize(settings, identity:, adapter: SidekiqAdapter)
+    # `in_flight` answers the jobs running now ([{class:, jid:, running_s:}]), recorded with each reading so that
+    # an OOM kill can be reported with them (CgroupWatch).
+    def initialize(settings, identity:, adapter: SidekiqAdapter, in_flight: -> { SidekiqRust.guard&.in_flight })
       @settings = settings
       @identity = identity
       @adapter = adapter
@@ -48,6 +51,7 @@ module SidekiqRust
       @started_at = Time.now.to_f
       @last_write = nil
       @logged_failure = false
+      @cgroup = CgroupWatch.new(self, logger: @logger, adapter: adapter, in_flight: in_flight, interval: @interval)
     end
 
     # One reading (bytes), the guard's phase and its brake ({paused:, seconds:} or nil without one), written at
@@ -61,12 +65,13 @@ module SidekiqRust
         pipe.call("RPUSH", readings, "#{now.round(3)} #{memory.to_i}")
         pipe.call("LTRIM", readings, -@keep, -1)
         pipe.call("EXPIRE", readings, TTL)
-        pipe.call("HSET", process_key, *process_fields(now, memory, phase, brake))
+        pipe.call("HSET", process_key, *process_fields(now, memory, phase, brake), *@cgroup.fields.flatten)
         pipe.call("EXPIRE", process_key, TTL)
         pipe.call("ZADD", INDEX, now.round(3), @identity)
         pipe.call("ZREMRANGEBYSCORE", INDEX, "-inf", (now - TTL).round(3))
         pipe.call("EXPIRE", INDEX, TTL)
       end
+      @cgroup.check(now)
     end
 
     # A guard event: :reclaim (released:, memory:), :restart (the on_restart Hash), :denial (denial: the
@@ -142,7 +147,9 @@ module SidekiqRust
       # The processes, most recently seen first, `offset`/`limit` for paging: Hashes with symbol keys :identity,
       # :hostname, :pid, :started_at, :at, :memory, :metric, :soft, :hard, :allocator, :phase, :interval,
       # :reclaimed_bytes, :restarts ({reason => n}), :denials ({reason => n}), :quarantined (jobs sent to the dead
-      # set), :brake (:paused, :fetching or nil without the brake), :brake_seconds, :gone (true when no reading came for
+      # set), :brake (:paused, :fetching or nil without the brake), :brake_seconds, :pressure_some_avg10,
+      # :pressure_full_avg10 (Float, nil: no PSI), :oom_kills (the cgroup's counter, nil: none), :cgroup,
+      # :in_flight ([{"class", "jid", "running_s"}]), :gone (true when no reading came for
       # GONE_INTERVALS check intervals). Processes whose hash expired are left out.
       def processes(limit: 50, offset: 0, now: Time.now.to_f, adapter: SidekiqAdapter)
         identities = adapter.redis { |conn| conn.call("ZREVRANGE", INDEX, offset, offset + limit - 1) }
@@ -190,6 +197,10 @@ module SidekiqRust
           restarts: counters(hash, "restarts:"), denials: counters(hash, "denials:"),
           quarantined: hash["quarantined"].to_i, brake: brake_field(hash["brake"]),
           brake_seconds: hash["brake_seconds"].to_f,
+          pressure_some_avg10: float_or_nil(hash["pressure_some_avg10"]),
+          pressure_full_avg10: float_or_nil(hash["pressure_full_avg10"]),
+          oom_kills: integer_or_nil(hash["oom_kills"]), cgroup: hash["cgroup"].to_s,
+          in_flight: Array(parse_json(hash["in_flight"])),
           gone: now - at > [GONE_INTERVALS * interval, GONE_MIN].max
         }
       end
@@ -210,6 +221,10 @@ module SidekiqRust
         value.nil? || value.empty? ? nil : value.to_i
       end
 
+      def float_or_nil(value)
+        value.nil? || value.empty? ? nil : value.to_f
+      end
+
       def parse_json(text)
         text ? JSON.parse(text) : {}
       rescue JSON::ParserError
@@ -218,3 +233,5 @@ module SidekiqRust
     end
   end
 end
+
+require_relative "cgroup_watch"

@@ -5,9 +5,14 @@ module SidekiqRust
   #
   #   SidekiqRust::Memory.rss            # => 123_456_512, this process, one pread of /proc/self/statm
   #   SidekiqRust::Memory.pss(1234)      # proportional set size of process 1234
-  #   SidekiqRust::Memory.cgroup         # => {usage: ..., limit: ... or nil, version: 2} or nil
+  #   SidekiqRust::Memory.cgroup         # => {usage: ..., limit: ... or nil, version: 2, ...} or nil
+  #   SidekiqRust::Memory.cgroup_oom     # => {oom_kills: 0, limit_hits: 0, group_kill: false, ...} or nil
+  #   SidekiqRust::Memory.pressure       # => {some_avg10: 0.0, ..., source: "/proc/pressure/memory"} or nil
   module Memory
     PID_MAX = (2**31) - 1
+    CGROUP_ROOT = "/sys/fs/cgroup"
+    PROC_CGROUP = "/proc/self/cgroup"
+    PROC_PRESSURE = "/proc/pressure/memory"
 
     module_function
 
@@ -42,14 +47,54 @@ module SidekiqRust
       Native.peak_rss(pid.nil? ? nil : check_pid(pid))
     end
 
-    # The memory cgroup of this process: {usage:, limit:, version:}, with `limit: nil` when unlimited;
-    # nil when the process is in no memory cgroup. `root` and `proc_cgroup` exist for tests and unusual mounts.
-    def cgroup(root: "/sys/fs/cgroup", proc_cgroup: "/proc/self/cgroup")
-      usage, limit, version = Native.cgroup(root.to_s, proc_cgroup.to_s)
+    # The memory cgroup of this process, nil when it is in none (or the v2 hierarchy has no memory controller):
+    #   usage:         the working set, what `metric = :cgroup` compares with the limits: the charged memory
+    #                  minus the inactive file cache, which the kernel reclaims before its OOM killer acts (kubelet's
+    #                  container_memory_working_set_bytes)
+    #   current:       what the cgroup is charged (v2 memory.current, v1 memory.usage_in_bytes), page cache included
+    #   inactive_file: the part of `current` the kernel reclaims first
+    #   limit:         the effective limit (the smallest on the way up, v1 hierarchical_memory_limit), nil: none
+    #   version:       1 or 2;  dir: the cgroup's directory
+    # `root` and `proc_cgroup` exist for tests and unusual mounts.
+    def cgroup(root: CGROUP_ROOT, proc_cgroup: PROC_CGROUP)
+      usage, limit, version, current, inactive_file, dir = Native.cgroup(root.to_s, proc_cgroup.to_s)
       return nil if usage.nil?
 
-      { usage: usage, limit: limit, version: version }
+      { usage: usage, limit: limit, version: version, current: current, inactive_file: inactive_file, dir: dir }
     end
+
+    # The OOM counters of this process's memory cgroup, nil when it is in none:
+    #   oom_kills:     processes the kernel's OOM killer killed in the cgroup (nil: the kernel does not count them)
+    #   limit_hits:    times the usage reached the limit (v1 memory.failcnt, v2 `max` of memory.events)
+    #   group_kill:    true when an OOM kill takes every process of the cgroup (v2 memory.oom.group, which
+    #                  Kubernetes 1.28+ sets); v1 kills one process
+    #   kill_disabled: v1 oom_kill_disable: no OOM kill, the processes hang at the limit instead
+    #   version:, dir:
+    def cgroup_oom(root: CGROUP_ROOT, proc_cgroup: PROC_CGROUP)
+      kills, hits, group, disabled, version, dir = Native.cgroup_oom(root.to_s, proc_cgroup.to_s)
+      return nil if version.nil?
+
+      { oom_kills: kills, limit_hits: hits, group_kill: group, kill_disabled: disabled, version: version, dir: dir }
+    end
+
+    # Memory pressure (PSI), nil where the kernel has none: the share of wall time, in percent, in which at least
+    # one task (`some_*`) or every task (`full_*`) of the cgroup stalled waiting for memory, over the last 10, 60
+    # and 300 s, and the stall time in microseconds (`*_total_us`). From the cgroup's memory.pressure on v2, else
+    # the system's /proc/pressure/memory (`source:` says which). One small read (microseconds): cheap enough for
+    # every check of the guard.
+    #   SidekiqRust::Memory.pressure # => {some_avg10: 0.0, some_avg60: 0.0, ..., full_avg10: 0.0, ..., source: "..."}
+    def pressure(root: CGROUP_ROOT, proc_cgroup: PROC_CGROUP, system: PROC_PRESSURE)
+      source, some, full = Native.pressure(root.to_s, proc_cgroup.to_s, system.to_s)
+      return nil if source.nil?
+
+      stalls("some", some).merge(stalls("full", full)).merge(source: source)
+    end
+
+    def stalls(kind, values)
+      avg10, avg60, avg300, total = values
+      { "#{kind}_avg10": avg10, "#{kind}_avg60": avg60, "#{kind}_avg300": avg300, "#{kind}_total_us": total }
+    end
+    private_class_method :stalls
 
     def check_pid(pid)
       return pid if pid.is_a?(Integer) && pid.positive? && pid <= PID_MAX

@@ -27,6 +27,13 @@ module SidekiqRust
       ["sidekiq_rust_restart_denials_total", "counter", "Restarts the fleet refused (logged refusals)"],
       ["sidekiq_rust_quarantined_jobs_total", "counter", "Jobs sent to the dead set instead of being requeued " \
                                                          "again (in flight at quarantine_after memory restarts)"],
+      ["sidekiq_rust_memory_pressure_some_avg10", "gauge", "Share of the last 10 s (percent) in which a task of " \
+                                                         "the process's memory cgroup stalled on memory (PSI: " \
+                                                         "the cgroup's memory.pressure on v2, else the system's)"],
+      ["sidekiq_rust_memory_pressure_full_avg10", "gauge", "Share of the last 10 s (percent) in which every " \
+                                                         "task stalled on memory (PSI full)"],
+      ["sidekiq_rust_cgroup_oom_kills_total", "counter", "Processes the kernel's OOM killer killed in the " \
+                                                         "process's memory cgroup (its oom_kill counter)"],
       ["sidekiq_rust_brake_active", "gauge", "1 while the memory brake holds the process's fetching, 0 while it " \
                                              "fetches (processes with the brake on)"],
       ["sidekiq_rust_brake_seconds_total", "counter", "Seconds the memory brake held the process's fetching"],
@@ -65,6 +72,7 @@ module SidekiqRust
         p[:restarts].each { |reason, n| out << ["sidekiq_rust_restarts_total", id.merge("reason" => reason), n] }
         p[:denials].each { |reason, n| out << ["sidekiq_rust_restart_denials_total", id.merge("reason" => reason), n] }
         out << ["sidekiq_rust_quarantined_jobs_total", id, p[:quarantined]]
+        out.concat(cgroup_samples(p, id))
         next unless p[:brake]
 
         out << ["sidekiq_rust_brake_active", id, p[:brake] == :paused ? 1 : 0]
@@ -78,6 +86,15 @@ module SidekiqRust
         end
       end
       out
+    end
+
+    # The memory cgroup's samples of one process: those its readings had (no PSI, no cgroup: none).
+    def cgroup_samples(process, id)
+      {
+        "sidekiq_rust_memory_pressure_some_avg10" => process[:pressure_some_avg10],
+        "sidekiq_rust_memory_pressure_full_avg10" => process[:pressure_full_avg10],
+        "sidekiq_rust_cgroup_oom_kills_total" => process[:oom_kills]
+      }.reject { |_, value| value.nil? }.map { |name, value| [name, id, value] }
     end
 
     # {identity="a",metric="rss"}: backslash, double quote and newline escaped as the format asks.

@@ -20,5 +20,10 @@ module SidekiqRust
 
       "#{value}B"
     end
+
+    # "30" or "2.5": a number of seconds as a command line or a manifest writes it.
+    def seconds(value)
+      value == value.to_i ? value.to_i.to_s : value.to_s
+    end
   end
 end

@@ -34,13 +34,25 @@ module E2E
 
   # A Supervisor of `size` processes started again whenever they exit (stopped after the example).
   def supervise(size, guard, concurrency: 2)
+    supervise_with(size) do |name|
+      SidekiqProcess.new(name, redis: redis_server, dir: @e2e_dir, guard: guard, concurrency: concurrency)
+    end
+  end
+
+  # A Supervisor of `size` processes built by the block from a name (each stopped after the example).
+  def supervise_with(size)
     supervisor = Supervisor.new(size) do |name|
-      process = SidekiqProcess.new(name, redis: redis_server, dir: @e2e_dir, guard: guard, concurrency: concurrency)
+      process = yield(name)
       @e2e_processes << process
       process
     end
     @e2e_supervisors << supervisor
     supervisor.start
+  end
+
+  # The example's temporary directory (logs, event files).
+  def e2e_dir
+    @e2e_dir
   end
 
   def push(klass, *args, count: 1)
@@ -98,6 +110,8 @@ module E2E
   end
 
   def self.included(base)
+    return unless base.respond_to?(:around) # an RSpec group (bench/cgroup_oom.rb includes it in a plain class)
+
     base.around do |example|
       Dir.mktmpdir("sidekiq_rust-e2e") do |dir|
         @e2e_dir = dir
@@ -119,6 +133,9 @@ module E2E
   end
 end
 
-RSpec.configure do |config|
-  config.after(:suite) { E2E.shutdown }
+# (bench/cgroup_oom.rb uses these helpers outside RSpec.)
+if defined?(RSpec)
+  RSpec.configure do |config|
+    config.after(:suite) { E2E.shutdown }
+  end
 end

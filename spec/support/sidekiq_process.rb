@@ -11,7 +11,8 @@ class SidekiqProcess
 
   attr_reader :name, :pid, :log_path, :events_path, :status
 
-  def initialize(name, redis:, dir:, guard: {}, concurrency: 2, timeout: 5, env: {}, embedded: false)
+  # `prefix`: a command that runs the process's command (RealCgroup#wrapper puts it into a memory cgroup).
+  def initialize(name, redis:, dir:, guard: {}, concurrency: 2, timeout: 5, env: {}, embedded: false, prefix: [])
     @name = name
     @redis = redis
     @log_path = File.join(dir, "#{name}.log")
@@ -21,6 +22,7 @@ class SidekiqProcess
     @timeout = timeout
     @env = env
     @embedded = embedded
+    @prefix = prefix
     @status = nil
   end
 
@@ -30,7 +32,7 @@ class SidekiqProcess
       "SIDEKIQ_RUST_CONFIG" => JSON.generate(@guard), "E2E_CONCURRENCY" => @concurrency.to_s,
       "E2E_TIMEOUT" => @timeout.to_s
     }.merge(@env)
-    @pid = Process.spawn(env, *command, out: @log_path, err: [:child, :out])
+    @pid = Process.spawn(env, *@prefix, *command, out: @log_path, err: [:child, :out])
     wait_for_log(/guard started/, timeout: 30)
     self
   end

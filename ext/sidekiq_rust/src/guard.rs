@@ -38,6 +38,8 @@ pub struct Guard {
     busy: AtomicU32,
     /// Jobs finished since the guard was made.
     done: AtomicU64,
+    /// The last memory pressure given, hundredths of a percent.
+    pressure: AtomicU32,
     last_memory: AtomicU64,
     /// When RSS was last read, ns since `started` (0: never).
     last_read_ns: AtomicU64,
@@ -62,6 +64,9 @@ pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     class.define_method("slot_denied", method!(Guard::slot_denied, 1))?;
     class.define_method("quieted", method!(Guard::quieted, 0))?;
     class.define_method("quarantined", method!(Guard::quarantined, 0))?;
+    class.define_method("pressure=", method!(Guard::set_pressure, 1))?;
+    class.define_method("pressure", method!(Guard::pressure, 0))?;
+    class.define_method("pressured?", method!(Guard::pressured, 0))?;
     class.define_method("decision_memory", method!(Guard::decision_memory, 0))?;
     class.define_method("last_reclaim", method!(Guard::last_reclaim, 0))?;
     class.define_method("last_denial", method!(Guard::last_denial, 0))?;
@@ -168,6 +173,7 @@ impl Guard {
             started: Instant::now(),
             busy: AtomicU32::new(0),
             done: AtomicU64::new(0),
+            pressure: AtomicU32::new(0),
             last_memory: AtomicU64::new(0),
             last_read_ns: AtomicU64::new(0),
         };
@@ -352,6 +358,25 @@ impl Guard {
     fn quarantined(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
         let now_ms = rb_self.now_ms();
         Self::step(ruby, rb_self, Event::Quarantined { now_ms })
+    }
+
+    /// The memory pressure now (PSI "some" avg10, percent; nil: unknown, counted as none), for the brake.
+    fn set_pressure(&self, percent: Option<f64>) {
+        let hundredths = percent
+            .filter(|p| p.is_finite() && *p > 0.0)
+            .map_or(0, |p| (p.min(100.0) * 100.0).round() as u32);
+        self.pressure.store(hundredths, Ordering::Release);
+        self.state().policy.step(Event::Pressure { hundredths });
+    }
+
+    /// The last pressure given (percent).
+    fn pressure(&self) -> f64 {
+        f64::from(self.pressure.load(Ordering::Acquire)) / 100.0
+    }
+
+    /// Whether the pressure is at the brake's `brake_pressure`.
+    fn pressured(&self) -> bool {
+        self.state().policy.pressured()
     }
 
     /// The reading the last reclaim, restart or restart-loop decision was made on (0: none yet).

@@ -3,6 +3,7 @@
 use magnus::{Error, Module, Ruby};
 
 mod allocator;
+mod cgroup;
 mod errors;
 mod guard;
 mod memory;
@@ -15,6 +16,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     errors::init(ruby, &root)?;
     let native = root.define_module("Native")?;
     memory::init(ruby, &native)?;
+    cgroup::init(ruby, &native)?;
     allocator::init(ruby, &native)?;
     guard::init(ruby, &native)?;
     watchdog::init(ruby, &native)?;

@@ -1,5 +1,5 @@
 //! `SidekiqRust::Native` memory readers: RSS from statm (own process through a file descriptor opened once),
-//! PSS/USS/swap from smaps_rollup, peak RSS from status, and the memory cgroup.
+//! PSS/USS/swap from smaps_rollup and peak RSS from status (the memory cgroup is in cgroup.rs).
 
 use std::fs;
 use std::io;
@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use magnus::{function, Error, Object, RModule, Ruby};
-use sidekiq_rust_core::{cgroup, procfs};
+use sidekiq_rust_core::procfs;
 
 use crate::errors::{error, io_error, Kind};
 use crate::nogvl::nogvl;
@@ -38,7 +38,6 @@ pub fn init(_ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     native.define_singleton_method("rss", function!(rss, 1))?;
     native.define_singleton_method("smaps", function!(smaps, 1))?;
     native.define_singleton_method("peak_rss", function!(peak_rss, 1))?;
-    native.define_singleton_method("cgroup", function!(cgroup_memory, 2))?;
     Ok(())
 }
 
@@ -169,35 +168,8 @@ fn peak_rss(pid: Option<i32>) -> Result<u64, Error> {
     })
 }
 
-/// The usage of this process's memory cgroup (what `metric = :cgroup` compares with); an error when it is in none.
+/// The working set of this process's memory cgroup (what `metric = :cgroup` compares with, see
+/// `sidekiq_rust_core::cgroup`); an error when it is in none.
 pub fn self_cgroup_usage() -> Result<u64, Error> {
-    match cgroup_memory(
-        "/sys/fs/cgroup".to_string(),
-        "/proc/self/cgroup".to_string(),
-    )? {
-        Some((usage, _, _)) => Ok(usage),
-        None => Err(error(
-            Kind::NotSupported,
-            "this process is in no memory cgroup: use metric :rss or :pss",
-        )),
-    }
-}
-
-/// `nil`, or `[usage, limit or nil, version]` of the memory cgroup described by `proc_cgroup` under `root`.
-fn cgroup_memory(
-    root: String,
-    proc_cgroup: String,
-) -> Result<Option<(u64, Option<u64>, u8)>, Error> {
-    let text = match fs::read_to_string(&proc_cgroup) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(&e, &proc_cgroup, None)),
-    };
-    match cgroup::read(Path::new(&root), &text) {
-        Ok(found) => Ok(found.map(|m| (m.usage, m.limit, m.version))),
-        Err(e) => Err(error(
-            Kind::Error,
-            format!("reading the memory cgroup under {root} failed: {e}"),
-        )),
-    }
+    crate::cgroup::self_usage()
 }

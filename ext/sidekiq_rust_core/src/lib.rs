@@ -1,9 +1,10 @@
 //! Pure logic of sidekiq_rust, free of Ruby types so that `cargo test` covers it:
-//! procfs and cgroup parsers, the guard's policy state machine and the per-job-class attribution of memory.
+//! procfs, cgroup and PSI parsers, the guard's policy state machine and the per-job-class attribution of memory.
 
 pub mod allocator;
 pub mod attribution;
 pub mod cgroup;
 pub mod policy;
 pub mod procfs;
+pub mod psi;
 pub mod settings;

@@ -26,12 +26,16 @@
 //! The brake (`Limits::brake`) works below the restart path, while the process serves: at `pause_at` it stops
 //! fetching (`Pause`, the fetch window goes to 0) and lets the running jobs finish; idle, it reclaims; below
 //! `resume_at` it fetches again (`Resume`) with half the jobs that ran when it paused (at least 1), and the window
-//! grows by one for each sample that saw a job finish under `pause_at` (`Widen`), back to the concurrency: a
-//! congestion window, so that the jobs that pushed memory up do not all start again at once (a process that
+//! grows by one for each sample that saw a job finish while memory has room below `pause_at` for one more job of
+//! the size the pause measured ((memory at the pause - memory at the resume) / jobs running at the pause)
+//! (`Widen`), back to the concurrency: a congestion window, so that the jobs that pushed memory up do not all
+//! start again at once (a process that
 //! replaced a memory restart starts with a window of 1: `slow_start`). Idle after a reclaim
 //! and still above `resume_at`, the pause cannot help (the memory is retained, not in flight): it resumes at full
 //! concurrency (`Resume(Retained)`) and stays off until memory is below `resume_at` again. Over the soft limit
-//! for `grace_ms` or at the hard limit, the restart path runs as without the brake.
+//! for `grace_ms` or at the hard limit, the restart path runs as without the brake. Memory pressure (PSI) at
+//! `pressure_at` pauses it too, whatever the memory figure, and holds the resume; idle after its reclaim and still
+//! pressured, it lets go as for retained memory (the pressure is not this process's to relieve).
 
 /// Reclaim that gives back less than this share (percent) of the memory counts as "little" for the
 /// restart-loop detection.
@@ -52,6 +56,9 @@ pub struct Brake {
     /// Start with one job thread fetching, not all (a process that replaced a memory restart: its
     /// predecessor's jobs, requeued, would otherwise all start again at once).
     pub slow_start: bool,
+    /// Memory pressure (PSI "some" avg10, hundredths of a percent) at which the brake pauses whatever the memory
+    /// figure; 0: pressure is not looked at.
+    pub pressure_at: u32,
 }
 
 /// Limits and timings, all in bytes and milliseconds.
@@ -245,6 +252,11 @@ pub enum Event {
     Quarantined {
         now_ms: u64,
     },
+    /// The memory pressure now (PSI "some" avg10, hundredths of a percent), for the brake; the next sample
+    /// decides on it.
+    Pressure {
+        hundredths: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,6 +317,11 @@ struct BrakeState {
     paused_since: Option<u64>,
     /// Jobs running when it paused (the window it resumes with is half of it).
     busy_at_pause: u32,
+    /// The memory when it paused.
+    memory_at_pause: u64,
+    /// What one job of the mix that made it pause needs: (memory at the pause - memory at the resume) / jobs
+    /// running at the pause. The window grows only while memory has room for one more such job.
+    per_job: u64,
     /// This pause reclaimed already.
     reclaimed: bool,
     /// Resumed with the memory retained: off until memory is below `resume_at`.
@@ -330,6 +347,7 @@ pub struct Policy {
     decision_memory: u64,
     loop_reported: bool,
     last_denial: Option<Denial>,
+    pressure: u32,
     brake: BrakeState,
 }
 
@@ -347,6 +365,7 @@ impl Policy {
             decision_memory: 0,
             loop_reported: false,
             last_denial: None,
+            pressure: 0,
             brake: BrakeState {
                 window: limits
                     .brake
@@ -389,6 +408,13 @@ impl Policy {
         self.brake.window
     }
 
+    /// Whether memory pressure is at the brake's `pressure_at`.
+    pub fn pressured(&self) -> bool {
+        self.limits
+            .brake
+            .is_some_and(|b| b.pressure_at > 0 && self.pressure >= b.pressure_at)
+    }
+
     /// Whether the brake holds fetching (window 0).
     pub fn paused(&self) -> bool {
         self.brake.paused_since.is_some()
@@ -408,6 +434,10 @@ impl Policy {
         match (self.phase, event) {
             (_, Event::Quieted { now_ms }) => {
                 self.quiet_at.get_or_insert(now_ms);
+                Action::None
+            }
+            (_, Event::Pressure { hundredths }) => {
+                self.pressure = hundredths;
                 Action::None
             }
             (
@@ -565,31 +595,36 @@ impl Policy {
         let Some(brake) = self.limits.brake else {
             return Action::None;
         };
+        let pressured = self.pressured();
         if self.brake.off {
-            if memory >= brake.resume_at {
+            if memory >= brake.resume_at || pressured {
                 return Action::None;
             }
             self.brake.off = false;
         }
         if self.brake.paused_since.is_none() {
-            if memory >= brake.pause_at {
+            if memory >= brake.pause_at || pressured {
                 self.brake.paused_since = Some(now_ms);
                 self.brake.busy_at_pause = busy;
+                self.brake.memory_at_pause = memory;
                 self.brake.reclaimed = false;
                 self.brake.window = 0;
                 return Action::Pause;
             }
             let finished = done > self.brake.done_seen;
             self.brake.done_seen = done;
-            if finished && self.brake.window < brake.concurrency {
+            let room = memory.saturating_add(self.brake.per_job) < brake.pause_at;
+            if finished && room && !pressured && self.brake.window < brake.concurrency {
                 self.brake.window += 1;
                 return Action::Widen;
             }
             return Action::None;
         }
         self.brake.done_seen = done;
-        if memory < brake.resume_at {
+        if memory < brake.resume_at && !pressured {
             let window = (self.brake.busy_at_pause / 2).max(1);
+            self.brake.per_job = self.brake.memory_at_pause.saturating_sub(memory)
+                / u64::from(self.brake.busy_at_pause.max(1));
             return self.resume(ResumeCause::Below, window.min(brake.concurrency), now_ms);
         }
         if busy > 0 {

@@ -43,7 +43,7 @@ pub struct GuardSettings {
 }
 
 /// Every key, with the form it takes (for the error messages).
-pub const KEYS: [(&str, &str); 18] = [
+pub const KEYS: [(&str, &str); 19] = [
     ("max_rss", "bytes > 0 (required)"),
     ("hard_max_rss", "bytes above max_rss, or nil"),
     ("grace_time", "seconds >= 0"),
@@ -60,6 +60,10 @@ pub const KEYS: [(&str, &str); 18] = [
     ("resume_at", "bytes below brake_at"),
     ("concurrency", "an Integer >= 1 (the job threads)"),
     ("slow_start", "true or false"),
+    (
+        "brake_pressure",
+        "a percentage of memory pressure (PSI some avg10) > 0 and <= 100, or nil (not looked at)",
+    ),
     ("settle", "seconds >= 0"),
     ("quiet_timeout", "seconds > 0"),
 ];
@@ -132,6 +136,7 @@ pub fn guard_settings(pairs: &[(String, Value)]) -> Result<GuardSettings, String
     let mut metric = Metric::Rss;
     let (mut brake_at, mut resume_at, mut concurrency) = (None, None, None);
     let mut slow_start = false;
+    let mut pressure_at = 0;
     for (key, value) in pairs {
         match key.as_str() {
             "max_rss" => limits.soft = bytes(key, value)?,
@@ -146,6 +151,16 @@ pub fn guard_settings(pairs: &[(String, Value)]) -> Result<GuardSettings, String
             "quarantine" => limits.quarantine = boolean(key, value)?,
             "embedded" => limits.embedded = boolean(key, value)?,
             "slow_start" => slow_start = boolean(key, value)?,
+            "brake_pressure" => {
+                pressure_at = match value {
+                    Value::Nil => 0,
+                    Value::Int(n) if *n > 0 && *n <= 100 => (*n as u32) * 100,
+                    Value::Float(f) if f.is_finite() && *f > 0.0 && *f <= 100.0 => {
+                        (f * 100.0).round() as u32
+                    }
+                    _ => return Err(bad(key, value)),
+                }
+            }
             "settle" => limits.settle_ms = millis(key, value, true)?,
             "quiet_timeout" => limits.quiet_timeout_ms = millis(key, value, false)?,
             "metric" => {
@@ -199,6 +214,7 @@ pub fn guard_settings(pairs: &[(String, Value)]) -> Result<GuardSettings, String
             resume_at,
             concurrency,
             slow_start,
+            pressure_at,
         });
     }
     Ok(GuardSettings { limits, metric })
@@ -247,7 +263,8 @@ mod tests {
                 pause_at: 270 << 20,
                 resume_at: 240 << 20,
                 concurrency: 5,
-                slow_start: false
+                slow_start: false,
+                pressure_at: 0
             })
         );
         let err = guard_settings(&pairs(&[

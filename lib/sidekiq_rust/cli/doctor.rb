@@ -18,6 +18,8 @@ module SidekiqRust
           allocator  jemalloc active (linked or preloaded)? glibc without MALLOC_ARENA_MAX?
           db pool    ActiveRecord's pool >= Sidekiq's concurrency (when ActiveRecord is loaded: use --require)
           limits     the guard's max_rss / hard_max_rss below the container's memory limit
+          container  the memory cgroup: its limit, room for the hard limit under it, whether an OOM kill takes one
+                     process or the whole group, OOM kills so far, memory pressure (PSI)
           timeouts   Sidekiq's -t vs the guard's kill_after and systemd's TimeoutStopSec
           redis      reachable, round-trip time, maxmemory-policy noeviction
           gc env     the RUBY_GC_* / MALLOC_* variables in effect (reported, not judged)

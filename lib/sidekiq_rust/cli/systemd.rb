@@ -136,7 +136,7 @@ module SidekiqRust
       def check_kill_after(options)
         return if options.kill_after.nil? || options.kill_after > options.timeout
 
-        raise UsageError, "--kill-after (#{seconds(options.kill_after)}) must exceed --timeout " \
+        raise UsageError, "--kill-after (#{Units.seconds(options.kill_after)}) must exceed --timeout " \
                           "(#{options.timeout}): the guard would KILL Sidekiq before it pushes unfinished jobs back"
       end
 
@@ -158,10 +158,6 @@ module SidekiqRust
         pair = pair.gsub("%", "%%")
         pair = "\"#{pair.gsub(/[\\"]/) { |c| "\\#{c}" }}\"" if pair.match?(/[\s"'\\]/)
         "Environment=#{pair}"
-      end
-
-      def seconds(value)
-        value == value.to_i ? value.to_i.to_s : value.to_s
       end
 
       def exec_start(options)

@@ -18,7 +18,8 @@ module SidekiqRust
         (Sidekiq's, as the guard logs it), host, pid, busy/concurrency, quiet, and whether it holds a sidekiq_rust
         restart slot. Memory comes from one source per row, named in SRC: "live" (read now from /proc: RSS, PSS,
         USS) for the processes on this host, "beat" (the heartbeat's RSS, no PSS/USS) for the others.
-        Largest RSS first.
+        Largest RSS first. In a memory cgroup (a container), a line for it: limit, working set, OOM kills, and the
+        memory pressure (PSI some/full avg10: the share of the last 10 s in which tasks stalled on memory).
 
         Options:
               --interval SECONDS  refresh period (default: 2)
@@ -100,17 +101,42 @@ module SidekiqRust
         }
       end
 
-      def report(rows, limit)
-        { summary: summary(rows), processes: rows.first(limit), not_shown: [rows.size - limit, 0].max }
+      def report(rows, limit, cgroup: cgroup_status)
+        { summary: summary(rows), cgroup: cgroup, processes: rows.first(limit), not_shown: [rows.size - limit, 0].max }
+      end
+
+      # The memory cgroup top runs in (a container's, from inside it), nil when none: {dir:, version:, limit:,
+      # usage: (working set), current:, oom_kills:, group_kill:, pressure_some_avg10:, pressure_full_avg10:}.
+      def cgroup_status
+        cgroup = Memory.cgroup
+        return nil unless cgroup
+
+        oom = Memory.cgroup_oom || {}
+        pressure = Memory.pressure || {}
+        cgroup.slice(:dir, :version, :limit, :usage, :current)
+              .merge(oom_kills: oom[:oom_kills], group_kill: oom[:group_kill],
+                     pressure_some_avg10: pressure[:some_avg10], pressure_full_avg10: pressure[:full_avg10])
+      rescue SidekiqRust::Error
+        nil
+      end
+
+      def cgroup_line(cgroup)
+        pressure = cgroup[:pressure_some_avg10]
+        format("memory cgroup v%<v>d %<dir>s: limit %<limit>s, working set %<usage>s, OOM kills %<kills>s, " \
+               "pressure some %<some>s full %<full>s (avg10)",
+               v: cgroup[:version], dir: cgroup[:dir], limit: mb(cgroup[:limit]), usage: mb(cgroup[:usage]),
+               kills: cgroup[:oom_kills] || "-", some: pressure ? format("%.2f%%", pressure) : "-",
+               full: cgroup[:pressure_full_avg10] ? format("%.2f%%", cgroup[:pressure_full_avg10]) : "-")
       end
 
       # The table as text: a summary line, a header, at most `limit` rows, and how many were left out.
-      def frame(rows, limit, now: Time.now)
+      def frame(rows, limit, now: Time.now, cgroup: cgroup_status)
         s = summary(rows)
         lines = [format("sidekiq_rust top  %<time>s  %<n>d process(es), busy %<busy>d/%<conc>d, RSS %<rss>s, " \
                         "%<quiet>d quiet, %<paused>d paused by the brake, %<slots>d holding a restart slot",
                         time: now.strftime("%H:%M:%S"), n: s[:processes], busy: s[:busy], conc: s[:concurrency],
                         rss: mb(s[:rss]), quiet: s[:quiet], paused: s[:paused], slots: s[:restart_slots])]
+        lines << cgroup_line(cgroup) if cgroup
         lines << format("%-32s %-16s %8s %9s %9s %9s %9s %-4s %-6s %s", "IDENTITY", "HOST", "PID", "BUSY", "RSS",
                         "PSS", "USS", "SRC", "STATE", "SLOT")
         rows.first(limit).each do |r|

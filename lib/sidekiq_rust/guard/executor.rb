@@ -35,7 +35,7 @@ module SidekiqRust
 
       def dispatch(action)
         if BRAKE_ACTIONS.include?(action)
-          @brake&.apply(action)
+          brake(action)
         else
           @actions << action
         end
@@ -66,9 +66,15 @@ module SidekiqRust
         when :stop_idle, :stop_waited, :stop_hard then @restart.stop(action) || watch
         when :kill then @restart.kill
         when :warn_loop then @guard.warn_restart_loop
-        when *BRAKE_ACTIONS then @brake&.apply(action)
+        when *BRAKE_ACTIONS then brake(action)
         else raise Error, "the native guard returned #{action.inspect}, which this guard does not know"
         end
+      end
+
+      # The brake's actions have no outcome to report: nil, there is no next action.
+      def brake(action)
+        @brake&.apply(action)
+        nil
       end
 
       # The restart sequence's readings, until the policy answers (nil once it is done).

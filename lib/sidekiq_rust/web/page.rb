@@ -74,6 +74,11 @@ module SidekiqRust
         format("%<h>dh %<m>02dm", h: s / 3600, m: (s % 3600) / 60)
       end
 
+      # "12.50%" (PSI), "-" when unknown.
+      def percent(value)
+        value.nil? ? "-" : format("%.2f%%", value)
+      end
+
       def clock(at)
         Time.at(at).utc.strftime("%H:%M:%S UTC")
       end
@@ -98,6 +103,8 @@ module SidekiqRust
           parts.join("; ")
         when "denial"
           data["message"].to_s
+        when "oom_kill"
+          oom_kill(data)
         when "pause"
           "brake: fetching paused at #{mb(data['memory'])}, #{data['busy']} job(s) running"
         when "resume"
@@ -113,6 +120,13 @@ module SidekiqRust
       end
 
       private
+
+      def oom_kill(data)
+        killed = Array(data["killed"])
+        "the kernel's OOM killer killed #{killed.empty? ? 'a process the guards do not know' : killed.join(', ')} " \
+          "(OOM kill #{data['oom_kills']} of the cgroup); in flight at its last reading, lost with basic fetch: " \
+          "#{in_flight(Array(data['in_flight']))}"
+      end
 
       def in_flight(jobs)
         return "none" if jobs.empty?

@@ -401,6 +401,11 @@ fn invariants_hold_over_generated_sequences() {
                 resume_at: pause_at * (50 + rng.below(50)) / 100,
                 concurrency: 1 + rng.below(25) as u32,
                 slow_start: rng.below(2) == 0,
+                pressure_at: if rng.below(2) == 0 {
+                    0
+                } else {
+                    500 + rng.below(2_000) as u32
+                },
             })
         };
         let l = Limits {
@@ -459,6 +464,9 @@ fn invariants_hold_over_generated_sequences() {
                     Event::Quarantined { now_ms: now }
                 }
                 (Phase::Quieting { .. }, 0) => Event::Quieted { now_ms: now },
+                (_, 1) => Event::Pressure {
+                    hundredths: rng.below(4_000) as u32,
+                },
                 _ => Event::Sample {
                     memory: rng.below(1_100) * MB,
                     now_ms: now,
@@ -565,8 +573,8 @@ fn invariants_hold_over_generated_sequences() {
                     let b = l.brake.expect("pause without a brake");
                     assert!(!paused_before, "paused twice");
                     assert!(
-                        memory.is_some_and(|m| m >= b.pause_at),
-                        "pause under pause_at"
+                        memory.is_some_and(|m| m >= b.pause_at) || p.pressured(),
+                        "pause under pause_at and no pressure"
                     );
                     brake_reclaimed = false;
                 }
@@ -575,7 +583,10 @@ fn invariants_hold_over_generated_sequences() {
                     assert!(paused_before, "resume while fetching");
                     let m = memory.expect("resume without a reading");
                     match cause {
-                        ResumeCause::Below => assert!(m < b.resume_at, "resume above resume_at"),
+                        ResumeCause::Below => {
+                            assert!(m < b.resume_at, "resume above resume_at");
+                            assert!(!p.pressured(), "resume under pressure");
+                        }
                         ResumeCause::Retained => {
                             assert!(brake_reclaimed || !l.reclaim, "retained before reclaiming")
                         }
@@ -649,6 +660,7 @@ fn braked() -> Limits {
             resume_at: 400 * MB,
             concurrency: 5,
             slow_start: false,
+            pressure_at: 0,
         }),
         ..limits()
     }
@@ -683,12 +695,18 @@ fn the_brake_pauses_reclaims_when_idle_and_resumes_with_half_the_window() {
     );
     assert_eq!(p.window(), 2, "half of the 4 that ran at the pause");
     assert_eq!(p.paused_ms(5_000), 2_000);
-    // One more thread for each sample that saw a job finish under pause_at.
+    // A job of the mix needs (460 - 350) / 4 = 27.5 MB: one more thread for each sample that saw a job finish
+    // while memory has room below pause_at (450 MB) for one more such job.
     assert_eq!(p.step(sample_done(360 * MB, 3_000, 2, 5)), Action::None);
     assert_eq!(p.step(sample_done(360 * MB, 3_100, 2, 6)), Action::Widen);
     assert_eq!(p.window(), 3);
-    assert_eq!(p.step(sample_done(360 * MB, 3_200, 2, 7)), Action::Widen);
+    assert_eq!(
+        p.step(sample_done(425 * MB, 3_200, 2, 7)),
+        Action::None,
+        "no room"
+    );
     assert_eq!(p.step(sample_done(360 * MB, 3_300, 2, 8)), Action::Widen);
+    assert_eq!(p.step(sample_done(360 * MB, 3_400, 2, 9)), Action::Widen);
     assert_eq!(p.window(), 5);
     assert_eq!(p.step(sample_done(360 * MB, 3_500, 2, 20)), Action::None);
 }
@@ -774,4 +792,43 @@ fn a_slow_start_fetches_with_one_thread_and_widens_as_jobs_finish() {
     assert_eq!(p.step(sample_done(100 * MB, 0, 1, 0)), Action::None);
     assert_eq!(p.step(sample_done(100 * MB, 100, 1, 1)), Action::Widen);
     assert_eq!(p.window(), 2);
+}
+
+#[test]
+fn pressure_pauses_below_brake_at_holds_the_resume_and_lets_go_when_idle() {
+    let mut l = braked();
+    if let Some(b) = l.brake.as_mut() {
+        b.pressure_at = 2_000; // 20 %
+    }
+    let mut p = Policy::new(l);
+    assert_eq!(p.step(Event::Pressure { hundredths: 1_500 }), Action::None);
+    assert_eq!(p.step(sample_done(300 * MB, 0, 3, 0)), Action::None);
+    p.step(Event::Pressure { hundredths: 2_500 });
+    assert_eq!(p.step(sample_done(300 * MB, 100, 3, 0)), Action::Pause);
+    assert_eq!(
+        p.step(sample_done(300 * MB, 200, 1, 2)),
+        Action::None,
+        "held by the pressure"
+    );
+    p.step(Event::Pressure { hundredths: 500 });
+    assert_eq!(
+        p.step(sample_done(300 * MB, 300, 1, 2)),
+        Action::Resume(ResumeCause::Below)
+    );
+    p.step(Event::Pressure { hundredths: 3_000 });
+    assert_eq!(p.step(sample_done(300 * MB, 400, 1, 3)), Action::Pause);
+    assert_eq!(
+        p.step(sample_done(300 * MB, 500, 0, 4)),
+        Action::Reclaim(Reason::Brake)
+    );
+    assert_eq!(
+        p.step(reclaimed(290 * MB, 600)),
+        Action::Resume(ResumeCause::Retained)
+    );
+    // Off while the pressure lasts, on again once it is gone.
+    assert_eq!(p.step(sample_done(290 * MB, 700, 3, 5)), Action::None);
+    p.step(Event::Pressure { hundredths: 0 });
+    assert_eq!(p.step(sample_done(290 * MB, 800, 3, 6)), Action::None);
+    p.step(Event::Pressure { hundredths: 3_000 });
+    assert_eq!(p.step(sample_done(290 * MB, 900, 3, 7)), Action::Pause);
 }
