@@ -36,7 +36,8 @@ RSpec.describe SidekiqRust::CLI::Top do
 
     text = run_top("--once")
     expect(text).to match(/2 process\(es\), busy 0\/4/)
-    expect(text).to match(/^\S+\s+\S+\s+#{a.pid}\s+0\/2\s+\d+MB\s+\d+MB\s+\d+MB\s+live\s+run\s+-$/)
+    # LIVE, ALLOCFREE, HEAPFRAG: what each guard recorded (every 30 s; "-" until its first reading).
+    expect(text).to match(/^\S+\s+\S+\s+#{a.pid}\s+0\/2\s+\d+MB\s+\d+MB\s+\d+MB\s+live\s+run\s+-\s+(\d+MB|-)\s+(\d+MB|-)\s+(\d+%|-)$/)
     expect(text).to match(/^\S+\s+\S+\s+#{b.pid}\s+0\/2 /)
 
     rows = rows_by_pid

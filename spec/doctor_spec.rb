@@ -269,6 +269,33 @@ RSpec.describe SidekiqRust::Doctor do
     end
   end
 
+  describe "fragmentation" do
+    let(:mb) { 1024 * 1024 }
+    let(:check) { SidekiqRust::Doctor::Fragmentation }
+
+    it "reads the guarded processes' records, and warns about the most fragmented with what to try" do
+      processes = [
+        { identity: "a:1", memory: 500 * mb, live: 450 * mb, allocator_free: 40 * mb, heap_fragmentation: 0.1,
+          allocator: "glibc", gone: false },
+        { identity: "b:2", memory: 600 * mb, live: 120 * mb, allocator_free: 480 * mb, heap_fragmentation: 0.2,
+          allocator: "glibc", gone: false },
+        { identity: "gone:3", memory: 900 * mb, live: 10 * mb, allocator_free: 890 * mb, allocator: "glibc", gone: true }
+      ]
+      result = check.check(processes: processes)
+      expect(result.status).to eq(:warn)
+      expect(result.saw).to eq("2 guarded process(es); the most fragmented, b:2: memory 600MB, live 120MB, " \
+                               "allocator free 480MB, Ruby's heap 20% empty slots")
+      expect(result.todo).to eq(SidekiqRust::Verdict::JEMALLOC_HINT)
+      expect(check.check(processes: processes.first(1)).status).to eq(:pass)
+    end
+
+    it "describes this process when no guarded process has recorded figures (informative only)" do
+      result = check.check(processes: nil)
+      expect(result.status).to eq(:info)
+      expect(result.saw).to match(/\Ano guarded process has recorded figures yet; this process: memory \d+MB, live \d+MB/)
+    end
+  end
+
   describe "gc env" do
     it "reports the variables in effect without judging them" do
       check = described_class.gc_environment("RUBY_GC_HEAP_GROWTH_FACTOR" => "1.1", "HOME" => "/root")

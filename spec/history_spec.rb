@@ -35,6 +35,10 @@ RSpec.describe SidekiqRust::History do
                                soft: 200 * 1_048_576, hard: 300 * 1_048_576, allocator: SidekiqRust::Allocator.name,
                                phase: "over_soft", reclaimed_bytes: 42 * 1_048_576, gone: false,
                                restarts: { "hard_limit" => 1 }, denials: { "sole_process" => 1, "no_slot" => 1 })
+    # Fragmentation against live memory, read in this process with the reading (under either allocator).
+    expect(process[:live]).to be_between(1_048_576, SidekiqRust::Memory.rss)
+    expect(process[:allocator_free]).to be >= 0
+    expect(process[:heap_fragmentation]).to be_between(0.0, 1.0)
     events = described_class.events
     expect(events.map { |e| e[:type] }).to eq(%w[denial denial restart reclaim reclaim])
     expect(events[2][:data]).to include("reason" => "hard_limit")

@@ -31,6 +31,12 @@ RSpec.describe SidekiqRust::Metrics do
     expect(Prometheus.samples(families, "sidekiq_rust_up")).to eq(
       [{ "name" => "sidekiq_rust_up", "labels" => { "identity" => "web-1:9" }, "value" => 1.0 }]
     )
+    # What the process's own allocator and Ruby heap hold, recorded with the reading (Fragmentation).
+    live = Prometheus.samples(families, "sidekiq_rust_live_bytes").first["value"]
+    expect(live).to be_between(1_048_576, SidekiqRust::Memory.rss)
+    expect(Prometheus.samples(families, "sidekiq_rust_allocator_free_bytes").first["value"]).to be >= 0
+    expect(Prometheus.samples(families, "sidekiq_rust_ruby_heap_fragmentation_ratio").first["value"])
+      .to be_between(0.0, 1.0)
     # HELP and TYPE for every family even without samples: a scrape of an empty fleet parses too.
     expect(families.size).to eq(described_class::FAMILIES.size)
   end

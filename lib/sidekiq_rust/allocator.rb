@@ -38,8 +38,8 @@ module SidekiqRust
     end
 
     # Allocator statistics in bytes, with symbol keys.
-    # jemalloc: allocated, active, metadata, resident, mapped, retained, narenas, dirty_decay_ms,
-    #           muzzy_decay_ms, background_thread, fragmentation (resident / allocated).
+    # jemalloc: allocated, active, metadata, resident, mapped, retained, tcache (bytes the thread caches hold),
+    #           narenas, dirty_decay_ms, muzzy_decay_ms, background_thread, fragmentation (resident / allocated).
     # glibc:    arena, mmapped, in_use, free, releasable, arenas, arena_max, fragmentation (RSS / in_use).
     # Raises NotSupported for any other allocator.
     def stats

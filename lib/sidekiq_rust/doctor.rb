@@ -2,6 +2,7 @@
 
 require_relative "doctor/container"
 require_relative "doctor/brake"
+require_relative "doctor/fragmentation"
 
 module SidekiqRust
   # The checks the blog posts do by hand, each with what it saw and what to do.
@@ -41,6 +42,7 @@ module SidekiqRust
                 Brake.check(settings, rss: Memory.rss, concurrency: concurrency || sidekiq_concurrency),
                 timeouts(settings.is_a?(Settings) ? settings : nil, timeout, timeout_stop_sec)]
       checks << redis_check if redis
+      checks << Fragmentation.check(processes: redis ? recorded_processes : nil)
       checks << gc_environment(env)
       checks
     end
@@ -177,6 +179,13 @@ module SidekiqRust
     rescue StandardError => e
       Check.new(name: "redis", status: :fail, saw: "unreachable: #{e.class}: #{e.message}",
                 todo: "check REDIS_URL / Sidekiq's redis configuration and that the server runs")
+    end
+
+    # The guarded processes' records (History), nil when Redis cannot be read.
+    def recorded_processes
+      History.processes
+    rescue StandardError
+      nil
     end
 
     def gc_environment(env)

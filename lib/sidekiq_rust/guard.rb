@@ -7,6 +7,7 @@ require_relative "guard/process_strategy"
 require_relative "guard/embedded_strategy"
 require_relative "guard/executor"
 require_relative "guard/monitor"
+require_relative "guard/explanation"
 
 module SidekiqRust
   # The memory guard of one Sidekiq process: the job hooks (ProcessKiller calls them) and what the guard's parts
@@ -23,9 +24,6 @@ module SidekiqRust
     # Without Sidekiq's :quiet event this long after quiet, the guard says so and counts the settle from then
     # (TERM is safe then too: Sidekiq's own shutdown quiets first).
     QUIET_TIMEOUT = 15
-    # Classes named in a log line and an event, by retained and by growth.
-    TOP = 5
-
     attr_reader :settings, :fleet, :kill_after, :brake
 
     def initialize(settings, sidekiq_timeout:, concurrency: nil, adapter: SidekiqAdapter)
@@ -42,6 +40,7 @@ module SidekiqRust
       # brake starts slow).
       @replaced_restart = settings.loop_window.positive? && @fleet.memory_restart_recent?
       @native = Native::Guard.new(native_settings)
+      @explanation = Explanation.new(@native, log: @log)
       @reclaimer = Reclaimer.new(@native, settings, log: @log, history: @history)
       @restart = Restart.new(self, native: @native, settings: settings, fleet: @fleet, history: @history,
                                    quarantine: Quarantine.new(settings, adapter: adapter), log: @log, adapter: adapter)
@@ -112,16 +111,14 @@ module SidekiqRust
       @native.busy
     end
 
-    # Per job class: [{class:, jobs:, retained_per_job:, growth_per_job:, allocated_per_job:}] (bytes, nil when
-    # unknown), largest retained first. See Report.
+    # Per job class: the rows of Explanation#report.
     def report(limit: nil)
-      rows = Report.rows(@native.report)
-      limit ? rows.first(limit) : rows
+      @explanation.report(limit: limit)
     end
 
     # The jobs running now, longest first: [{class:, jid:, running_s:}].
     def in_flight
-      @native.in_flight.map { |klass, jid, seconds| { class: klass, jid: jid, running_s: seconds.round(1) } }
+      @explanation.in_flight
     end
 
     # Writes this process's figures to Redis for `sidekiq_rust report` (Report.fleet). Never raises.
@@ -137,7 +134,7 @@ module SidekiqRust
     # already said so, logs the jobs still running and the top classes.
     def shutting_down
       stop_monitor
-      @log.info("shutting down (TERM)", **attribution) if phase == :serving
+      @log.info("shutting down (TERM)", **@explanation.attribution) if phase == :serving
       publish
     end
 
@@ -168,7 +165,7 @@ module SidekiqRust
         event: :restart, reason: reason, identity: @tag, hostname: @adapter.hostname, pid: ::Process.pid,
         metric: @settings.metric, memory: @native.decision_memory.nonzero? || @native.last_memory,
         limit: @settings.max_rss, hard_limit: @settings.hard_max_rss, busy: @native.busy, dry_run: false,
-        **attribution
+        **@explanation.attribution, **@explanation.verdict
       }
     end
 
@@ -182,15 +179,9 @@ module SidekiqRust
     # back until the process is loop_window old).
     def warn_restart_loop
       @log.restart_loop(memory: @native.decision_memory, peak: Memory.peak_rss, last_reclaim: @native.last_reclaim,
-                        uptime: @native.uptime, concurrency: @concurrency, attribution: attribution)
+                        uptime: @native.uptime, concurrency: @concurrency,
+                        attribution: @explanation.attribution)
       nil
-    end
-
-    # The jobs in flight and the top classes by retained and by growth per job.
-    def attribution
-      rows = report
-      { in_flight: in_flight, top_retained: Report.top(rows, :retained_per_job, TOP),
-        top_growth: Report.top(rows, :growth_per_job, TOP) }
     end
 
     private

@@ -11,7 +11,8 @@ module SidekiqRust
   # - `sidekiq_rust:process:IDENTITY`: a hash: hostname, pid, started_at, at (the last reading's time), memory,
   #   metric, soft, hard, allocator, phase, interval, brake ("paused", "fetching" or "" without the brake),
   #   brake_seconds (paused so far), the memory cgroup's pressure_some_avg10, pressure_full_avg10 (PSI, percent),
-  #   oom_kills (its counter), cgroup (its directory) and the in_flight jobs (JSON), and the counters
+  #   oom_kills (its counter), cgroup (its directory), live, allocator_free, heap_fragmentation and ruby_heap
+  #   (Fragmentation, every 30 s) and the in_flight jobs (JSON), and the counters
   #   reclaimed_bytes, restarts:REASON, denials:REASON, quarantined (jobs sent to the dead set).
   # - `sidekiq_rust:processes`: a sorted set of identities scored by their last reading (members older than TTL are
   #   dropped at each write), so that readers find the processes without a SCAN.
@@ -52,6 +53,7 @@ module SidekiqRust
       @last_write = nil
       @logged_failure = false
       @cgroup = CgroupWatch.new(self, logger: @logger, adapter: adapter, in_flight: in_flight, interval: @interval)
+      @fragmentation = Fragmentation::Sampler.new
     end
 
     # One reading (bytes), the guard's phase and its brake ({paused:, seconds:} or nil without one), written at
@@ -65,7 +67,8 @@ module SidekiqRust
         pipe.call("RPUSH", readings, "#{now.round(3)} #{memory.to_i}")
         pipe.call("LTRIM", readings, -@keep, -1)
         pipe.call("EXPIRE", readings, TTL)
-        pipe.call("HSET", process_key, *process_fields(now, memory, phase, brake), *@cgroup.fields.flatten)
+        pipe.call("HSET", process_key, *process_fields(now, memory, phase, brake), *@cgroup.fields.flatten,
+                  *@fragmentation.fields(now).flatten)
         pipe.call("EXPIRE", process_key, TTL)
         pipe.call("ZADD", INDEX, now.round(3), @identity)
         pipe.call("ZREMRANGEBYSCORE", INDEX, "-inf", (now - TTL).round(3))
@@ -148,7 +151,8 @@ module SidekiqRust
       # :hostname, :pid, :started_at, :at, :memory, :metric, :soft, :hard, :allocator, :phase, :interval,
       # :reclaimed_bytes, :restarts ({reason => n}), :denials ({reason => n}), :quarantined (jobs sent to the dead
       # set), :brake (:paused, :fetching or nil without the brake), :brake_seconds, :pressure_some_avg10,
-      # :pressure_full_avg10 (Float, nil: no PSI), :oom_kills (the cgroup's counter, nil: none), :cgroup,
+      # :pressure_full_avg10 (Float, nil: no PSI), :oom_kills (the cgroup's counter, nil: none), :cgroup, :live,
+      # :allocator_free, :ruby_heap (bytes), :heap_fragmentation (0..1; each nil: unknown, see Fragmentation),
       # :in_flight ([{"class", "jid", "running_s"}]), :gone (true when no reading came for
       # GONE_INTERVALS check intervals). Processes whose hash expired are left out.
       def processes(limit: 50, offset: 0, now: Time.now.to_f, adapter: SidekiqAdapter)
@@ -200,6 +204,8 @@ module SidekiqRust
           pressure_some_avg10: float_or_nil(hash["pressure_some_avg10"]),
           pressure_full_avg10: float_or_nil(hash["pressure_full_avg10"]),
           oom_kills: integer_or_nil(hash["oom_kills"]), cgroup: hash["cgroup"].to_s,
+          live: integer_or_nil(hash["live"]), allocator_free: integer_or_nil(hash["allocator_free"]),
+          heap_fragmentation: float_or_nil(hash["heap_fragmentation"]), ruby_heap: integer_or_nil(hash["ruby_heap"]),
           in_flight: Array(parse_json(hash["in_flight"])),
           gone: now - at > [GONE_INTERVALS * interval, GONE_MIN].max
         }

@@ -37,6 +37,12 @@ module SidekiqRust
       ["sidekiq_rust_brake_active", "gauge", "1 while the memory brake holds the process's fetching, 0 while it " \
                                              "fetches (processes with the brake on)"],
       ["sidekiq_rust_brake_seconds_total", "counter", "Seconds the memory brake held the process's fetching"],
+      ["sidekiq_rust_live_bytes", "gauge", "The allocator's bytes in use: what Ruby's objects malloc'd and C " \
+                                           "extensions' memory, Ruby's heap pages apart (read every 30 s)"],
+      ["sidekiq_rust_allocator_free_bytes", "gauge", "Memory the allocator holds that the process does not use " \
+                                                     "(jemalloc resident - allocated, glibc RSS - in use - Ruby's heap)"],
+      ["sidekiq_rust_ruby_heap_fragmentation_ratio", "gauge", "Empty slots on the pages of Ruby's heap that hold " \
+                                                              "live objects (1 - live / eden slots)"],
       ["sidekiq_rust_class_jobs", "gauge", "Jobs of the class measured (fleet)"],
       ["sidekiq_rust_class_retained_per_job_bytes", "gauge", "Memory a job of the class leaves retained (fleet)"],
       ["sidekiq_rust_class_growth_per_job_bytes", "gauge", "Process memory growth per job of the class (fleet)"],
@@ -72,7 +78,7 @@ module SidekiqRust
         p[:restarts].each { |reason, n| out << ["sidekiq_rust_restarts_total", id.merge("reason" => reason), n] }
         p[:denials].each { |reason, n| out << ["sidekiq_rust_restart_denials_total", id.merge("reason" => reason), n] }
         out << ["sidekiq_rust_quarantined_jobs_total", id, p[:quarantined]]
-        out.concat(cgroup_samples(p, id))
+        out.concat(recorded_samples(p, id))
         next unless p[:brake]
 
         out << ["sidekiq_rust_brake_active", id, p[:brake] == :paused ? 1 : 0]
@@ -88,13 +94,20 @@ module SidekiqRust
       out
     end
 
-    # The memory cgroup's samples of one process: those its readings had (no PSI, no cgroup: none).
-    def cgroup_samples(process, id)
-      {
-        "sidekiq_rust_memory_pressure_some_avg10" => process[:pressure_some_avg10],
-        "sidekiq_rust_memory_pressure_full_avg10" => process[:pressure_full_avg10],
-        "sidekiq_rust_cgroup_oom_kills_total" => process[:oom_kills]
-      }.reject { |_, value| value.nil? }.map { |name, value| [name, id, value] }
+    # Families whose value is a field a process records only where it is known: the memory cgroup's (no PSI, no
+    # cgroup: none) and fragmentation against leaks (Fragmentation).
+    RECORDED = {
+      "sidekiq_rust_memory_pressure_some_avg10" => :pressure_some_avg10,
+      "sidekiq_rust_memory_pressure_full_avg10" => :pressure_full_avg10,
+      "sidekiq_rust_cgroup_oom_kills_total" => :oom_kills,
+      "sidekiq_rust_live_bytes" => :live,
+      "sidekiq_rust_allocator_free_bytes" => :allocator_free,
+      "sidekiq_rust_ruby_heap_fragmentation_ratio" => :heap_fragmentation
+    }.freeze
+
+    # The RECORDED samples of one process: those its readings had.
+    def recorded_samples(process, id)
+      RECORDED.filter_map { |name, field| [name, id, process[field]] unless process[field].nil? }
     end
 
     # {identity="a",metric="rss"}: backslash, double quote and newline escaped as the format asks.

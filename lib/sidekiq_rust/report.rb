@@ -22,11 +22,26 @@ module SidekiqRust
 
     module_function
 
-    # Rows from Native::Guard#report: [[class, jobs, retained, growth, allocated], ...].
+    # Rows from Native::Guard#report: [[class, jobs, retained, growth, allocated, retained_error, windows], ...].
+    # retained_error is the standard error of retained_per_job (bytes), windows the retained windows (between
+    # two measuring reclaims) the class's jobs started in: how far to trust the figure.
     def rows(native_rows)
-      native_rows.map do |klass, jobs, retained, growth, allocated|
-        { class: klass, jobs: jobs, retained_per_job: retained, growth_per_job: growth, allocated_per_job: allocated }
+      native_rows.map do |klass, jobs, retained, growth, allocated, retained_error, windows|
+        { class: klass, jobs: jobs, retained_per_job: retained, growth_per_job: growth, allocated_per_job: allocated,
+          retained_error: retained_error, windows: windows }
       end
+    end
+
+    # The class that explains the most retained memory (retained per job times jobs), among those whose
+    # figure the windows tell from zero (a figure they cannot is reported as 0); nil when there is none.
+    def strongest(rows)
+      rows.select { |r| r[:retained_per_job]&.positive? }.max_by { |r| [r[:retained_per_job] * r[:jobs], r[:class]] }
+    end
+
+    # "3.0MB/job ±0.1MB, 300 jobs, 58 windows": a retained figure with its evidence.
+    def evidence(row)
+      error = row[:retained_error] ? " ±#{Units.bytes(row[:retained_error])}" : ""
+      "#{Units.bytes(row[:retained_per_job])}/job#{error}, #{row[:jobs]} jobs, #{row[:windows].to_i} windows"
     end
 
     # Retained per job descending, then growth, then allocated (unknown last), then the name: the order
@@ -83,9 +98,20 @@ module SidekiqRust
           weight = known.sum { |r| r[:jobs] }
           row[figure] = weight.positive? ? (known.sum { |r| r[figure] * r[:jobs] }.fdiv(weight)).round : nil
         end
+        row[:retained_error] = merged_error(same)
+        row[:windows] = same.sum { |r| r[:windows].to_i }
         row
       end
       rank(merged)
+    end
+
+    # The standard error of the jobs-weighted mean of the processes' retained figures (independent fits).
+    def merged_error(rows)
+      known = rows.reject { |r| r[:retained_error].nil? || r[:retained_per_job].nil? }
+      weight = known.sum { |r| r[:jobs] }
+      return nil unless weight.positive?
+
+      Math.sqrt(known.sum { |r| (r[:retained_error] * r[:jobs])**2 }).fdiv(weight).round
     end
   end
 end

@@ -187,6 +187,39 @@ class LeakJob
   end
 end
 
+# The three classes of the "which job grew the memory" workload (issue 19): each sleeps `seconds`; the leaker
+# keeps `count` strings of 1 MiB a job, the churner builds `count` short strings and drops them, the ping does
+# nothing else.
+class StringLeakJob
+  include Sidekiq::Worker
+
+  def perform(count, seconds)
+    count.times { RETAINED << ("k" * ((1024 * 1024) - 1)) }
+    sleep seconds
+    e2e_done("string_leak")
+  end
+end
+
+class StringChurnJob
+  include Sidekiq::Worker
+
+  def perform(count, seconds)
+    strings = Array.new(count) { |i| "s#{i}" }
+    strings.clear
+    sleep seconds
+    e2e_done("string_churn")
+  end
+end
+
+class PingJob
+  include Sidekiq::Worker
+
+  def perform(seconds)
+    sleep seconds
+    e2e_done("ping")
+  end
+end
+
 # Holds `mb` MiB while it runs (its working set) and keeps none of it.
 class ChurnJob
   include Sidekiq::Worker

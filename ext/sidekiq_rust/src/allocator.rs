@@ -263,13 +263,14 @@ fn allocator_stats(ruby: &Ruby) -> Result<RHash, Error> {
 
 fn jemalloc_stats(ruby: &Ruby, hash: &RHash, mallctl: MallctlFn) -> Result<(), Error> {
     refresh_stats(mallctl);
-    let sizes: [(&str, &CStr); 6] = [
+    let sizes: [(&str, &CStr); 7] = [
         ("allocated", c"stats.allocated"),
         ("active", c"stats.active"),
         ("metadata", c"stats.metadata"),
         ("resident", c"stats.resident"),
         ("mapped", c"stats.mapped"),
         ("retained", c"stats.retained"),
+        ("tcache", c"stats.arenas.4096.tcache_bytes"),
     ];
     for (key, name) in sizes {
         set(
@@ -380,6 +381,49 @@ fn glibc_stats(ruby: &Ruby, hash: &RHash) -> Result<(), Error> {
         policy::fragmentation(rss, f.in_use),
     )?;
     Ok(())
+}
+
+/// Which of the two allocators the process runs, decided once (None: another one).
+fn known_allocator() -> Option<Option<MallctlFn>> {
+    static KNOWN: OnceLock<Option<Option<MallctlFn>>> = OnceLock::new();
+    *KNOWN.get_or_init(|| {
+        let d = detect();
+        match (d.mallctl, d.name) {
+            (Some(mallctl), _) => Some(Some(mallctl)),
+            (None, "glibc") => Some(None),
+            _ => None,
+        }
+    })
+}
+
+/// Bytes the process's allocator has handed out and not had back: jemalloc's `stats.allocated` less what the
+/// thread caches hold, glibc's mallinfo2 in use + mmapped (every arena, under its lock: milliseconds on a heap of
+/// many free chunks, so no GVL). None under another allocator, or a jemalloc without statistics. Read after a
+/// GC it is the heap's floor: unlike RSS it does not hide a leak in memory the allocator had kept free. Also
+/// returns when the reading was done (before the GVL is taken back).
+pub fn in_use_bytes() -> Result<(Option<u64>, Instant), Error> {
+    let Some(mallctl) = known_allocator() else {
+        return Ok((None, Instant::now()));
+    };
+    nogvl("reading the allocator's bytes in use", move || {
+        let bytes = match mallctl {
+            Some(mallctl) => {
+                refresh_stats(mallctl);
+                // What the threads' caches hold counts as allocated to jemalloc; it is free to the process, and
+                // how full another thread's cache is says nothing of a job.
+                let cached =
+                    mallctl_read::<usize>(mallctl, c"stats.arenas.4096.tcache_bytes").unwrap_or(0);
+                mallctl_read::<usize>(mallctl, c"stats.allocated")
+                    .map(|v| v.saturating_sub(cached) as u64)
+            }
+            None => {
+                // SAFETY: mallinfo2 has no preconditions.
+                let info = unsafe { libc::mallinfo2() };
+                Some((info.uordblks + info.hblkhd) as u64)
+            }
+        };
+        (bytes, Instant::now())
+    })
 }
 
 /// Gives free memory back to the OS: jemalloc purges every arena, glibc runs `malloc_trim(0)`.

@@ -16,7 +16,7 @@ use sidekiq_rust_core::attribution::Attribution;
 use sidekiq_rust_core::policy::{Action, Denial, Event, Phase, Policy};
 use sidekiq_rust_core::settings::{self, guard_settings, Metric};
 
-use crate::allocator::{allocator_purge, thread_allocated};
+use crate::allocator::{allocator_purge, in_use_bytes, thread_allocated};
 use crate::errors::{error, io_error, Kind};
 use crate::memory::{self_cgroup_usage, self_rss_bytes, smaps};
 use crate::nogvl::nogvl;
@@ -45,8 +45,18 @@ pub struct Guard {
     last_read_ns: AtomicU64,
 }
 
-/// `[class, jobs, retained_per_job, growth_per_job, allocated_per_job]`, bytes (nil: unknown).
-type Row = (String, u64, Option<i64>, Option<i64>, Option<i64>);
+/// `[class, jobs, retained_per_job, growth_per_job, allocated_per_job, retained_error, windows]`, bytes (nil:
+/// unknown); `retained_error` is the standard error of retained_per_job, `windows` the retained windows the
+/// class's jobs started in.
+type Row = (
+    String,
+    u64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    u64,
+);
 
 /// `[action or nil, memory before, memory after, purged]`: a reclaim's outcome (`purged`: the allocator gave
 /// memory back; false when it cannot purge).
@@ -304,11 +314,24 @@ impl Guard {
         };
         let rss = read_rss()?;
         let after = rb_self.read_metric(rss)?;
+        // The attribution's floors are all one kind of reading: the allocator's bytes in use, or RSS. Read after
+        // the purge: the jobs that started before the GC have run on during it (with the GVL read right after
+        // the GC, one that had just started had not allocated yet). It is read without the GVL, and the jobs
+        // that start meanwhile are told apart by when they started.
+        let read_from = rb_self.now_ns();
+        let (in_use, read_at) = in_use_bytes()?;
+        let read = (
+            read_from,
+            read_at
+                .saturating_duration_since(rb_self.started)
+                .as_nanos() as u64,
+        );
+        let floor = in_use.unwrap_or(rss);
         let now = rb_self.now_ns();
         rb_self.remember(after, now);
         let action = guarded("deciding on a reclaim", || {
             let mut state = rb_self.state();
-            state.jobs.reclaim_finished(rss, now);
+            state.jobs.reclaim_finished(rss, floor, now, read);
             if !decide {
                 return Ok(Action::None);
             }
@@ -437,8 +460,8 @@ impl Guard {
         self.last_memory.load(Ordering::Acquire)
     }
 
-    /// Every class with a finished job, ranked: `[[class, jobs, retained, growth, allocated], ...]`. The fit runs
-    /// without the GVL and without the lock (on a copy), so jobs go on meanwhile.
+    /// Every class with a finished job, ranked: `[[class, jobs, retained, growth, allocated, retained_error,
+    /// windows], ...]`. The fit runs without the GVL and without the lock (on a copy), so jobs go on meanwhile.
     fn report(&self) -> Result<Vec<Row>, Error> {
         let snapshot = self.state().jobs.snapshot();
         let rows = nogvl("fitting the per-class memory figures", move || {
@@ -446,7 +469,17 @@ impl Guard {
         })?;
         Ok(rows
             .into_iter()
-            .map(|r| (r.class, r.jobs, r.retained, r.growth, r.allocated))
+            .map(|r| {
+                (
+                    r.class,
+                    r.jobs,
+                    r.retained,
+                    r.growth,
+                    r.allocated,
+                    r.retained_error,
+                    r.windows,
+                )
+            })
             .collect())
     }
 

@@ -16,8 +16,10 @@ module SidekiqRust
 
         Per job class, across every Sidekiq process of the fleet that runs the guard (each publishes its figures
         to Redis every check_interval): jobs, and per job the memory still held after a reclaim (retained: the
-        leak signal), the RSS growth (growth: the bloat signal) and the bytes malloc'd (allocated: jemalloc
-        only). Largest retained first; "?" (null in JSON) where not known yet.
+        leak signal) with its standard error and the windows (between two measuring reclaims) it rests on, the
+        RSS growth (growth: the bloat signal) and the bytes malloc'd (allocated: jemalloc only). Largest
+        retained first; a retained figure the windows cannot tell from zero is 0; "?" (null in JSON) where not
+        known yet.
 
         Options:
               --json              print the rows as JSON (bytes)
@@ -52,11 +54,12 @@ module SidekiqRust
 
       # The rows as text: a header, at most `limit` rows, and how many were left out.
       def table(rows, limit)
-        lines = [format("%-40s %8s %18s %16s %19s", "CLASS", "JOBS", "RETAINED_PER_JOB", "GROWTH_PER_JOB",
-                        "ALLOCATED_PER_JOB")]
+        lines = [format("%-40s %8s %18s %9s %8s %16s %19s", "CLASS", "JOBS", "RETAINED_PER_JOB", "±ERROR",
+                        "WINDOWS", "GROWTH_PER_JOB", "ALLOCATED_PER_JOB")]
         rows.first(limit).each do |r|
-          lines << format("%-40s %8d %18s %16s %19s", r[:class].to_s[0, 40], r[:jobs],
-                          bytes(r[:retained_per_job]), bytes(r[:growth_per_job]), bytes(r[:allocated_per_job]))
+          lines << format("%-40s %8d %18s %9s %8s %16s %19s", r[:class].to_s[0, 40], r[:jobs],
+                          bytes(r[:retained_per_job]), bytes(r[:retained_error]), r[:windows] || "?",
+                          bytes(r[:growth_per_job]), bytes(r[:allocated_per_job]))
         end
         lines << "(#{rows.size - limit} more not shown: --limit #{rows.size})" if rows.size > limit
         lines << "(no process has published figures: is the guard running, with jobs done?)" if rows.empty?

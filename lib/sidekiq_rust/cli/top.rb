@@ -36,6 +36,7 @@ module SidekiqRust
 
       # Restart slots looked at beyond one per live process (see Fleet.all_holders).
       SLOT_MARGIN = 32
+      NO_FRAGMENTATION = { live: nil, allocator_free: nil, heap_fragmentation: nil }.freeze
 
       def execute(options)
         connect(options.redis_url)
@@ -75,12 +76,14 @@ module SidekiqRust
       # pss:, uss:, memory_source:, quiet:, paused:, restart_slot:} (bytes); paused: its memory brake holds
       # fetching. memory_source "live": rss, pss, uss read now
       # from /proc (this host); "heartbeat": rss from Sidekiq's heartbeat, pss and uss nil (other hosts, or a
-      # process gone since its beat).
+      # process gone since its beat). live:, allocator_free:, heap_fragmentation: what the process's guard last
+      # recorded (nil: not recorded, or unknown).
       def rows
         processes = SidekiqAdapter.processes
         holders = Fleet.all_holders(processes.size + SLOT_MARGIN)
         here = SidekiqAdapter.hostname
         paused = paused_marks(processes)
+        recorded = fragmentation(processes.size)
         processes.map do |process|
           pid = process["pid"].to_i
           memory = (process["hostname"] == here && local_memory(pid)) ||
@@ -88,7 +91,9 @@ module SidekiqRust
           {
             identity: SidekiqAdapter.tag_of(process), hostname: process["hostname"], pid: pid,
             busy: process["busy"].to_i, concurrency: process["concurrency"].to_i, **memory,
-            quiet: process.stopping?, paused: paused.include?(SidekiqAdapter.tag_of(process)), restart_slot: holders.include?(SidekiqAdapter.tag_of(process))
+            quiet: process.stopping?, paused: paused.include?(SidekiqAdapter.tag_of(process)),
+            restart_slot: holders.include?(SidekiqAdapter.tag_of(process)),
+            **recorded.fetch(SidekiqAdapter.tag_of(process), NO_FRAGMENTATION)
           }
         end.sort_by { |row| -row[:rss] }
       end
@@ -137,13 +142,14 @@ module SidekiqRust
                         time: now.strftime("%H:%M:%S"), n: s[:processes], busy: s[:busy], conc: s[:concurrency],
                         rss: mb(s[:rss]), quiet: s[:quiet], paused: s[:paused], slots: s[:restart_slots])]
         lines << cgroup_line(cgroup) if cgroup
-        lines << format("%-32s %-16s %8s %9s %9s %9s %9s %-4s %-6s %s", "IDENTITY", "HOST", "PID", "BUSY", "RSS",
-                        "PSS", "USS", "SRC", "STATE", "SLOT")
+        lines << format("%-32s %-16s %8s %9s %9s %9s %9s %-4s %-6s %-4s %9s %9s %9s", "IDENTITY", "HOST", "PID",
+                        "BUSY", "RSS", "PSS", "USS", "SRC", "STATE", "SLOT", "LIVE", "ALLOCFREE", "HEAPFRAG")
         rows.first(limit).each do |r|
-          lines << format("%-32s %-16s %8d %9s %9s %9s %9s %-4s %-6s %s", r[:identity], r[:hostname].to_s[0, 16],
-                          r[:pid], "#{r[:busy]}/#{r[:concurrency]}", mb(r[:rss]), mb(r[:pss]), mb(r[:uss]),
-                          r[:memory_source] == "live" ? "live" : "beat", state(r),
-                          r[:restart_slot] ? "yes" : "-")
+          lines << format("%-32s %-16s %8d %9s %9s %9s %9s %-4s %-6s %-4s %9s %9s %9s", r[:identity],
+                          r[:hostname].to_s[0, 16], r[:pid], "#{r[:busy]}/#{r[:concurrency]}", mb(r[:rss]),
+                          mb(r[:pss]), mb(r[:uss]), r[:memory_source] == "live" ? "live" : "beat", state(r),
+                          r[:restart_slot] ? "yes" : "-", mb(r[:live]), mb(r[:allocator_free]),
+                          r[:heap_fragmentation] ? "#{(r[:heap_fragmentation] * 100).round}%" : "-")
         end
         lines << "(#{rows.size - limit} more not shown: --limit #{rows.size})" if rows.size > limit
         lines << "(no Sidekiq process is alive)" if rows.empty?
@@ -156,6 +162,14 @@ module SidekiqRust
         return "quiet" if row[:quiet]
 
         row[:paused] ? "paused" : "run"
+      end
+
+      # What each guarded process last recorded of its fragmentation (History, every 30 s): {identity =>
+      # {live:, allocator_free:, heap_fragmentation:}}.
+      def fragmentation(count)
+        History.processes(limit: count + SLOT_MARGIN).to_h do |p|
+          [p[:identity], p.slice(:live, :allocator_free, :heap_fragmentation)]
+        end
       end
 
       # The identities whose brake holds fetching (Brake's marks in Redis).

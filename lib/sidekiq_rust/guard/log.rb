@@ -77,7 +77,7 @@ module SidekiqRust
       private
 
       def write(level, message, memory: nil, reason: nil, in_flight: nil, top_retained: nil, top_growth: nil,
-                quarantined: nil, **_rest)
+                quarantined: nil, verdict: nil, **_rest)
         parts = ["sidekiq_rust: #{message}", "identity=#{@tag}"]
         parts << "#{@settings.metric}=#{Units.mb(memory)}" if memory
         parts << "limit=#{Units.mb(@settings.max_rss)} hard_limit=#{Units.mb(@settings.hard_max_rss)}"
@@ -86,6 +86,7 @@ module SidekiqRust
         parts << "quarantined=#{quarantined_text(quarantined)}" if quarantined
         parts << "top_retained=#{top_text(top_retained, :retained_per_job)}" if top_retained
         parts << "top_growth=#{top_text(top_growth, :growth_per_job)}" if top_growth
+        parts << "verdict=\"#{verdict}\"" if verdict
         @logger.public_send(level, parts.join(" "))
       rescue StandardError
         nil
@@ -103,6 +104,7 @@ module SidekiqRust
 
       def top_text(rows, figure)
         return "none" if rows.empty?
+        return rows.map { |r| "#{r[:class]}(#{Report.evidence(r)})" }.join(", ") if figure == :retained_per_job
 
         rows.map { |r| "#{r[:class]}(#{Units.bytes(r[figure])}/job in #{r[:jobs]} jobs)" }.join(", ")
       end

@@ -100,6 +100,7 @@ module SidekiqRust
           parts << "in flight: #{in_flight(data['in_flight'])}" if data["in_flight"]
           top = data["top_retained"] || data["top_growth"]
           parts << "top: #{top.first(3).map { |j| j['class'] }.join(', ')}" if top.is_a?(Array) && !top.empty?
+          parts << data["verdict"] if data["verdict"]
           parts.join("; ")
         when "denial"
           data["message"].to_s

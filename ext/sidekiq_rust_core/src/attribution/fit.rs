@@ -2,10 +2,23 @@
 
 use std::collections::VecDeque;
 
-/// An estimate within this many standard errors of zero is reported as 0.
-pub const SIGNIFICANCE: f64 = 2.0;
+/// An estimate within this many standard errors of zero is reported as 0 (3: with a handful of classes, a class
+/// that keeps nothing is still reported as 0 in far more than 9 fits of 10), once there are many more windows
+/// than columns; with few, Student's t quantile of the same level (two-sided 0.27%), see [`critical`].
+pub const SIGNIFICANCE: f64 = 3.0;
+/// Student's t quantiles at 1 - 0.00135 for 1 to 10 degrees of freedom.
+const T_QUANTILES: [f64; 10] = [235.8, 19.21, 9.22, 6.62, 5.51, 4.90, 4.53, 4.28, 4.09, 3.96];
+/// An estimate below this many bytes per job is reported as 0 whatever its standard error (a few Ruby objects
+/// a job leaves in a cache are not what a restart is explained by).
+pub const MIN_BYTES: f64 = 1024.0;
 /// Fitted windows a robust fit keeps (the retained series: one window per reclaim).
 pub const MAX_HISTORY: usize = 2048;
+/// The in-flight columns of a robust series stay when dropping them raises the residual sum of squares by more
+/// than this many residual variances each: an effect of 5 standard errors a column.
+const HOLDS_NEEDED: f64 = 25.0;
+/// A fit with the in-flight columns whose per-job standard error is this many times the one without them says
+/// nothing: the one without them is taken (unless a class keeps less than nothing in it).
+const AMBIGUOUS: f64 = 10.0;
 /// Huber's tuning constant: residuals beyond this many robust standard deviations weigh less.
 const HUBER: f64 = 1.345;
 /// Rounds of reweighting of a robust fit.
@@ -20,23 +33,61 @@ pub struct Normal {
     xty: Vec<f64>,
     yy: f64,
     pub(super) windows: u64,
+    /// Per column, the windows it weighed in.
+    column_windows: Vec<u64>,
     history: Option<VecDeque<Observation>>,
+    /// The odd columns (the retained series' "held while in flight") are kept only when the windows need them
+    /// (see `Normal::final_fit`).
+    select_holds: bool,
 }
 
 /// One fitted window: its weights by column, and its change.
 type Observation = (Vec<(usize, f64)>, f64);
+
+/// One group's estimate: the figure reported (0 when the windows cannot tell it from zero) and its standard
+/// error, bytes per job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub value: f64,
+    pub standard_error: f64,
+}
 
 struct Fit {
     active: Vec<usize>,
     l: Vec<Vec<f64>>,
     beta: Vec<f64>,
     sigma2: f64,
+    /// The residual sum of squares (weighted, for a robust fit).
+    rss: f64,
+    /// The variance the standard errors use: `sigma2`, or for a robust fit the residuals' variance with each
+    /// window's square capped at 3 robust scales, when smaller (one job far off the rest, say a leaker that kept
+    /// 700 MB once, inflates `sigma2` until nothing can be told from zero).
+    error_variance: f64,
+    /// Windows minus columns in use.
+    dof: u64,
+}
+
+/// How many standard errors from zero an estimate must be with `dof` degrees of freedom: the table up to 10,
+/// then the Cornish-Fisher expansion of t around [`SIGNIFICANCE`] (three terms: a few percent low at 11, closer
+/// beyond).
+pub fn critical(dof: u64) -> f64 {
+    if dof == 0 {
+        return f64::INFINITY;
+    }
+    if let Some(&t) = T_QUANTILES.get(dof as usize - 1) {
+        return t;
+    }
+    let (z, v) = (SIGNIFICANCE, dof as f64);
+    z + (z.powi(3) + z) / (4.0 * v)
+        + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * v * v)
+        + (3.0 * z.powi(7) + 19.0 * z.powi(5) + 17.0 * z.powi(3) - 15.0 * z) / (384.0 * v.powi(3))
 }
 
 impl Normal {
     pub(super) fn robust() -> Self {
         Normal {
             history: Some(VecDeque::new()),
+            select_holds: true,
             ..Normal::default()
         }
     }
@@ -47,6 +98,7 @@ impl Normal {
         }
         while self.xty.len() < k {
             self.xty.push(0.0);
+            self.column_windows.push(0);
             self.xtx.push(Vec::new());
         }
         for row in &mut self.xtx {
@@ -68,6 +120,9 @@ impl Normal {
         let k = weights.iter().map(|(c, _)| c + 1).max().unwrap_or(0);
         self.grow(k);
         for &(i, wi) in weights {
+            if wi != 0.0 {
+                self.column_windows[i] += 1;
+            }
             self.xty[i] += w * wi * y;
             for &(j, wj) in weights {
                 self.xtx[i][j] += w * wi * wj;
@@ -77,10 +132,16 @@ impl Normal {
         self.windows += 1;
     }
 
-    /// Least squares over the columns in use; None when there are not more windows than columns.
-    fn fit(&self) -> Option<Fit> {
+    /// The windows a column weighed in (0 for a column never seen).
+    pub fn windows_of(&self, column: usize) -> u64 {
+        self.column_windows.get(column).copied().unwrap_or(0)
+    }
+
+    /// Least squares over the columns in use but `excluded` (held at 0); None when there are not more windows
+    /// than columns.
+    fn fit(&self, excluded: &[usize]) -> Option<Fit> {
         let active: Vec<usize> = (0..self.xty.len())
-            .filter(|&i| self.xtx[i][i] > 0.0)
+            .filter(|&i| self.xtx[i][i] > 0.0 && !excluded.contains(&i))
             .collect();
         let n = active.len();
         if n == 0 || self.windows <= n as u64 {
@@ -102,20 +163,72 @@ impl Normal {
                 rss += beta[i] * a[i][j] * beta[j];
             }
         }
-        let sigma2 = rss.max(0.0) / (self.windows - n as u64) as f64;
+        let dof = self.windows - n as u64;
+        let sigma2 = rss.max(0.0) / dof as f64;
         Some(Fit {
             active,
             l,
             beta,
             sigma2,
+            rss: rss.max(0.0),
+            error_variance: sigma2,
+            dof,
         })
     }
 
-    /// The plain fit, or for a robust series the fit after weighing down the windows far off it.
+    /// The plain fit, or for a robust series the fit after weighing down the windows far off it. A robust
+    /// series with `select_holds` drops its odd columns (what a job holds while in flight) unless the windows need
+    /// them: the rise in the residual sum of squares without them is above [`HOLDS_NEEDED`] residual variances a
+    /// column (real working sets in flight rise it by 10^5 and more; a few hundred kB held in turn by 10 to 20). When a queue hands out the classes in
+    /// turn, the in-flight counts are a linear function of the start counts, and the model with them cannot
+    /// tell "A keeps 8 MB, B keeps none" from "both keep 4 MB and A holds some while it runs": when they make
+    /// the fit ambiguous ([`AMBIGUOUS`]) it is dropped too. A fit without them in which a class keeps clearly
+    /// less than nothing is no explanation: the full one is kept (and its standard errors say how little it
+    /// knows).
     fn final_fit(&self) -> Option<Fit> {
-        let Some(history) = &self.history else {
-            return self.fit();
+        if self.history.is_none() {
+            return self.fit(&[]);
+        }
+        let full = self.robust_fit(&[])?;
+        if !self.select_holds {
+            return Some(full);
+        }
+        let holds: Vec<usize> = full.active.iter().copied().filter(|c| c % 2 == 1).collect();
+        if holds.is_empty() {
+            return Some(full);
+        }
+        let Some(reduced) = self.robust_fit(&holds) else {
+            return Some(full);
         };
+        let q = holds.len() as f64;
+        let rise = (reduced.rss - full.rss) / full.sigma2.max(f64::MIN_POSITIVE);
+        // A class that keeps clearly less than nothing is no explanation: the in-flight columns are needed (and
+        // when they make the fit ambiguous, its standard errors say so and the figures stay at 0).
+        let impossible = reduced.active.iter().any(|&c| {
+            reduced
+                .group(&[c])
+                .is_some_and(|(b, e)| b < -critical(reduced.dof) * e)
+        });
+        // The in-flight columns may make the fit ambiguous (a per-job figure's standard error many times the one
+        // without them): it then says nothing, while the fit without them still can.
+        let ambiguous =
+            reduced
+                .active
+                .iter()
+                .any(|&c| match (full.group(&[c]), reduced.group(&[c])) {
+                    (Some((_, with)), Some((_, without))) => with > AMBIGUOUS * without,
+                    _ => false,
+                });
+        Some(if (rise <= HOLDS_NEEDED * q || ambiguous) && !impossible {
+            reduced
+        } else {
+            full
+        })
+    }
+
+    /// Huber's M-estimator over the kept windows, with the `excluded` columns held at 0.
+    fn robust_fit(&self, excluded: &[usize]) -> Option<Fit> {
+        let history = self.history.as_ref()?;
         let mut weights = vec![1.0; history.len()];
         let mut fit = None;
         for _ in 0..ROBUST_ROUNDS {
@@ -123,7 +236,7 @@ impl Normal {
             for ((x, y), &w) in history.iter().zip(&weights) {
                 normal.add_weighted(x, *y, w);
             }
-            let current = normal.fit()?;
+            let mut current = normal.fit(excluded)?;
             let coefficient = |column: usize| {
                 current
                     .active
@@ -135,10 +248,18 @@ impl Normal {
                 .iter()
                 .map(|(x, y)| y - x.iter().map(|&(c, w)| w * coefficient(c)).sum::<f64>())
                 .collect();
-            fit = Some(current);
             let mut magnitudes: Vec<f64> = residuals.iter().map(|r| r.abs()).collect();
             magnitudes.sort_by(f64::total_cmp);
             let scale = 1.4826 * magnitudes[magnitudes.len() / 2];
+            if scale > 0.0 {
+                // Each window's squared residual counts up to (3 scales)^2: a window far off the rest weighs
+                // like one just at the edge of the bulk, not like all the others together.
+                let cap = (3.0 * scale).powi(2);
+                let winsorized: f64 = residuals.iter().map(|r| (r * r).min(cap)).sum();
+                let dof = (history.len() as f64 - current.active.len() as f64).max(1.0);
+                current.error_variance = current.sigma2.min(winsorized / dof);
+            }
+            fit = Some(current);
             if scale <= 0.0 {
                 break;
             }
@@ -152,36 +273,43 @@ impl Normal {
 
     /// One estimate per group of columns, the sum of its columns' coefficients (None: no column of the group
     /// was in a window, or there are not more windows than columns in use).
-    pub fn solve(&self, groups: &[Vec<usize>]) -> Vec<Option<f64>> {
+    pub fn solve(&self, groups: &[Vec<usize>]) -> Vec<Option<Estimate>> {
         let mut out = vec![None; groups.len()];
-        let Some(Fit {
-            active,
-            l,
-            beta,
-            sigma2,
-        }) = self.final_fit()
-        else {
+        let Some(fit) = self.final_fit() else {
             return out;
         };
-        let n = active.len();
         for (slot, group) in out.iter_mut().zip(groups) {
-            let mut pick = vec![0.0; n];
-            for column in group {
-                if let Some(pos) = active.iter().position(|c| c == column) {
-                    pick[pos] = 1.0;
-                }
+            if let Some((estimate, standard_error)) = fit.group(group) {
+                let significant = estimate.abs() > critical(fit.dof) * standard_error
+                    && estimate.abs() >= MIN_BYTES;
+                // Below zero is noise or the allocator giving back what others held: no job keeps less than
+                // nothing.
+                *slot = Some(Estimate {
+                    value: if significant { estimate.max(0.0) } else { 0.0 },
+                    standard_error,
+                });
             }
-            if pick.iter().all(|&v| v == 0.0) {
-                continue;
-            }
-            let estimate: f64 = pick.iter().zip(&beta).map(|(p, v)| p * v).sum();
-            let z = forward_substitute(&l, &pick);
-            let variance = sigma2 * z.iter().map(|v| v * v).sum::<f64>();
-            let significant = estimate.abs() > SIGNIFICANCE * variance.sqrt();
-            // Below zero is noise or the allocator giving back what others held: no job keeps less than nothing.
-            *slot = Some(if significant { estimate.max(0.0) } else { 0.0 });
         }
         out
+    }
+}
+
+impl Fit {
+    /// The sum of a group's coefficients and its standard error; None when no column of the group is active.
+    fn group(&self, group: &[usize]) -> Option<(f64, f64)> {
+        let mut pick = vec![0.0; self.active.len()];
+        for column in group {
+            if let Some(pos) = self.active.iter().position(|c| c == column) {
+                pick[pos] = 1.0;
+            }
+        }
+        if pick.iter().all(|&v| v == 0.0) {
+            return None;
+        }
+        let estimate: f64 = pick.iter().zip(&self.beta).map(|(p, v)| p * v).sum();
+        let z = forward_substitute(&self.l, &pick);
+        let standard_error = (self.error_variance * z.iter().map(|v| v * v).sum::<f64>()).sqrt();
+        Some((estimate, standard_error))
     }
 }
 
@@ -223,4 +351,21 @@ fn back_substitute(l: &[Vec<f64>], z: &[f64]) -> Vec<f64> {
         x[i] = (z[i] - s) / l[i][i];
     }
     x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_critical_value_falls_to_three_standard_errors() {
+        assert_eq!(critical(0), f64::INFINITY);
+        assert_eq!(critical(1), 235.8);
+        assert!(critical(11) < critical(10) && critical(11) > 0.95 * critical(10));
+        assert!((critical(30) - 3.27).abs() < 0.03, "{}", critical(30));
+        assert!((critical(1000) - SIGNIFICANCE).abs() < 0.01);
+        for dof in 1..200 {
+            assert!(critical(dof + 1) < critical(dof), "{dof}");
+        }
+    }
 }

@@ -32,7 +32,7 @@ mod window;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-pub use fit::{Normal, MAX_HISTORY, SIGNIFICANCE};
+pub use fit::{Estimate, Normal, MAX_HISTORY, MIN_BYTES, SIGNIFICANCE};
 pub use report::{rank, ClassFigures, Snapshot};
 pub use window::{MAX_PENDING, MIN_WINDOW_NS};
 
@@ -214,12 +214,30 @@ impl Attribution {
         self.reclaiming = true;
     }
 
-    /// The reclaim is over; `memory` is the floor read just after it. What it gave back counts for no job.
-    pub fn reclaim_finished(&mut self, memory: u64, now: u64) {
+    /// The reclaim is over; `memory` is read just after it (what it gave back counts for no job), and `floor`
+    /// is the retained series' reading: the allocator's bytes in use after the GC where it tells them (unlike
+    /// RSS they do not hide a leak in memory the allocator had kept free), else `memory`. Every floor of one
+    /// Attribution must be the same kind of reading. `read` is when the floor was read (from, to: it is read
+    /// without the GVL, and jobs go on): a job that started after it counts in the next window; when one started
+    /// while it was read, what that job allocated may or may not be in the floor, so the floor closes no
+    /// retained window (the open one runs on to the next floor).
+    pub fn reclaim_finished(&mut self, memory: u64, floor: u64, now: u64, read: (u64, u64)) {
         let running = self.running_classes();
         self.growth.close(memory as f64, now, false, &running);
-        self.retained.close(memory as f64, now, true, &running);
         self.reclaiming = false;
+        let (from, to) = read;
+        let jobs = || self.slots.iter().flatten();
+        if jobs().any(|r| r.start >= from && r.start <= to) {
+            return;
+        }
+        let at_floor: Vec<usize> = jobs().filter(|r| r.start < from).map(|r| r.class).collect();
+        self.retained.close(floor as f64, now, true, &at_floor);
+        let closed = self.retained.closed;
+        for job in self.slots.iter_mut().flatten() {
+            if job.start > to {
+                job.closed[1] = closed;
+            }
+        }
     }
 
     /// The jobs running now, longest first.
@@ -336,6 +354,26 @@ mod tests {
         a.job_finished(second, 6, None);
         assert!(a.in_flight(7).is_empty());
         assert_eq!(a.report().iter().map(|r| r.jobs).sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn a_floor_read_while_a_job_started_closes_no_retained_window() {
+        let mut a = Attribution::new();
+        a.reclaim_started(0, 0);
+        a.reclaim_finished(0, 0, 1, (0, 1));
+        let closed = a.retained.closed;
+        a.reclaim_started(0, 10);
+        let during = a.job_started("LeakJob", "l", 11, None); // while the floor is read, 10 to 12
+        a.reclaim_finished(0, 5, 13, (10, 12));
+        assert_eq!(a.retained.closed, closed);
+        a.job_finished(during, 14, None);
+        a.reclaim_started(0, 20);
+        let after = a.job_started("LeakJob", "l2", 23, None); // after the reading, before the GVL came back
+        a.reclaim_finished(0, 5, 24, (20, 22));
+        assert_eq!(a.retained.closed, closed + 1);
+        // It counts in the next window: the one just closed holds only the job that started during the last read.
+        a.job_finished(after, 25, None);
+        assert_eq!(a.retained.current.iter().map(|(_, w)| w).sum::<f64>(), 1.0);
     }
 
     #[test]

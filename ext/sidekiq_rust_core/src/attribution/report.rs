@@ -1,6 +1,6 @@
 //! The per-class figures: fitting both series of a snapshot and ranking the rows.
 
-use super::fit::Normal;
+use super::fit::{Estimate, Normal};
 use super::window::{per_job, second};
 
 /// One finished class's figures, bytes per job.
@@ -11,6 +11,10 @@ pub struct ClassFigures {
     pub retained: Option<i64>,
     pub growth: Option<i64>,
     pub allocated: Option<i64>,
+    /// The standard error of `retained` (bytes per job; None while `retained` is unknown): how far to trust it.
+    pub retained_error: Option<i64>,
+    /// Retained windows (between two measuring reclaims) in which a job of the class started.
+    pub windows: u64,
 }
 
 /// What a report needs, copied out so that the fit can run without the caller's lock.
@@ -45,6 +49,7 @@ impl Snapshot {
         // per-job column alone (the other is what jobs in flight hold).
         let both: Vec<Vec<usize>> = (0..k).map(|c| vec![per_job(c), second(c)]).collect();
         let one: Vec<Vec<usize>> = (0..k).map(|c| vec![per_job(c)]).collect();
+        let value = |e: &Option<Estimate>| e.map(|e| e.value.round() as i64);
         let growth = self.growth.solve(&both);
         let retained = self.retained.solve(&one);
         let mut rows: Vec<ClassFigures> = (0..k)
@@ -52,9 +57,11 @@ impl Snapshot {
             .map(|i| ClassFigures {
                 class: self.names[i].clone(),
                 jobs: self.jobs[i],
-                retained: retained[i].map(|v| v.round() as i64),
-                growth: growth[i].map(|v| v.round() as i64),
+                retained: value(&retained[i]),
+                growth: value(&growth[i]),
                 allocated: self.allocated[i],
+                retained_error: retained[i].map(|e| e.standard_error.round() as i64),
+                windows: self.retained.windows_of(per_job(i)),
             })
             .collect();
         rank(&mut rows);
@@ -74,6 +81,8 @@ mod tests {
             retained,
             growth,
             allocated: None,
+            retained_error: None,
+            windows: 0,
         };
         let mut rows = vec![
             f("Unknown", None, Some(9)),

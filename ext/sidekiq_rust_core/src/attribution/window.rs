@@ -53,7 +53,7 @@ pub(super) struct Series {
     in_flight_columns: bool,
     pub(super) start: u64,
     base: Option<f64>,
-    current: Vec<(usize, f64)>,
+    pub(super) current: Vec<(usize, f64)>,
     pending: VecDeque<Window>,
     pub(super) closed: u64,
     pub(super) normal: Normal,

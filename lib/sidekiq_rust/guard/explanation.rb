@@ -1,0 +1,47 @@
+# frozen_string_literal: true
+
+module SidekiqRust
+  class Guard
+    # What the guard says about a process's memory when it restarts or stops: the per-class rows, the jobs in
+    # flight, the top classes, the class with the strongest evidence and the one-line verdict (Verdict).
+    class Explanation
+      # Classes named in a log line and an event, by retained and by growth.
+      TOP = 5
+
+      def initialize(native, log:)
+        @native = native
+        @log = log
+      end
+
+      # Per job class: [{class:, jobs:, retained_per_job:, growth_per_job:, allocated_per_job:, retained_error:,
+      # windows:}] (bytes, nil when unknown), largest retained first. See Report.
+      def report(limit: nil)
+        rows = Report.rows(@native.report)
+        limit ? rows.first(limit) : rows
+      end
+
+      # The jobs running now, longest first: [{class:, jid:, running_s:}].
+      def in_flight
+        @native.in_flight.map { |klass, jid, seconds| { class: klass, jid: jid, running_s: seconds.round(1) } }
+      end
+
+      # The jobs in flight and the top classes by retained and by growth per job.
+      def attribution
+        rows = report
+        { in_flight: in_flight, top_retained: Report.top(rows, :retained_per_job, TOP),
+          top_growth: Report.top(rows, :growth_per_job, TOP) }
+      end
+
+      # The class with the strongest evidence (nil: none the figures tell from zero) and the one-line verdict:
+      # a leak in it, fragmentation, or live memory no class explains. Never raises.
+      def verdict
+        rows = report
+        { suspect: Report.strongest(rows),
+          verdict: Verdict.line(rows: rows, fragmentation: Fragmentation.read, last_reclaim: @native.last_reclaim) }
+      rescue StandardError => e
+        @log.failure("reading the verdict", e)
+        { suspect: nil, verdict: nil }
+      end
+    end
+  end
+end
