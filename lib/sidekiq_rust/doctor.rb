@@ -13,8 +13,8 @@ module SidekiqRust
   module Doctor
     Check = Struct.new(:name, :status, :saw, :todo, keyword_init: true) do
       def line
-        text = format("%-4<status>s %-10<name>s %<saw>s", status: status.to_s.upcase, name: name, saw: saw)
-        todo ? "#{text}\n                #{todo}" : text
+        text = format("%-4<status>s %-13<name>s %<saw>s", status: status.to_s.upcase, name: name, saw: saw)
+        todo ? "#{text}\n                   #{todo}" : text
       end
 
       def problem?

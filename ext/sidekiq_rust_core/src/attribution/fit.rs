@@ -16,9 +16,8 @@ pub const MAX_HISTORY: usize = 2048;
 /// The in-flight columns of a robust series stay when dropping them raises the residual sum of squares by more
 /// than this many residual variances each: an effect of 5 standard errors a column.
 const HOLDS_NEEDED: f64 = 25.0;
-/// A fit with the in-flight columns whose per-job standard error is this many times the one without them says
-/// nothing: the one without them is taken (unless a class keeps less than nothing in it).
-const AMBIGUOUS: f64 = 10.0;
+/// A window whose residual is beyond this many robust scales weighs nothing in a robust fit.
+const OUTLIER: f64 = 50.0;
 /// Huber's tuning constant: residuals beyond this many robust standard deviations weigh less.
 const HUBER: f64 = 1.345;
 /// Rounds of reweighting of a robust fit.
@@ -181,10 +180,9 @@ impl Normal {
     /// them: the rise in the residual sum of squares without them is above [`HOLDS_NEEDED`] residual variances a
     /// column (real working sets in flight rise it by 10^5 and more; a few hundred kB held in turn by 10 to 20). When a queue hands out the classes in
     /// turn, the in-flight counts are a linear function of the start counts, and the model with them cannot
-    /// tell "A keeps 8 MB, B keeps none" from "both keep 4 MB and A holds some while it runs": when they make
-    /// the fit ambiguous ([`AMBIGUOUS`]) it is dropped too. A fit without them in which a class keeps clearly
-    /// less than nothing is no explanation: the full one is kept (and its standard errors say how little it
-    /// knows).
+    /// tell "A keeps 8 MB, B keeps none" from "both keep 4 MB and A holds some while it runs". A fit without
+    /// them in which a class keeps clearly less than nothing is no explanation: the full one is kept (and its
+    /// standard errors say how little it knows: the figures stay at 0 rather than name a class wrongly).
     fn final_fit(&self) -> Option<Fit> {
         if self.history.is_none() {
             return self.fit(&[]);
@@ -209,17 +207,7 @@ impl Normal {
                 .group(&[c])
                 .is_some_and(|(b, e)| b < -critical(reduced.dof) * e)
         });
-        // The in-flight columns may make the fit ambiguous (a per-job figure's standard error many times the one
-        // without them): it then says nothing, while the fit without them still can.
-        let ambiguous =
-            reduced
-                .active
-                .iter()
-                .any(|&c| match (full.group(&[c]), reduced.group(&[c])) {
-                    (Some((_, with)), Some((_, without))) => with > AMBIGUOUS * without,
-                    _ => false,
-                });
-        Some(if (rise <= HOLDS_NEEDED * q || ambiguous) && !impossible {
+        Some(if rise <= HOLDS_NEEDED * q && !impossible {
             reduced
         } else {
             full
@@ -263,9 +251,17 @@ impl Normal {
             if scale <= 0.0 {
                 break;
             }
+            // Huber's weights, and none for a window so far off the rest (a job that kept 700 MB once, say) that
+            // even its small weight would pull the fit along a direction the other windows hardly tell.
             weights = residuals
                 .iter()
-                .map(|r| (HUBER * scale / r.abs().max(f64::MIN_POSITIVE)).min(1.0))
+                .map(|r| {
+                    if r.abs() > OUTLIER * scale {
+                        0.0
+                    } else {
+                        (HUBER * scale / r.abs().max(f64::MIN_POSITIVE)).min(1.0)
+                    }
+                })
                 .collect();
         }
         fit

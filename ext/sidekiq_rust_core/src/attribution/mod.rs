@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 pub use fit::{Estimate, Normal, MAX_HISTORY, MIN_BYTES, SIGNIFICANCE};
-pub use report::{rank, ClassFigures, Snapshot};
+pub use report::{rank, ClassFigures, Snapshot, MIN_WINDOWS};
 pub use window::{MAX_PENDING, MIN_WINDOW_NS};
 
 use jid::Jid;

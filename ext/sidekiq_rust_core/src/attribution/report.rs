@@ -1,6 +1,10 @@
 //! The per-class figures: fitting both series of a snapshot and ranking the rows.
 
 use super::fit::{Estimate, Normal};
+
+/// A class's retained figure is unknown until its jobs started in this many retained windows: with one, its
+/// figure is that window's change whatever it was, and no standard error can say otherwise.
+pub const MIN_WINDOWS: u64 = 5;
 use super::window::{per_job, second};
 
 /// One finished class's figures, bytes per job.
@@ -51,7 +55,12 @@ impl Snapshot {
         let one: Vec<Vec<usize>> = (0..k).map(|c| vec![per_job(c)]).collect();
         let value = |e: &Option<Estimate>| e.map(|e| e.value.round() as i64);
         let growth = self.growth.solve(&both);
-        let retained = self.retained.solve(&one);
+        let mut retained = self.retained.solve(&one);
+        for (i, estimate) in retained.iter_mut().enumerate() {
+            if self.retained.windows_of(per_job(i)) < MIN_WINDOWS {
+                *estimate = None;
+            }
+        }
         let mut rows: Vec<ClassFigures> = (0..k)
             .filter(|&i| self.jobs[i] > 0)
             .map(|i| ClassFigures {

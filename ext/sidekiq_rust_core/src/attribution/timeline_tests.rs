@@ -509,3 +509,82 @@ fn one_huge_job_does_not_silence_the_figures() {
     assert!(within(rows[0].retained, 3.0 * MB, 0.25), "{rows:?}");
     assert_eq!(rows[1].retained, Some(0), "{rows:?}");
 }
+
+/// The real-process spec's end: the three classes handed out in turn (the leaker and the churner start in the
+/// same numbers but in a few windows), then one leaker that keeps 700 MB alone in the last window.
+#[test]
+fn a_last_huge_leaker_after_a_round_robin_minute_is_still_the_leaker() {
+    let mut rng = Rng(5);
+    let mut a = Attribution::new();
+    let mut kept = 100.0 * MB;
+    let mut t = 0;
+    a.reclaim_started(kept as u64, t);
+    a.reclaim_finished(kept as u64, kept as u64, t, (t, t));
+    let mut order = ["StringLeakJob", "StringChurnJob", "PingJob"]
+        .iter()
+        .cycle();
+    for window in 0..45 {
+        let starts = if window == 44 { 1 } else { 15 + rng.below(3) };
+        for _ in 0..starts {
+            let class = if window == 44 {
+                "StringLeakJob"
+            } else {
+                order.next().unwrap()
+            };
+            let job = a.job_started(class, "j", t, None);
+            if class == "StringLeakJob" {
+                kept += if window == 44 { 700.0 * MB } else { 3.0 * MB };
+            }
+            a.job_finished(job, t + 5 * MS, None);
+            t += 10 * MS;
+        }
+        let floor = (kept + (rng.unit() - 0.5) * 0.2 * MB) as u64;
+        a.reclaim_started(floor, t);
+        a.reclaim_finished(floor, floor, t + MS, (t + MS, t + MS));
+        t += 2 * MS;
+    }
+    let rows = a.report();
+    assert_eq!(rows[0].class, "StringLeakJob", "{rows:?}");
+    assert!(rows[1..].iter().all(|r| r.retained == Some(0)), "{rows:?}");
+}
+
+/// A class whose jobs started in fewer than MIN_WINDOWS windows has no retained figure yet, however its one
+/// window changed (a job that held 230 MB when the floor came, say).
+#[test]
+fn a_class_seen_in_one_window_has_no_retained_figure_yet() {
+    let mut rng = Rng(9);
+    let mut a = Attribution::new();
+    let mut kept = 100.0 * MB;
+    let mut t = 0;
+    a.reclaim_started(kept as u64, t);
+    a.reclaim_finished(kept as u64, kept as u64, t, (t, t));
+    let mut garbage = None;
+    for window in 0..30 {
+        for _ in 0..(2 + rng.below(4)) {
+            let job = a.job_started("LeakJob", "l", t, None);
+            kept += 2.0 * MB;
+            a.job_finished(job, t + 5 * MS, None);
+            t += 10 * MS;
+        }
+        let held = if window == 10 {
+            garbage = Some(a.job_started("GarbageJob", "g", t, None));
+            230.0 * MB
+        } else {
+            if let Some(token) = garbage.take() {
+                a.job_finished(token, t, None);
+            }
+            0.0
+        };
+        let floor = (kept + held + (rng.unit() - 0.5) * 0.1 * MB) as u64;
+        a.reclaim_started(floor, t);
+        a.reclaim_finished(floor, floor, t + MS, (t + MS, t + MS));
+        t += 2 * MS;
+    }
+    let rows = a.report();
+    let garbage = rows.iter().find(|r| r.class == "GarbageJob");
+    assert!(
+        garbage.is_none() || garbage.is_some_and(|g| g.retained.is_none()),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0].class, "LeakJob", "{rows:?}");
+}
