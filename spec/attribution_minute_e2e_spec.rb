@@ -51,6 +51,7 @@ RSpec.describe "the leaker named within a minute (Sidekiq #{Sidekiq::VERSION})",
       rows if rows.sum { |r| r[:jobs] } == 3 * ROUNDS
     end
     summary = rows.map { |r| [r[:class], r[:retained_per_job], r[:retained_error], r[:windows]] }
+    record = { first_right: first_right, work: work, rows: summary, right: right?(rows), named: nil }
     leader = rows.find { |r| r[:retained_per_job]&.positive? }
     if leader
       expect(leader[:class]).to eq("StringLeakJob"), summary.inspect
@@ -64,6 +65,7 @@ RSpec.describe "the leaker named within a minute (Sidekiq #{Sidekiq::VERSION})",
     line = worker.log[/.*restarting: quiet.*/]
     warn "restart: #{line}" if ENV["VERBOSE"]
     named = line[/top_retained=(\w+)\(/, 1]
+    record[:named] = !named.nil?
     expect([nil, "StringLeakJob"]).to include(named), line
     expect(line).not_to match(/verdict="leak in (StringChurnJob|PingJob)/)
     event = worker.events.first
@@ -77,7 +79,8 @@ RSpec.describe "the leaker named within a minute (Sidekiq #{Sidekiq::VERSION})",
     else
       expect(event["suspect"]).to be_nil
     end
-    report_run(first_right: first_right, work: work, rows: summary, right: right?(rows), named: !named.nil?)
+  ensure
+    report_run(**record) if record
   end
 
   # One line per run, for bin/attribution_runs (ATTRIBUTION_RUNS_LOG) and VERBOSE.
