@@ -187,7 +187,7 @@ impl Normal {
         if self.history.is_none() {
             return self.fit(&[]);
         }
-        let full = self.robust_fit(&[])?;
+        let (full, weights) = self.robust_fit(&[])?;
         if !self.select_holds {
             return Some(full);
         }
@@ -195,11 +195,16 @@ impl Normal {
         if holds.is_empty() {
             return Some(full);
         }
-        let Some(reduced) = self.robust_fit(&holds) else {
+        let Some((reduced, _)) = self.robust_fit(&holds) else {
+            return Some(full);
+        };
+        // The rise is measured with the full fit's weights: the fit without the in-flight columns weighs down
+        // (or out) exactly the floors that a working set in flight lifted, and its own residuals would hide them.
+        let Some(reduced_rss) = self.weighted(&weights).fit(&holds).map(|f| f.rss) else {
             return Some(full);
         };
         let q = holds.len() as f64;
-        let rise = (reduced.rss - full.rss) / full.sigma2.max(f64::MIN_POSITIVE);
+        let rise = (reduced_rss - full.rss) / full.sigma2.max(f64::MIN_POSITIVE);
         // A class that keeps clearly less than nothing is no explanation: the in-flight columns are needed (and
         // when they make the fit ambiguous, its standard errors say so and the figures stay at 0).
         let impossible = reduced.active.iter().any(|&c| {
@@ -214,16 +219,25 @@ impl Normal {
         })
     }
 
-    /// Huber's M-estimator over the kept windows, with the `excluded` columns held at 0.
-    fn robust_fit(&self, excluded: &[usize]) -> Option<Fit> {
+    /// The normal equations of the kept windows, each weighed by `weights`.
+    fn weighted(&self, weights: &[f64]) -> Normal {
+        let mut normal = Normal::default();
+        if let Some(history) = &self.history {
+            for ((x, y), &w) in history.iter().zip(weights) {
+                normal.add_weighted(x, *y, w);
+            }
+        }
+        normal
+    }
+
+    /// Huber's M-estimator over the kept windows, with the `excluded` columns held at 0; also returns the
+    /// windows' weights in that fit.
+    fn robust_fit(&self, excluded: &[usize]) -> Option<(Fit, Vec<f64>)> {
         let history = self.history.as_ref()?;
         let mut weights = vec![1.0; history.len()];
         let mut fit = None;
         for _ in 0..ROBUST_ROUNDS {
-            let mut normal = Normal::default();
-            for ((x, y), &w) in history.iter().zip(&weights) {
-                normal.add_weighted(x, *y, w);
-            }
+            let normal = self.weighted(&weights);
             let mut current = normal.fit(excluded)?;
             let coefficient = |column: usize| {
                 current
@@ -247,7 +261,7 @@ impl Normal {
                 let dof = (history.len() as f64 - current.active.len() as f64).max(1.0);
                 current.error_variance = current.sigma2.min(winsorized / dof);
             }
-            fit = Some(current);
+            fit = Some((current, weights.clone()));
             if scale <= 0.0 {
                 break;
             }
