@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 /// that keeps nothing is still reported as 0 in far more than 9 fits of 10), once there are many more windows
 /// than columns; with few, Student's t quantile of the same level (two-sided 0.27%), see [`critical`].
 pub const SIGNIFICANCE: f64 = 3.0;
+/// The growth series' figures (RSS growth, the bloat signal) are reported as 0 within this many standard errors.
+pub const GROWTH_SIGNIFICANCE: f64 = 2.0;
 /// Student's t quantiles at 1 - 0.00135 for 1 to 10 degrees of freedom.
 const T_QUANTILES: [f64; 10] = [235.8, 19.21, 9.22, 6.62, 5.51, 4.90, 4.53, 4.28, 4.09, 3.96];
 /// An estimate below this many bytes per job is reported as 0 whatever its standard error (a few Ruby objects
@@ -290,8 +292,15 @@ impl Normal {
         };
         for (slot, group) in out.iter_mut().zip(groups) {
             if let Some((estimate, standard_error)) = fit.group(group) {
-                let significant = estimate.abs() > critical(fit.dof) * standard_error
-                    && estimate.abs() >= MIN_BYTES;
+                // The retained series (the leak signal, whose figure names a class) is tested at 3 standard
+                // errors with Student's t; the growth series as before, at 2.
+                let threshold = if self.history.is_some() {
+                    critical(fit.dof)
+                } else {
+                    GROWTH_SIGNIFICANCE
+                };
+                let significant =
+                    estimate.abs() > threshold * standard_error && estimate.abs() >= MIN_BYTES;
                 // Below zero is noise or the allocator giving back what others held: no job keeps less than
                 // nothing.
                 *slot = Some(Estimate {
