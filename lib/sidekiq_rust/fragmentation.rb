@@ -68,8 +68,7 @@ module SidekiqRust
     end
   
     # The figures a process records in its history hash ("live", "allocator_free", "heap_fragmentation",
-    # "ruby_heap"; ""
-    # where unknown), read at most every EVERY seconds. Never raises.
+    # "ruby_heap"; "" where unknown), read at most every EVERY seconds. Never raises.
     class Sampler
       def initialize(every: EVERY)
         @every = every

@@ -161,11 +161,12 @@ module SidekiqRust
 
     # What on_restart, the log and the history get about a restart for `reason`.
     def event_for(reason)
+      rows = @explanation.report
       {
         event: :restart, reason: reason, identity: @tag, hostname: @adapter.hostname, pid: ::Process.pid,
         metric: @settings.metric, memory: @native.decision_memory.nonzero? || @native.last_memory,
         limit: @settings.max_rss, hard_limit: @settings.hard_max_rss, busy: @native.busy, dry_run: false,
-        **@explanation.attribution, **@explanation.verdict
+        **@explanation.attribution(rows), **@explanation.verdict(rows)
       }
     end
 

@@ -25,17 +25,16 @@ module SidekiqRust
         @native.in_flight.map { |klass, jid, seconds| { class: klass, jid: jid, running_s: seconds.round(1) } }
       end
 
-      # The jobs in flight and the top classes by retained and by growth per job.
-      def attribution
-        rows = report
+      # The jobs in flight and the top classes by retained and by growth per job (`rows`: #report's, when the
+      # caller already has them: the fit runs once per call of #report).
+      def attribution(rows = report)
         { in_flight: in_flight, top_retained: Report.top(rows, :retained_per_job, TOP),
           top_growth: Report.top(rows, :growth_per_job, TOP) }
       end
 
       # The class with the strongest evidence (nil: none the figures tell from zero) and the one-line verdict:
       # a leak in it, fragmentation, or live memory no class explains. Never raises.
-      def verdict
-        rows = report
+      def verdict(rows = report)
         { suspect: Report.strongest(rows),
           verdict: Verdict.line(rows: rows, fragmentation: Fragmentation.read, last_reclaim: @native.last_reclaim) }
       rescue StandardError => e
