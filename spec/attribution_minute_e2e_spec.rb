@@ -9,8 +9,8 @@ require "spec_helper"
 RSpec.describe "the leaker named within a minute (Sidekiq #{Sidekiq::VERSION})", allocator: true do
   include E2E
 
-  MB = 1024 * 1024
   LEAK_STRINGS = 3
+  LEAK_BYTES = LEAK_STRINGS * 1024 * 1024
   ROUNDS = 300
 
   def push_rounds
@@ -25,7 +25,7 @@ RSpec.describe "the leaker named within a minute (Sidekiq #{Sidekiq::VERSION})",
   def right?(rows)
     leak, *others = rows
     leak && leak[:class] == "StringLeakJob" && leak[:retained_per_job] &&
-      (leak[:retained_per_job] - (LEAK_STRINGS * MB)).abs <= 0.25 * LEAK_STRINGS * MB &&
+      (leak[:retained_per_job] - LEAK_BYTES).abs <= 0.25 * LEAK_BYTES &&
       others.size == 2 && others.all? { |r| r[:retained_per_job]&.zero? }
   end
 
@@ -55,7 +55,7 @@ RSpec.describe "the leaker named within a minute (Sidekiq #{Sidekiq::VERSION})",
     leader = rows.find { |r| r[:retained_per_job]&.positive? }
     if leader
       expect(leader[:class]).to eq("StringLeakJob"), summary.inspect
-      expect(leader[:retained_per_job]).to be_within(0.5 * LEAK_STRINGS * MB).of(LEAK_STRINGS * MB), summary.inspect
+      expect(leader[:retained_per_job]).to be_within(0.5 * LEAK_BYTES).of(LEAK_BYTES), summary.inspect
     end
 
     # One more leaker, of 700 MB, takes the process over its limit: the restart names the leaker (or no class),

@@ -16,4 +16,9 @@ RSpec.configure do |config|
   config.disable_monkey_patching!
   config.order = :defined
   config.include ChildRuby
+  # `rake spec:preload` runs the solo examples that depend on the allocator alone under jemalloc:
+  # `--tag solo_allocator` selects them (RSpec's tags select one or the other, not both).
+  config.define_derived_metadata do |meta|
+    meta[:solo_allocator] = true if meta[:solo] && meta[:allocator]
+  end
 end

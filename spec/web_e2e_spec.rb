@@ -8,7 +8,7 @@ require "spec_helper"
 RSpec.describe "the Memory tab and the metrics of real guarded processes (Sidekiq #{Sidekiq::VERSION})" do
   include E2E
 
-  MB = 1024 * 1024
+  let(:mb) { 1024 * 1024 }
 
   before(:all) { @web = WebServer.new.start }
   after(:all) { @web&.stop }
@@ -94,9 +94,9 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
     expect(families.find { |f| f["name"] == "sidekiq_rust_restarts" }["type"]).to eq("counter")
     memory = Prometheus.samples(families, "sidekiq_rust_memory_bytes")
     expect(memory.map { |s| s["labels"] }).to include({ "identity" => steady.identity, "metric" => "rss" })
-    expect(memory.find { |s| s["labels"]["identity"] == steady.identity }["value"]).to be > 10 * MB
+    expect(memory.find { |s| s["labels"]["identity"] == steady.identity }["value"]).to be > 10 * mb
     expect(Prometheus.samples(families, "sidekiq_rust_limit_bytes")).to include(
-      a_hash_including("labels" => { "identity" => bloated.identity, "kind" => "soft" }, "value" => 150.0 * MB)
+      a_hash_including("labels" => { "identity" => bloated.identity, "kind" => "soft" }, "value" => 150.0 * mb)
     )
     expect(Prometheus.samples(families, "sidekiq_rust_restarts_total")).to include(
       a_hash_including("labels" => { "identity" => bloated.identity, "reason" => "soft_limit" }, "value" => 1.0)

@@ -12,8 +12,9 @@ module SidekiqRust
   # - heap_fragmentation: GitLab's definition, 1 - live slots / the slots of the pages that hold live objects
   #   (Ruby's eden pages): the share of Ruby's heap that is empty slots on pages it cannot give back.
   # - live: the allocator's bytes in use (jemalloc stats.allocated, glibc mallinfo2 in use + mmapped): what Ruby's
-  #   objects malloc'd (string and array buffers, hash tables) and C extensions' memory; nil under another
-  #   allocator. Ruby's heap pages are not in it: Ruby maps them itself.
+  #   objects malloc'd (string and array buffers, hash tables) and C extensions' memory, at most RSS (a block
+  #   handed out but never written to is not resident, and glibc counts an mmapped block whole); nil under
+  #   another allocator. Ruby's heap pages are not in it: Ruby maps them itself.
   # - ruby_heap: the bytes of Ruby's heap pages (GC.stat heap_allocated_pages times the page size).
   # - allocator_free: what the allocator holds and the process does not use: jemalloc resident - allocated
   #   (dirty and muzzy pages, partly used pages), glibc RSS - in use - Ruby's heap pages (free chunks in its
@@ -27,6 +28,7 @@ module SidekiqRust
     def read
       rss = Memory.rss
       figures = { rss: rss }.merge(ruby_heap).merge(allocator)
+      figures[:live] = [figures[:live], rss].min if figures[:live]
       # glibc tells no resident figure of its own: RSS less what is in use and less Ruby's heap pages (Ruby maps
       # those itself).
       if figures[:live] && figures[:allocator] == "glibc"
@@ -58,8 +60,7 @@ module SidekiqRust
       case stats[:allocator]
       when "jemalloc"
         { allocator: "jemalloc", live: stats[:allocated],
-          allocator_free: stats[:resident] && stats[:allocated] && [stats[:resident] - stats[:allocated], 0].max,
-          allocator_retained: stats[:retained] }
+          allocator_free: stats[:resident] && stats[:allocated] && [stats[:resident] - stats[:allocated], 0].max }
       else
         { allocator: stats[:allocator], live: stats[:in_use] }
       end

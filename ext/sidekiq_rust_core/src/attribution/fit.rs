@@ -185,11 +185,13 @@ impl Normal {
     /// tell "A keeps 8 MB, B keeps none" from "both keep 4 MB and A holds some while it runs". A fit without
     /// them in which a class keeps clearly less than nothing is no explanation: the full one is kept (and its
     /// standard errors say how little it knows: the figures stay at 0 rather than name a class wrongly).
+    /// Likewise no job holds less than nothing while it runs: an in-flight column clearly below zero (the fit
+    /// trading one class's keep against another's hold, as jobs handed out in turn allow) is held at 0.
     fn final_fit(&self) -> Option<Fit> {
         if self.history.is_none() {
             return self.fit(&[]);
         }
-        let (full, weights) = self.robust_fit(&[])?;
+        let (full, weights, negative_holds) = self.fit_without_negative_holds()?;
         if !self.select_holds {
             return Some(full);
         }
@@ -197,12 +199,13 @@ impl Normal {
         if holds.is_empty() {
             return Some(full);
         }
-        let Some((reduced, _)) = self.robust_fit(&holds) else {
+        let all_holds: Vec<usize> = holds.iter().chain(&negative_holds).copied().collect();
+        let Some((reduced, _)) = self.robust_fit(&all_holds) else {
             return Some(full);
         };
         // The rise is measured with the full fit's weights: the fit without the in-flight columns weighs down
         // (or out) exactly the floors that a working set in flight lifted, and its own residuals would hide them.
-        let Some(reduced_rss) = self.weighted(&weights).fit(&holds).map(|f| f.rss) else {
+        let Some(reduced_rss) = self.weighted(&weights).fit(&all_holds).map(|f| f.rss) else {
             return Some(full);
         };
         let q = holds.len() as f64;
@@ -219,6 +222,30 @@ impl Normal {
         } else {
             full
         })
+    }
+
+    /// The robust fit with every in-flight column that comes out clearly below zero held at 0 (one at a time,
+    /// the most negative first, refitting after each), its windows' weights, and the columns held.
+    fn fit_without_negative_holds(&self) -> Option<(Fit, Vec<f64>, Vec<usize>)> {
+        let mut held = Vec::new();
+        loop {
+            let (fit, weights) = self.robust_fit(&held)?;
+            let threshold = critical(fit.dof);
+            let most_negative = fit
+                .active
+                .iter()
+                .filter(|&&c| c % 2 == 1)
+                .filter_map(|&c| fit.group(&[c]).map(|(b, e)| (c, b, e)))
+                .filter(|&(_, b, e)| b < -threshold * e)
+                .min_by(|x, y| {
+                    (x.1 / x.2.max(f64::MIN_POSITIVE))
+                        .total_cmp(&(y.1 / y.2.max(f64::MIN_POSITIVE)))
+                });
+            match most_negative {
+                Some((column, _, _)) if self.select_holds => held.push(column),
+                _ => return Some((fit, weights, held)),
+            }
+        }
     }
 
     /// The normal equations of the kept windows, each weighed by `weights`.

@@ -13,7 +13,9 @@
 //!   after a reclaim is the leak signal. A job weighs 1 in the window it started in. A job still running at a
 //!   reclaim holds its working set in that floor and gives it back later: the second column counts the jobs
 //!   of the class in flight at the window's end minus those at its start, so that a working set (taken as
-//!   held from a job's start to its end) is not taken for a leak.
+//!   held from a job's start to its end) is not taken for a leak. A job that ended after the reclaim's GC but
+//!   before its floor was read counts as in flight at that floor: its working set is garbage the GC has not
+//!   seen yet (on a loaded machine the purge and the reading take long enough for jobs to end meanwhile).
 //!
 //! A per-job figure the windows cannot tell from zero (within two standard errors), or below zero, is
 //! reported as 0, and one without enough windows yet (no more windows than columns in use) as unknown.
@@ -106,6 +108,9 @@ pub struct Attribution {
     growth: Series,
     retained: Series,
     reclaiming: bool,
+    /// (class, start) of the jobs that ended during the reclaim under way: after its GC, so that what they held
+    /// is still in its floor.
+    ended_while_reclaiming: Vec<(usize, u64)>,
 }
 
 impl Default for Attribution {
@@ -126,6 +131,7 @@ impl Attribution {
             growth: Series::new(true, false),
             retained: Series::new(false, true),
             reclaiming: false,
+            ended_while_reclaiming: Vec::new(),
         }
     }
 
@@ -180,6 +186,9 @@ impl Attribution {
             return;
         };
         self.free.push(slot);
+        if self.reclaiming && self.ended_while_reclaiming.len() < MAX_PENDING {
+            self.ended_while_reclaiming.push((job.class, job.start));
+        }
         let totals = &mut self.totals[job.class];
         totals.jobs += 1;
         if let (Some(before), Some(after)) = (job.allocated, allocated) {
@@ -202,16 +211,19 @@ impl Attribution {
             return;
         }
         let running = self.running_classes();
-        self.growth.close(memory as f64, now, true, &running);
+        self.growth.close(memory as f64, now, true, &running, &[]);
     }
 
-    /// A reclaim (GC + purge) starts; `memory` is read just before it.
+    /// A reclaim (GC + purge) starts; `memory` is read just before it, and its GC runs right after (no job ends
+    /// in between: the GC holds the GVL). A job that ends from now to `reclaim_finished` leaves what it held in
+    /// the floor.
     pub fn reclaim_started(&mut self, memory: u64, now: u64) {
         if !self.reclaiming {
             let running = self.running_classes();
-            self.growth.close(memory as f64, now, true, &running);
+            self.growth.close(memory as f64, now, true, &running, &[]);
         }
         self.reclaiming = true;
+        self.ended_while_reclaiming.clear();
     }
 
     /// The reclaim is over; `memory` is read just after it (what it gave back counts for no job), and `floor`
@@ -223,15 +235,26 @@ impl Attribution {
     /// retained window (the open one runs on to the next floor).
     pub fn reclaim_finished(&mut self, memory: u64, floor: u64, now: u64, read: (u64, u64)) {
         let running = self.running_classes();
-        self.growth.close(memory as f64, now, false, &running);
+        self.growth.close(memory as f64, now, false, &running, &[]);
         self.reclaiming = false;
+        let ended = std::mem::take(&mut self.ended_while_reclaiming);
         let (from, to) = read;
         let jobs = || self.slots.iter().flatten();
-        if jobs().any(|r| r.start >= from && r.start <= to) {
+        let during_read = |start: u64| start >= from && start <= to;
+        if jobs().any(|r| during_read(r.start))
+            || ended.iter().any(|&(_, start)| during_read(start))
+        {
             return;
         }
         let at_floor: Vec<usize> = jobs().filter(|r| r.start < from).map(|r| r.class).collect();
-        self.retained.close(floor as f64, now, true, &at_floor);
+        // A job that ended after the GC left its working set in the floor (only the next GC frees it).
+        let held: Vec<usize> = ended
+            .iter()
+            .filter(|&&(_, start)| start < from)
+            .map(|&(class, _)| class)
+            .collect();
+        self.retained
+            .close(floor as f64, now, true, &at_floor, &held);
         let closed = self.retained.closed;
         for job in self.slots.iter_mut().flatten() {
             if job.start > to {
@@ -374,6 +397,25 @@ mod tests {
         // It counts in the next window: the one just closed holds only the job that started during the last read.
         a.job_finished(after, 25, None);
         assert_eq!(a.retained.current.iter().map(|(_, w)| w).sum::<f64>(), 1.0);
+    }
+
+    #[test]
+    fn a_job_that_ends_after_the_gc_is_in_flight_at_the_floor() {
+        let mut a = Attribution::new();
+        a.reclaim_started(0, 0);
+        a.reclaim_finished(0, 0, 1, (1, 1));
+        let churn = a.job_started("ChurnJob", "c", 2, None);
+        a.reclaim_started(0, 10);
+        a.job_finished(churn, 11, None); // during the purge: what it held is in the floor
+        a.reclaim_finished(0, 48, 13, (12, 13));
+        // The window closed with the job started in it and in flight at its end; the next starts at -1.
+        assert_eq!(a.retained.normal.windows, 1);
+        assert_eq!(a.retained.current, vec![(window::second(0), -1.0)]);
+        // Ended before the next reclaim's GC: not held at that floor.
+        a.reclaim_started(0, 20);
+        a.reclaim_finished(0, 0, 21, (20, 21));
+        assert_eq!(a.retained.normal.windows, 2);
+        assert!(a.retained.current.is_empty());
     }
 
     #[test]

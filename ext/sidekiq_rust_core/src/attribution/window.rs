@@ -73,11 +73,20 @@ impl Series {
         }
     }
 
-    /// Closes the open window at `memory`; `observed = false` drops it (the time a reclaim took).
-    pub(super) fn close(&mut self, memory: f64, now: u64, observed: bool, running: &[usize]) {
+    /// Closes the open window at `memory`; `observed = false` drops it (the time a reclaim took). `running`: the
+    /// classes of the jobs running across its end; `done_but_held`: of jobs that have ended but whose working
+    /// set is still in `memory` (the retained series: they ended after the reclaim's GC), counted in flight.
+    pub(super) fn close(
+        &mut self,
+        memory: f64,
+        now: u64,
+        observed: bool,
+        running: &[usize],
+        done_but_held: &[usize],
+    ) {
         let mut weights = std::mem::take(&mut self.current);
         if self.in_flight_columns {
-            for &class in running {
+            for &class in running.iter().chain(done_but_held) {
                 add_weight(&mut weights, second(class), 1.0);
                 add_weight(&mut self.current, second(class), -1.0);
             }
