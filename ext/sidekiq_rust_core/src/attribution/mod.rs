@@ -17,8 +17,9 @@
 //!   before its floor was read counts as in flight at that floor: its working set is garbage the GC has not
 //!   seen yet (on a loaded machine the purge and the reading take long enough for jobs to end meanwhile).
 //!
-//! A per-job figure the windows cannot tell from zero (within two standard errors), or below zero, is
-//! reported as 0, and one without enough windows yet (no more windows than columns in use) as unknown.
+//! A per-job figure the windows cannot tell from zero (retained: within Student's t at the level of three
+//! standard errors; growth: within two standard errors), or below zero, is reported as 0, and one without
+//! enough windows yet (no more windows than columns in use; retained: fewer than 5 windows) as unknown.
 //! **allocated** needs no fit: the allocator's per-thread counter read at a job's start and end gives each
 //! job's own bytes.
 //!
