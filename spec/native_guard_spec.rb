@@ -30,10 +30,11 @@ RSpec.describe SidekiqRust::Native::Guard do
     guard = described_class.new(base.merge(brake_at: 9000 * mb, resume_at: 8000 * mb, concurrency: 5))
     expect(guard.window).to eq(5)
     expect(guard.paused?).to be(false)
-    action, before, after, purged = guard.reclaim(false)
+    action, before, after, purged, measured = guard.reclaim(false)
     expect(action).to be_nil
     expect([before, after]).to all(be > 0)
     expect(purged).to be(true).or be(false)
+    expect(measured).to be(true).or be(false)
     expect(guard.phase).to eq("serving")
   end
 

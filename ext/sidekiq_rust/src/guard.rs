@@ -58,9 +58,10 @@ type Row = (
     u64,
 );
 
-/// `[action or nil, memory before, memory after, purged]`: a reclaim's outcome (`purged`: the allocator gave
-/// memory back; false when it cannot purge).
-type Reclaimed = (Option<Symbol>, u64, u64, bool);
+/// `[action or nil, memory before, memory after, purged, measured]`: a reclaim's outcome (`purged`: the allocator
+/// gave memory back, false when it cannot purge; `measured`: its floor closed a window of the per-class retained
+/// figure, false when a job had just started, see `Attribution::reclaim_finished`).
+type Reclaimed = (Option<Symbol>, u64, u64, bool, bool);
 
 pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     let class = native.define_class("Guard", ruby.class_object())?;
@@ -301,7 +302,7 @@ impl Guard {
 
     /// A reclaim: the metric, then `GC.start` and the allocator purge (without the GVL), then the metric again;
     /// what it gave back counts for no job. With `decide = true` (a reclaim the policy asked for) the outcome
-    /// goes to the policy. Returns `[action or nil, before, after, purged]`.
+    /// goes to the policy. Returns `[action or nil, before, after, purged, measured]`.
     fn reclaim(ruby: &Ruby, rb_self: &Self, decide: bool) -> Result<Reclaimed, Error> {
         let rss = read_rss()?;
         let before = rb_self.read_metric(rss)?;
@@ -329,18 +330,19 @@ impl Guard {
         let floor = in_use.unwrap_or(rss);
         let now = rb_self.now_ns();
         rb_self.remember(after, now);
-        let action = guarded("deciding on a reclaim", || {
+        let (action, measured) = guarded("deciding on a reclaim", || {
             let mut state = rb_self.state();
-            state.jobs.reclaim_finished(rss, floor, now, read);
+            let measured = state.jobs.reclaim_finished(rss, floor, now, read);
             if !decide {
-                return Ok(Action::None);
+                return Ok((Action::None, measured));
             }
-            Ok(state.policy.step(Event::Reclaimed {
+            let action = state.policy.step(Event::Reclaimed {
                 memory: after,
                 now_ms: now / 1_000_000,
-            }))
+            });
+            Ok((action, measured))
         })?;
-        Ok((action_symbol(ruby, action), before, after, purged))
+        Ok((action_symbol(ruby, action), before, after, purged, measured))
     }
 
     fn step(ruby: &Ruby, rb_self: &Self, event: Event) -> Result<Option<Symbol>, Error> {

@@ -66,6 +66,8 @@ struct Fit {
     error_variance: f64,
     /// Windows minus columns in use.
     dof: u64,
+    /// The weight of each kept window in a robust fit (empty for a plain one).
+    window_weights: Vec<f64>,
 }
 
 /// How many standard errors from zero an estimate must be with `dof` degrees of freedom: the table up to 10,
@@ -174,6 +176,7 @@ impl Normal {
             rss: rss.max(0.0),
             error_variance: sigma2,
             dof,
+            window_weights: Vec::new(),
         })
     }
 
@@ -290,6 +293,7 @@ impl Normal {
                 let dof = (history.len() as f64 - current.active.len() as f64).max(1.0);
                 current.error_variance = current.sigma2.min(winsorized / dof);
             }
+            current.window_weights.clone_from(&weights);
             fit = Some((current, weights.clone()));
             if scale <= 0.0 {
                 break;
@@ -317,30 +321,139 @@ impl Normal {
         let Some(fit) = self.final_fit() else {
             return out;
         };
-        for (slot, group) in out.iter_mut().zip(groups) {
-            if let Some((estimate, standard_error)) = fit.group(group) {
-                // The retained series (the leak signal, whose figure names a class) is tested at 3 standard
-                // errors with Student's t; the growth series as before, at 2.
-                let threshold = if self.history.is_some() {
-                    critical(fit.dof)
-                } else {
-                    GROWTH_SIGNIFICANCE
-                };
-                let significant =
-                    estimate.abs() > threshold * standard_error && estimate.abs() >= MIN_BYTES;
-                // Below zero is noise or the allocator giving back what others held: no job keeps less than
-                // nothing.
-                *slot = Some(Estimate {
-                    value: if significant { estimate.max(0.0) } else { 0.0 },
-                    standard_error,
-                });
+        // The retained series (the leak signal, whose figure names a class) is tested at 3 standard errors with
+        // Student's t; the growth series as before, at 2.
+        let robust = self.history.is_some();
+        let threshold = |dof| {
+            if robust {
+                critical(dof)
+            } else {
+                GROWTH_SIGNIFICANCE
             }
+        };
+        // Below zero is noise or the allocator giving back what others held: no job keeps less than nothing.
+        let positive = |estimate: f64, error: f64, dof| {
+            estimate > threshold(dof) * error && estimate >= MIN_BYTES
+        };
+        let mut inverse = None;
+        for (slot, group) in out.iter_mut().zip(groups) {
+            let Some((estimate, mut standard_error)) = fit.group(group) else {
+                continue;
+            };
+            let mut value = if positive(estimate, standard_error, fit.dof) {
+                estimate
+            } else {
+                0.0
+            };
+            // A figure that would be reported is tested again on its evidence (only those: it costs a pass over
+            // the windows).
+            if value > 0.0 && robust {
+                let inverse = inverse.get_or_insert_with(|| fit.inverse());
+                match self.evidence(&fit, inverse, group) {
+                    // One window alone decides it: not known yet, however well it fits.
+                    Some((error, _)) if error.is_infinite() => continue,
+                    Some((error, windows)) => {
+                        standard_error = standard_error.max(error);
+                        // Resting on n windows, it is tested with at most n degrees of freedom.
+                        let dof = fit.dof.min(windows.max(1.0) as u64);
+                        if !positive(estimate, standard_error, dof) {
+                            value = 0.0;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            *slot = Some(Estimate {
+                value,
+                standard_error,
+            });
         }
         out
+    }
+
+    /// How far to trust a group's estimate beyond the model's standard error: the sandwich (HC3) standard error
+    /// over the kept windows of a robust fit (each window's residual, over one minus its leverage, weighed by
+    /// how far it moves the estimate) and the number of windows the estimate effectively rests on (how evenly
+    /// its variance spreads over the windows, by design: sum(c)^2 / sum(c^2) with c = influence^2 / (1 -
+    /// leverage)). A steady queue that hands the classes out in turn leaves few windows that hold two classes
+    /// in different numbers: the model's standard error, from the residuals of all windows, would be small
+    /// although the split between the two rests on those few. Infinite when one window alone decides it;
+    /// None for a plain fit.
+    fn evidence(&self, fit: &Fit, inverse: &[Vec<f64>], group: &[usize]) -> Option<(f64, f64)> {
+        let history = self.history.as_ref()?;
+        if fit.window_weights.len() != history.len() {
+            return None;
+        }
+        let width = fit.active.iter().max().map_or(0, |c| c + 1);
+        let mut position = vec![None; width];
+        for (p, &c) in fit.active.iter().enumerate() {
+            position[c] = Some(p);
+        }
+        let picked: Vec<usize> = group
+            .iter()
+            .filter_map(|&c| position.get(c).copied().flatten())
+            .collect();
+        // v = A^-1 g: how the group's sum moves with each column's X'y.
+        let v: Vec<f64> = (0..fit.active.len())
+            .map(|p| picked.iter().map(|&q| inverse[p][q]).sum())
+            .collect();
+        let (mut variance, mut spread, mut spread_squares) = (0.0, 0.0, 0.0);
+        for ((x, y), &w) in history.iter().zip(&fit.window_weights) {
+            if w == 0.0 {
+                continue;
+            }
+            let row: Vec<(usize, f64)> = x
+                .iter()
+                .filter(|&&(_, value)| value != 0.0)
+                .filter_map(|&(c, value)| position.get(c).copied().flatten().map(|p| (p, value)))
+                .collect();
+            let residual = y - row
+                .iter()
+                .map(|&(p, value)| value * fit.beta[p])
+                .sum::<f64>();
+            let influence = w * row.iter().map(|&(p, value)| value * v[p]).sum::<f64>();
+            let leverage = w * row
+                .iter()
+                .map(|&(p, a)| row.iter().map(|&(q, b)| a * b * inverse[p][q]).sum::<f64>())
+                .sum::<f64>();
+            let free = 1.0 - leverage;
+            if free < 1e-6 {
+                // A MB off in this window would move the figure by more than a KB a job.
+                if influence.abs() > 1e-3 {
+                    return Some((f64::INFINITY, 1.0));
+                }
+                continue;
+            }
+            variance += (influence * residual / free).powi(2);
+            let c = influence * influence / free;
+            spread += c;
+            spread_squares += c * c;
+        }
+        let windows = if spread_squares > 0.0 {
+            spread * spread / spread_squares
+        } else {
+            f64::INFINITY
+        };
+        Some((variance.sqrt(), windows))
     }
 }
 
 impl Fit {
+    /// (X'WX)^-1 over the active columns, from the Cholesky factor.
+    fn inverse(&self) -> Vec<Vec<f64>> {
+        let n = self.active.len();
+        let mut inverse = vec![vec![0.0; n]; n];
+        for j in 0..n {
+            let mut unit = vec![0.0; n];
+            unit[j] = 1.0;
+            let column = back_substitute(&self.l, &forward_substitute(&self.l, &unit));
+            for (i, value) in column.into_iter().enumerate() {
+                inverse[i][j] = value;
+            }
+        }
+        inverse
+    }
+
     /// The sum of a group's coefficients and its standard error; None when no column of the group is active.
     fn group(&self, group: &[usize]) -> Option<(f64, f64)> {
         let mut pick = vec![0.0; self.active.len()];
