@@ -194,7 +194,7 @@ impl Normal {
         if self.history.is_none() {
             return self.fit(&[]);
         }
-        let (full, weights, negative_holds) = self.fit_without_negative_holds()?;
+        let (full, negative_holds) = self.fit_without_negative_holds()?;
         if !self.select_holds {
             return Some(full);
         }
@@ -203,12 +203,16 @@ impl Normal {
             return Some(full);
         }
         let all_holds: Vec<usize> = holds.iter().chain(&negative_holds).copied().collect();
-        let Some((reduced, _)) = self.robust_fit(&all_holds) else {
+        let Some(reduced) = self.robust_fit(&all_holds) else {
             return Some(full);
         };
         // The rise is measured with the full fit's weights: the fit without the in-flight columns weighs down
         // (or out) exactly the floors that a working set in flight lifted, and its own residuals would hide them.
-        let Some(reduced_rss) = self.weighted(&weights).fit(&all_holds).map(|f| f.rss) else {
+        let Some(reduced_rss) = self
+            .weighted(&full.window_weights)
+            .fit(&all_holds)
+            .map(|f| f.rss)
+        else {
             return Some(full);
         };
         let q = holds.len() as f64;
@@ -228,11 +232,11 @@ impl Normal {
     }
 
     /// The robust fit with every in-flight column that comes out clearly below zero held at 0 (one at a time,
-    /// the most negative first, refitting after each), its windows' weights, and the columns held.
-    fn fit_without_negative_holds(&self) -> Option<(Fit, Vec<f64>, Vec<usize>)> {
+    /// the most negative first, refitting after each), and the columns held.
+    fn fit_without_negative_holds(&self) -> Option<(Fit, Vec<usize>)> {
         let mut held = Vec::new();
         loop {
-            let (fit, weights) = self.robust_fit(&held)?;
+            let fit = self.robust_fit(&held)?;
             let threshold = critical(fit.dof);
             let most_negative = fit
                 .active
@@ -246,7 +250,7 @@ impl Normal {
                 });
             match most_negative {
                 Some((column, _, _)) if self.select_holds => held.push(column),
-                _ => return Some((fit, weights, held)),
+                _ => return Some((fit, held)),
             }
         }
     }
@@ -262,9 +266,9 @@ impl Normal {
         normal
     }
 
-    /// Huber's M-estimator over the kept windows, with the `excluded` columns held at 0; also returns the
-    /// windows' weights in that fit.
-    fn robust_fit(&self, excluded: &[usize]) -> Option<(Fit, Vec<f64>)> {
+    /// Huber's M-estimator over the kept windows, with the `excluded` columns held at 0 (the windows' weights in
+    /// it: `Fit::window_weights`).
+    fn robust_fit(&self, excluded: &[usize]) -> Option<Fit> {
         let history = self.history.as_ref()?;
         let mut weights = vec![1.0; history.len()];
         let mut fit = None;
@@ -294,7 +298,7 @@ impl Normal {
                 current.error_variance = current.sigma2.min(winsorized / dof);
             }
             current.window_weights.clone_from(&weights);
-            fit = Some((current, weights.clone()));
+            fit = Some(current);
             if scale <= 0.0 {
                 break;
             }
