@@ -5,7 +5,16 @@ require "spec_helper"
 # The boundary of the native guard: one settings Hash, checked in Rust; actions as Symbols of one table.
 RSpec.describe SidekiqRust::Native::Guard do
   let(:mb) { 1024 * 1024 }
-  let(:base) { { max_rss: 10_000 * mb, kill_after: 40.0 } }
+  # Every key the native guard takes (it keeps no defaults), as the guard resolves the defaults; no brake
+  # (concurrency unknown).
+  let(:base) do
+    {
+      max_rss: 10_000 * mb, hard_max_rss: nil, grace_time: 60.0, metric: :rss, check_interval: 5.0, reclaim: true,
+      reclaim_cooldown: 300.0, loop_window: 600.0, shutdown_wait: 60.0, quarantine_after: 2, brake: true,
+      brake_at: 0.9, resume_at: 0.8, brake_pressure: nil, kill_after: 40.0, concurrency: nil,
+      replaced_restart: false, embedded: false, settle: 2.5, quiet_timeout: 15.0
+    }
+  end
 
   it "takes one settings Hash and rejects an unknown key by name, listing the known ones" do
     expect { described_class.new(base.merge(max_rs: 1)) }.to raise_error(SidekiqRust::ConfigurationError) do |e|
@@ -13,21 +22,32 @@ RSpec.describe SidekiqRust::Native::Guard do
     end
   end
 
+  it "takes exactly the keys the guard gives it: OPTIONS' native ones and the facts" do
+    facts = %i[kill_after concurrency replaced_restart embedded settle quiet_timeout]
+    expect(SidekiqRust::OPTIONS.select(&:native).map(&:key) + facts).to match_array(base.keys)
+    expect { described_class.new(base.except(:grace_time, :settle)) }
+      .to raise_error(SidekiqRust::ConfigurationError, /lack grace_time, settle \(every key is required/)
+  end
+
   it "rejects a value of the wrong kind, naming the key and its form" do
     expect { described_class.new(base.merge(reclaim: "yes")) }
       .to raise_error(SidekiqRust::ConfigurationError, /reclaim is Name\("yes"\); expected true or false/)
     expect { described_class.new(base.merge(metric: :vms)) }
       .to raise_error(SidekiqRust::ConfigurationError, /expected :rss, :pss or :cgroup/)
-    expect { described_class.new(base.merge(brake_at: 9000 * mb, resume_at: 9500 * mb, concurrency: 5)) }
-      .to raise_error(SidekiqRust::ConfigurationError, /resume_at .* expected bytes below brake_at/)
-    expect { described_class.new(max_rss: 1) }.to raise_error(SidekiqRust::ConfigurationError, /kill_after/)
+    expect { described_class.new(base.merge(brake_at: 0.9, resume_at: 0.95, concurrency: 5)) }
+      .to raise_error(SidekiqRust::ConfigurationError, /resume_at .* expected a share of max_rss .* below brake_at/)
+    expect { described_class.new(base.merge(kill_after: nil)) }
+      .to raise_error(SidekiqRust::ConfigurationError, /kill_after is Nil; expected seconds > 0/)
   end
 
   it "names its actions from one table, and reports a reclaim as one call" do
     expect(described_class.actions).to include(:reclaim_soft, :reclaim_brake, :restart_hard, :quiet, :quarantine,
                                                :stop_idle, :kill, :pause, :resume, :resume_retained, :widen,
                                                :warn_loop)
-    guard = described_class.new(base.merge(brake_at: 9000 * mb, resume_at: 8000 * mb, concurrency: 5))
+    guard = described_class.new(base.merge(concurrency: 5))
+    expect(guard.brake?).to be(true)
+    expect(described_class.new(base).brake?).to be(false)
+    expect(described_class.new(base.merge(concurrency: 5, brake: false)).brake?).to be(false)
     expect(guard.window).to eq(5)
     expect(guard.paused?).to be(false)
     action, before, after, purged, measured = guard.reclaim(false)
@@ -45,8 +65,7 @@ RSpec.describe SidekiqRust::Native::Guard do
   end
 
   it "pauses the brake on memory pressure at brake_pressure, whatever the memory figure" do
-    guard = described_class.new(base.merge(brake_at: 9000 * mb, resume_at: 8000 * mb, concurrency: 5,
-                                           brake_pressure: 20))
+    guard = described_class.new(base.merge(concurrency: 5, brake_pressure: 20))
     guard.pressure = 12.5
     expect(guard.sample(false).first).to be_nil
     guard.pressure = 31.0

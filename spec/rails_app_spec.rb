@@ -107,13 +107,13 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
     expect(out).to include('require "sidekiq_rust/web"', "authenticate", "mount SidekiqRust::Metrics::App",
                            "bundle exec sidekiq_rust exec -- sidekiq")
     text = File.read(initializer)
-    # Every key of the Configuration: max_rss set from the environment, the others commented with their default.
+    # Every key of the Configuration: the limits set from the environment, the others commented with their default.
     commented = text.scan(/^  # c\.(\w+) = (.+)$/).to_h
     keys = SidekiqRust::Configuration.public_instance_methods(false).grep(/\A\w+=\z/).map { |m| m.to_s.chomp("=") }
-    expect(commented.keys + ["max_rss"]).to match_array(keys)
+    expect(commented.keys + %w[max_rss hard_max_rss]).to match_array(keys)
     defaults = SidekiqRust::Configuration.new
     commented.each { |key, value| expect(value).to eq(defaults.public_send(key).inspect), key }
-    expect(text).to include('c.max_rss = ENV.fetch("SIDEKIQ_MAX_RSS")')
+    expect(text).to include('c.max_rss = ENV.fetch("SIDEKIQ_MAX_RSS")', 'c.hard_max_rss = ENV["SIDEKIQ_HARD_MAX_RSS"]')
 
     # It boots the app with no Redis to reach: `rails runner`, and a rake task that loads the environment (as
     # `assets:precompile` does), in production.

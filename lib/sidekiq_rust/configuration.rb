@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require_relative "options"
+
 module SidekiqRust
   # What `SidekiqRust.configure { |c| ... }` sets. Two steps, each raising ConfigurationError naming the key, the
   # value and the accepted form:
@@ -22,76 +24,11 @@ module SidekiqRust
       given || (sidekiq_timeout + KILL_AFTER_MARGIN)
     end
 
-    # Soft limit: above it for `grace_time`, reclaim (if on), then restart.
-    attr_accessor :max_rss
-    # Hard limit: above it, restart at once (no grace, no reclaim). nil: none.
-    attr_accessor :hard_max_rss
-    # Seconds memory may stay above the soft limit.
-    attr_accessor :grace_time
-    # What the limits are compared with: :rss, :pss or :cgroup (the cgroup's usage).
-    attr_accessor :metric
-    # Seconds between the monitor's readings (it catches idle processes).
-    attr_accessor :check_interval
-    # Try GC + Allocator.purge before restarting; restart only if still over.
-    attr_accessor :reclaim
-    # Seconds before another reclaim may be tried.
-    attr_accessor :reclaim_cooldown
-    # Seconds after boot during which a soft-limit restart with little reclaimed is a restart loop (0: off).
-    attr_accessor :loop_window
-    # Seconds to wait for busy jobs after quiet, before TERM.
-    attr_accessor :shutdown_wait
-    # Seconds after TERM before KILL (only a hung process gets it). nil: Sidekiq's timeout + 15.
-    attr_accessor :kill_after
-    # How many processes of the fleet may restart at the same time.
-    attr_accessor :max_concurrent_restarts
-    # Restart only when another live process is serving.
-    attr_accessor :require_other_process
-    # Log what would happen; never quiet, stop or kill.
-    attr_accessor :dry_run
-    # Called with a Hash describing each restart (or dry-run decision).
-    attr_accessor :on_restart
-    # Where the guard logs; nil: Sidekiq.logger.
-    attr_accessor :logger
-    # Run SidekiqRust::Doctor at Sidekiq's startup and log its WARN and FAIL lines.
-    attr_accessor :doctor_on_boot
-    # Seconds between the monitor's measuring reclaims (GC + purge) that give the per-class retained figure;
-    # never more than 5% of the process's time. nil: none (only the guard's own reclaims measure).
-    attr_accessor :measure_interval
-    # A job in flight at this many memory restarts goes to Sidekiq's dead set instead of being requeued again
-    # (a poison pill); 0: off.
-    attr_accessor :quarantine_after
-    # The memory brake: above brake_at (a share of max_rss) the process fetches no new job until memory is below
-    # resume_at (a share of max_rss below brake_at), then lets the job threads fetch again a few at a time.
-    attr_accessor :brake
-    attr_accessor :brake_at
-    attr_accessor :resume_at
-    # Memory pressure (PSI "some" avg10, percent) at which the brake pauses too, whatever the memory figure; nil:
-    # pressure is not looked at.
-    attr_accessor :brake_pressure
+    # One accessor a key of OPTIONS (its meaning is there, and in docs/configuration.md).
+    attr_accessor(*OPTION_KEYS)
 
     def initialize
-      @max_rss = nil
-      @hard_max_rss = nil
-      @grace_time = 60
-      @metric = :rss
-      @check_interval = 5
-      @reclaim = true
-      @reclaim_cooldown = 300
-      @loop_window = 600
-      @shutdown_wait = 60
-      @kill_after = nil
-      @max_concurrent_restarts = 1
-      @require_other_process = true
-      @dry_run = false
-      @on_restart = nil
-      @logger = nil
-      @doctor_on_boot = false
-      @measure_interval = 60
-      @quarantine_after = 2
-      @brake = true
-      @brake_at = 0.9
-      @resume_at = 0.8
-      @brake_pressure = 20
+      OPTIONS.each { |option| instance_variable_set("@#{option.key}", option.default) }
     end
 
     # Checks the form of every value, without looking at the environment; returns self.
@@ -122,37 +59,39 @@ module SidekiqRust
       fail_key(:hard_max_rss, hard_max_rss, "a limit above max_rss (#{Units.mb(soft.last)})")
     end
 
-    # Every key but the limits and the metric: they depend on nothing but their own value.
+    # Every key but the limits and the metric, by its form in OPTIONS: they depend on nothing but their own
+    # value (and resume_at on brake_at).
     def settings_without_limits
-      {
-        grace_time: seconds(:grace_time, grace_time, allow_zero: true),
-        check_interval: seconds(:check_interval, check_interval, allow_zero: false),
-        reclaim: boolean(:reclaim, reclaim),
-        reclaim_cooldown: seconds(:reclaim_cooldown, reclaim_cooldown, allow_zero: true),
-        shutdown_wait: seconds(:shutdown_wait, shutdown_wait, allow_zero: true),
-        kill_after: kill_after.nil? ? nil : seconds(:kill_after, kill_after, allow_zero: false),
-        max_concurrent_restarts: integer(:max_concurrent_restarts, max_concurrent_restarts, minimum: 1),
-        require_other_process: boolean(:require_other_process, require_other_process),
-        dry_run: boolean(:dry_run, dry_run),
-        on_restart: callable(:on_restart, on_restart),
-        logger: resolve_logger,
-        doctor_on_boot: boolean(:doctor_on_boot, doctor_on_boot),
-        measure_interval: measure_interval.nil? ? nil : seconds(:measure_interval, measure_interval, allow_zero: false),
-        loop_window: seconds(:loop_window, loop_window, allow_zero: true),
-        quarantine_after: integer(:quarantine_after, quarantine_after, minimum: 0),
-        brake: boolean(:brake, brake),
-        brake_pressure: brake_pressure.nil? ? nil : percentage(:brake_pressure, brake_pressure),
-        **brake_shares
-      }
+      values = OPTIONS.reject { |option| %i[size metric].include?(option.form) }.to_h do |option|
+        [option.key, checked(option, public_send(option.key))]
+      end
+      resume_below_brake(values)
+      values
     end
 
-    # brake_at and resume_at: shares of max_rss, resume_at below brake_at.
-    def brake_shares
-      at = share(:brake_at, brake_at, "a share of max_rss above 0.5 and at most 1.0, like 0.9", 0.5)
-      resume = share(:resume_at, resume_at, "a share of max_rss above 0.3 and below brake_at (#{at}), like 0.8", 0.3)
-      fail_key(:resume_at, resume_at, "a share of max_rss below brake_at (#{at}), like #{(at - 0.1).round(2)}") if
-        resume >= at
-      { brake_at: at, resume_at: resume }
+    # The value of `option` in its form (seconds as Floats, counts as Integers, ...); raises naming the key.
+    def checked(option, value)
+      key = option.key
+      case option.form
+      when :seconds then seconds(key, value, allow_zero: true)
+      when :positive_seconds then seconds(key, value, allow_zero: false)
+      when :positive_seconds_or_nil then value.nil? ? nil : seconds(key, value, allow_zero: false)
+      when :boolean then boolean(key, value)
+      when :count then integer(key, value, minimum: option.minimum)
+      when :callable then callable(key, value)
+      when :logger then resolve_logger
+      when :share then share(key, value, option.minimum)
+      when :percentage_or_nil then value.nil? ? nil : percentage(key, value)
+      else raise ArgumentError, "sidekiq_rust: option #{key} has an unknown form #{option.form.inspect}"
+      end
+    end
+
+    # resume_at must be below brake_at (each is a share of max_rss).
+    def resume_below_brake(values)
+      at, resume = values.values_at(:brake_at, :resume_at)
+      return if resume < at
+
+      fail_key(:resume_at, resume_at, "a share of max_rss below brake_at (#{at}), like #{(at - 0.1).round(2)}")
     end
 
     def percentage(key, value)
@@ -162,8 +101,14 @@ module SidekiqRust
       n.to_f
     end
 
-    def share(key, value, form, above)
+    # A share of max_rss above `above`: brake_at at most 1.0, resume_at below brake_at (checked before it).
+    def share(key, value, above)
       n = number(value)
+      form = if key == :resume_at
+               "a share of max_rss above #{above} and below brake_at (#{number(brake_at).to_f}), like 0.8"
+             else
+               "a share of max_rss above #{above} and at most 1.0, like 0.9"
+             end
       fail_key(key, value, form) unless n && n.finite? && n > above && n <= 1
       n.to_f
     end
@@ -271,12 +216,7 @@ module SidekiqRust
   end
 
   # The validated configuration: bytes and seconds.
-  Settings = Struct.new(
-    :max_rss, :hard_max_rss, :metric, :grace_time, :check_interval, :reclaim, :reclaim_cooldown, :shutdown_wait,
-    :kill_after, :max_concurrent_restarts, :require_other_process, :dry_run, :on_restart, :logger, :doctor_on_boot,
-    :measure_interval, :loop_window, :quarantine_after, :brake, :brake_at, :resume_at, :brake_pressure,
-    keyword_init: true
-  ) do
+  Settings = Struct.new(*OPTION_KEYS, keyword_init: true) do
     # The brake's thresholds in bytes.
     def brake_bytes
       (max_rss * brake_at).floor

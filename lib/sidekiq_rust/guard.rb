@@ -44,7 +44,7 @@ module SidekiqRust
       @reclaimer = Reclaimer.new(@native, settings, log: @log, history: @history)
       @restart = Restart.new(self, native: @native, settings: settings, fleet: @fleet, history: @history,
                                    quarantine: Quarantine.new(settings, adapter: adapter), log: @log, adapter: adapter)
-      @brake = brake? ? Brake.new(@native, settings: settings, log: @log, history: @history, adapter: adapter,
+      @brake = @native.brake? ? Brake.new(@native, settings: settings, log: @log, history: @history, adapter: adapter,
                                            tag: @tag, concurrency: concurrency) : nil
       @executor = Executor.new(self, native: @native, restart: @restart, reclaimer: @reclaimer, brake: @brake,
                                      log: @log)
@@ -194,27 +194,14 @@ module SidekiqRust
       nil
     end
 
-    # The brake needs the job threads' count (Sidekiq's concurrency) to size its window.
-    def brake?
-      @settings.brake && @concurrency.to_i.positive?
-    end
-
-    # What the native guard is made from (checked there: unknown keys are rejected).
+    # What the native guard is made from: every key of OPTIONS it takes (`native: true`) as resolved, and the
+    # facts about this process. Rust checks the shape (every key, no other) and decides what follows from them
+    # (the brake needs the job threads; only a process that replaced a memory restart is checked for a loop).
     def native_settings
-      options = {
-        max_rss: @settings.max_rss, hard_max_rss: @settings.hard_max_rss, grace_time: @settings.grace_time,
-        reclaim: @settings.reclaim, reclaim_cooldown: @settings.reclaim_cooldown,
-        check_interval: @settings.check_interval, shutdown_wait: @settings.shutdown_wait, kill_after: @kill_after,
-        loop_window: @replaced_restart ? @settings.loop_window : 0, quarantine: quarantine?,
-        embedded: @adapter.embedded?, metric: @settings.metric, settle: QUIET_SETTLE, quiet_timeout: QUIET_TIMEOUT
-      }
-      return options unless brake?
-
-      # A process that replaced a memory restart starts with one job thread fetching: its predecessor's jobs,
-      # requeued, would otherwise all start again at once.
-      options.merge(brake_at: @settings.brake_bytes, resume_at: @settings.resume_bytes,
-                    concurrency: @concurrency.to_i, slow_start: @replaced_restart,
-                    brake_pressure: @settings.brake_pressure)
+      options = OPTIONS.select(&:native).to_h { |option| [option.key, @settings[option.key]] }
+      options.merge(kill_after: @kill_after, concurrency: @concurrency.to_i.positive? ? @concurrency.to_i : nil,
+                    replaced_restart: @replaced_restart, embedded: @adapter.embedded?, settle: QUIET_SETTLE,
+                    quiet_timeout: QUIET_TIMEOUT)
     end
   end
 end

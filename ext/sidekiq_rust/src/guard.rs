@@ -86,6 +86,7 @@ pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     class.define_method("busy", method!(Guard::busy, 0))?;
     class.define_method("done", method!(Guard::done, 0))?;
     class.define_method("window", method!(Guard::window, 0))?;
+    class.define_method("brake?", method!(Guard::brake, 0))?;
     class.define_method("paused?", method!(Guard::paused, 0))?;
     class.define_method("paused_seconds", method!(Guard::paused_seconds, 0))?;
     class.define_method("last_memory", method!(Guard::last_memory, 0))?;
@@ -441,6 +442,11 @@ impl Guard {
 
     fn done(&self) -> u64 {
         self.done.load(Ordering::Acquire)
+    }
+
+    /// Whether the brake is on (asked for, and the job threads known).
+    fn brake(&self) -> bool {
+        self.state().policy.limits().brake.is_some()
     }
 
     /// How many job threads may fetch now (the brake's window; 0 without a brake).

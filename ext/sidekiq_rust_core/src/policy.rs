@@ -7,7 +7,7 @@
 //! Serving ----------------------------------------(no reclaim)--------------------------------> WaitingSlot
 //! WaitingSlot --(slot granted)--> [Quiet] Quieting --(quiet took effect + settle, then busy == 0, shutdown_wait
 //!               or over hard)--> [Quarantine] Quarantining --(quarantined)--> [Stop] Stopping --(kill_after)--> [Kill]
-//! WaitingSlot --(slot denied)---> Serving (asks again after retry_ms)
+//! WaitingSlot --(slot denied)---> Serving (asks again after check_interval_ms)
 //! ```
 //!
 //! The caller runs each action it is given and reports the outcome as the next event (`Reclaimed`,
@@ -41,12 +41,6 @@
 /// restart-loop detection.
 pub const LOOP_RECLAIM_PERCENT: u64 = 10;
 
-/// After quiet took effect, never stop sooner than this by default (idle fetchers leave their blocking fetch).
-pub const DEFAULT_SETTLE_MS: u64 = 2_500;
-
-/// How long after `Quiet` Sidekiq's `:quiet` event may take by default before the policy stops waiting for it.
-pub const DEFAULT_QUIET_TIMEOUT_MS: u64 = 15_000;
-
 /// The memory brake's thresholds (bytes) and the process's concurrency (job threads, every capsule's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Brake {
@@ -69,15 +63,20 @@ pub struct Limits {
     pub grace_ms: u64,
     pub reclaim: bool,
     pub reclaim_cooldown_ms: u64,
-    pub retry_ms: u64,
+    /// The monitor's period: a refused restart is asked for again after it.
+    pub check_interval_ms: u64,
     pub shutdown_wait_ms: u64,
     pub kill_after_ms: u64,
     /// After quiet took effect, never stop sooner than this (idle fetchers leave their blocking fetch).
     pub settle_ms: u64,
     /// How long after `Quiet` Sidekiq's `:quiet` event may take before the policy stops waiting for it.
     pub quiet_timeout_ms: u64,
-    /// Soft restarts this soon after boot are checked for a restart loop; 0 turns the detection off.
+    /// Soft restarts this soon after boot are checked for a restart loop (in a process that replaced a memory
+    /// restart, `replaced_restart`); 0 turns the detection off.
     pub loop_window_ms: u64,
+    /// This process started within `loop_window_ms` of a memory restart on its host (it most likely replaces
+    /// it): only such a process is checked for a restart loop, and its brake starts with one job thread.
+    pub replaced_restart: bool,
     /// Before stopping with jobs still running, the caller quarantines the poison pills among them.
     pub quarantine: bool,
     /// Sidekiq runs embedded in another program's process: the stop is the end (no kill).
@@ -476,7 +475,7 @@ impl Policy {
             (Phase::WaitingSlot(_), Event::SlotDenied { reason, now_ms }) => {
                 self.last_denial = Some(reason);
                 self.phase = Phase::Serving;
-                self.next_request_ms = now_ms.saturating_add(self.limits.retry_ms);
+                self.next_request_ms = now_ms.saturating_add(self.limits.check_interval_ms);
                 Action::None
             }
             (
@@ -533,7 +532,7 @@ impl Policy {
 
     /// Over the soft limit for the grace time, reclaimed or not: restart, unless it is a restart loop.
     fn request_soft(&mut self, memory: u64, now_ms: u64) -> Action {
-        let young = now_ms < self.limits.loop_window_ms;
+        let young = self.limits.replaced_restart && now_ms < self.limits.loop_window_ms;
         if young && self.loop_reported {
             return Action::None; // backing off until the window ends
         }

@@ -1,9 +1,10 @@
-//! The guard's settings as they cross from Ruby: one list of `key => value` pairs, checked here (unknown keys
-//! rejected, each value of its kind) and turned into the policy's `Limits` (milliseconds) and the metric.
-//! Ruby owns the user-facing configuration (defaults, forms like "1.5GB", the error naming the user's key);
-//! this is the boundary's own check, so that a Ruby-side mistake fails loudly instead of guarding wrongly.
+//! The guard's settings as they cross from Ruby: one list of `key => value` pairs, checked here (every key
+//! required, unknown keys rejected, each value of its kind, the cross-field order) and turned into the policy's
+//! `Limits` (bytes, milliseconds) and the metric. Ruby owns the user-facing configuration (`SidekiqRust::OPTIONS`:
+//! defaults, forms like "1.5GB", the error naming the user's key); this is the boundary's own check, so that a
+//! Ruby-side mistake fails loudly instead of guarding wrongly. It keeps no defaults.
 
-use crate::policy::{Brake, Limits, DEFAULT_QUIET_TIMEOUT_MS, DEFAULT_SETTLE_MS};
+use crate::policy::{Brake, Limits};
 
 /// A value as it comes from Ruby.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,28 +43,36 @@ pub struct GuardSettings {
     pub metric: Metric,
 }
 
-/// Every key, with the form it takes (for the error messages).
-pub const KEYS: [(&str, &str); 19] = [
-    ("max_rss", "bytes > 0 (required)"),
+/// Every key, with the form it takes (for the error messages). Each is required: the defaults are Ruby's
+/// (`SidekiqRust::OPTIONS`), and a key Ruby forgot fails here by name instead of guarding with a guess.
+/// The user's keys keep the user's names and units' meaning (seconds, shares of max_rss); the facts about the
+/// process (`kill_after` resolved, `concurrency`, `replaced_restart`, `embedded`, `settle`, `quiet_timeout`)
+/// are what Ruby knows of it.
+pub const KEYS: [(&str, &str); 20] = [
+    ("max_rss", "bytes > 0"),
     ("hard_max_rss", "bytes above max_rss, or nil"),
     ("grace_time", "seconds >= 0"),
+    ("metric", ":rss, :pss or :cgroup"),
+    ("check_interval", "seconds > 0"),
     ("reclaim", "true or false"),
     ("reclaim_cooldown", "seconds >= 0"),
-    ("check_interval", "seconds > 0"),
-    ("shutdown_wait", "seconds >= 0"),
-    ("kill_after", "seconds > 0 (required)"),
     ("loop_window", "seconds >= 0 (0: off)"),
-    ("quarantine", "true or false"),
-    ("embedded", "true or false"),
-    ("metric", ":rss, :pss or :cgroup"),
-    ("brake_at", "bytes below max_rss, or nil (no brake)"),
-    ("resume_at", "bytes below brake_at"),
-    ("concurrency", "an Integer >= 1 (the job threads)"),
-    ("slow_start", "true or false"),
+    ("shutdown_wait", "seconds >= 0"),
+    ("quarantine_after", "an Integer >= 0 (0: off)"),
+    ("brake", "true or false"),
+    ("brake_at", "a share of max_rss above 0 and at most 1"),
+    ("resume_at", "a share of max_rss above 0 and below brake_at"),
     (
         "brake_pressure",
         "a percentage of memory pressure (PSI some avg10) > 0 and <= 100, or nil (not looked at)",
     ),
+    ("kill_after", "seconds > 0"),
+    (
+        "concurrency",
+        "an Integer >= 1 (the job threads), or nil (unknown: no brake)",
+    ),
+    ("replaced_restart", "true or false"),
+    ("embedded", "true or false"),
     ("settle", "seconds >= 0"),
     ("quiet_timeout", "seconds > 0"),
 ];
@@ -96,13 +105,17 @@ fn optional_bytes(key: &str, value: &Value) -> Result<Option<u64>, String> {
     }
 }
 
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Int(n) => Some(*n as f64),
+        Value::Float(f) if f.is_finite() => Some(*f),
+        _ => None,
+    }
+}
+
 fn millis(key: &str, value: &Value, allow_zero: bool) -> Result<u64, String> {
-    let seconds = match value {
-        Value::Int(n) => *n as f64,
-        Value::Float(f) => *f,
-        _ => return Err(bad(key, value)),
-    };
-    if !seconds.is_finite() || seconds < 0.0 || (!allow_zero && seconds <= 0.0) {
+    let seconds = number(value).ok_or_else(|| bad(key, value))?;
+    if seconds < 0.0 || (!allow_zero && seconds <= 0.0) {
         return Err(bad(key, value));
     }
     Ok((seconds * 1000.0).round() as u64)
@@ -115,171 +128,240 @@ fn boolean(key: &str, value: &Value) -> Result<bool, String> {
     }
 }
 
-/// Checks the pairs and builds the settings; the error says which key is wrong and what it takes.
-pub fn guard_settings(pairs: &[(String, Value)]) -> Result<GuardSettings, String> {
-    let mut limits = Limits {
-        soft: 0,
-        hard: None,
-        grace_ms: 60_000,
-        reclaim: true,
-        reclaim_cooldown_ms: 300_000,
-        retry_ms: 5_000,
-        shutdown_wait_ms: 60_000,
-        kill_after_ms: 0,
-        settle_ms: DEFAULT_SETTLE_MS,
-        quiet_timeout_ms: DEFAULT_QUIET_TIMEOUT_MS,
-        loop_window_ms: 0,
-        quarantine: false,
-        embedded: false,
-        brake: None,
-    };
-    let mut metric = Metric::Rss;
-    let (mut brake_at, mut resume_at, mut concurrency) = (None, None, None);
-    let mut slow_start = false;
-    let mut pressure_at = 0;
-    for (key, value) in pairs {
-        match key.as_str() {
-            "max_rss" => limits.soft = bytes(key, value)?,
-            "hard_max_rss" => limits.hard = optional_bytes(key, value)?,
-            "grace_time" => limits.grace_ms = millis(key, value, true)?,
-            "reclaim" => limits.reclaim = boolean(key, value)?,
-            "reclaim_cooldown" => limits.reclaim_cooldown_ms = millis(key, value, true)?,
-            "check_interval" => limits.retry_ms = millis(key, value, false)?,
-            "shutdown_wait" => limits.shutdown_wait_ms = millis(key, value, true)?,
-            "kill_after" => limits.kill_after_ms = millis(key, value, false)?,
-            "loop_window" => limits.loop_window_ms = millis(key, value, true)?,
-            "quarantine" => limits.quarantine = boolean(key, value)?,
-            "embedded" => limits.embedded = boolean(key, value)?,
-            "slow_start" => slow_start = boolean(key, value)?,
-            "brake_pressure" => {
-                pressure_at = match value {
-                    Value::Nil => 0,
-                    Value::Int(n) if *n > 0 && *n <= 100 => (*n as u32) * 100,
-                    Value::Float(f) if f.is_finite() && *f > 0.0 && *f <= 100.0 => {
-                        (f * 100.0).round() as u32
-                    }
-                    _ => return Err(bad(key, value)),
-                }
-            }
-            "settle" => limits.settle_ms = millis(key, value, true)?,
-            "quiet_timeout" => limits.quiet_timeout_ms = millis(key, value, false)?,
-            "metric" => {
-                metric = match value {
-                    Value::Name(name) => Metric::ALL
-                        .into_iter()
-                        .find(|m| m.as_str() == name)
-                        .ok_or_else(|| bad(key, value))?,
-                    _ => return Err(bad(key, value)),
-                }
-            }
-            "brake_at" => brake_at = optional_bytes(key, value)?,
-            "resume_at" => resume_at = optional_bytes(key, value)?,
-            "concurrency" => match value {
-                Value::Int(n) if *n >= 1 && *n <= i64::from(u32::MAX) => {
-                    concurrency = Some(*n as u32)
-                }
-                _ => return Err(bad(key, value)),
-            },
-            other => {
-                let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+/// A share of max_rss (0 < share <= 1).
+fn share(key: &str, value: &Value) -> Result<f64, String> {
+    number(value)
+        .filter(|n| *n > 0.0 && *n <= 1.0)
+        .ok_or_else(|| bad(key, value))
+}
+
+/// Hundredths of a percent; nil is 0 (not looked at).
+fn pressure(key: &str, value: &Value) -> Result<u32, String> {
+    match value {
+        Value::Nil => Ok(0),
+        other => number(other)
+            .filter(|n| *n > 0.0 && *n <= 100.0)
+            .map(|n| (n * 100.0).round() as u32)
+            .ok_or_else(|| bad(key, value)),
+    }
+}
+
+fn concurrency(key: &str, value: &Value) -> Result<Option<u32>, String> {
+    match value {
+        Value::Nil => Ok(None),
+        Value::Int(n) if *n >= 1 && *n <= i64::from(u32::MAX) => Ok(Some(*n as u32)),
+        _ => Err(bad(key, value)),
+    }
+}
+
+fn metric(key: &str, value: &Value) -> Result<Metric, String> {
+    match value {
+        Value::Name(name) => Metric::ALL
+            .into_iter()
+            .find(|m| m.as_str() == name)
+            .ok_or_else(|| bad(key, value)),
+        _ => Err(bad(key, value)),
+    }
+}
+
+/// The pairs by key: every key of `KEYS` once, no other.
+struct Pairs<'a>(&'a [(String, Value)]);
+
+impl Pairs<'_> {
+    fn check_keys(&self) -> Result<(), String> {
+        let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+        for (i, (key, _)) in self.0.iter().enumerate() {
+            if !known.contains(&key.as_str()) {
                 return Err(format!(
-                    "the native guard has no setting {other:?} (known: {})",
+                    "the native guard has no setting {key:?} (known: {})",
                     known.join(", ")
                 ));
             }
+            if self.0[..i].iter().any(|(k, _)| k == key) {
+                return Err(format!("the native guard's {key} is given twice"));
+            }
+        }
+        let missing: Vec<&str> = known
+            .iter()
+            .copied()
+            .filter(|k| !self.0.iter().any(|(key, _)| key == k))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the native guard's settings lack {} (every key is required: {})",
+                missing.join(", "),
+                known.join(", ")
+            ))
         }
     }
-    if limits.soft == 0 {
-        return Err(bad("max_rss", &Value::Nil));
+
+    fn get<T>(
+        &self,
+        key: &str,
+        read: impl Fn(&str, &Value) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let value = self
+            .0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(&Value::Nil, |(_, v)| v);
+        read(key, value)
     }
-    if limits.kill_after_ms == 0 {
-        return Err(bad("kill_after", &Value::Nil));
-    }
-    if let Some(hard) = limits.hard {
-        if hard <= limits.soft {
+}
+
+/// Checks the pairs (every key of `KEYS`, each of its kind, in order with the others) and builds the settings;
+/// the error says which key is wrong and what it takes. The brake is on when asked for and the job threads are
+/// known; a process that replaced a memory restart starts it with one job thread fetching.
+pub fn guard_settings(pairs: &[(String, Value)]) -> Result<GuardSettings, String> {
+    let pairs = Pairs(pairs);
+    pairs.check_keys()?;
+    let soft = pairs.get("max_rss", bytes)?;
+    let hard = pairs.get("hard_max_rss", optional_bytes)?;
+    if let Some(hard) = hard {
+        if hard <= soft {
             return Err(bad("hard_max_rss", &Value::Int(hard as i64)));
         }
     }
-    if let Some(pause_at) = brake_at {
-        if pause_at > limits.soft {
-            return Err(bad("brake_at", &Value::Int(pause_at as i64)));
-        }
-        let resume_at = resume_at.ok_or_else(|| bad("resume_at", &Value::Nil))?;
-        if resume_at >= pause_at {
-            return Err(bad("resume_at", &Value::Int(resume_at as i64)));
-        }
-        let concurrency = concurrency.ok_or_else(|| bad("concurrency", &Value::Nil))?;
-        limits.brake = Some(Brake {
-            pause_at,
-            resume_at,
-            concurrency,
-            slow_start,
-            pressure_at,
-        });
+    let replaced_restart = pairs.get("replaced_restart", boolean)?;
+    let brake_at = pairs.get("brake_at", share)?;
+    let resume_at = pairs.get("resume_at", share)?;
+    if resume_at >= brake_at {
+        return Err(bad("resume_at", &Value::Float(resume_at)));
     }
-    Ok(GuardSettings { limits, metric })
+    let pressure_at = pairs.get("brake_pressure", pressure)?;
+    let threads = pairs.get("concurrency", concurrency)?;
+    let brake = match (pairs.get("brake", boolean)?, threads) {
+        (true, Some(concurrency)) => Some(Brake {
+            pause_at: (soft as f64 * brake_at).floor() as u64,
+            resume_at: (soft as f64 * resume_at).floor() as u64,
+            concurrency,
+            slow_start: replaced_restart,
+            pressure_at,
+        }),
+        _ => None,
+    };
+    let limits = Limits {
+        soft,
+        hard,
+        grace_ms: pairs.get("grace_time", |k, v| millis(k, v, true))?,
+        reclaim: pairs.get("reclaim", boolean)?,
+        reclaim_cooldown_ms: pairs.get("reclaim_cooldown", |k, v| millis(k, v, true))?,
+        check_interval_ms: pairs.get("check_interval", |k, v| millis(k, v, false))?,
+        shutdown_wait_ms: pairs.get("shutdown_wait", |k, v| millis(k, v, true))?,
+        kill_after_ms: pairs.get("kill_after", |k, v| millis(k, v, false))?,
+        settle_ms: pairs.get("settle", |k, v| millis(k, v, true))?,
+        quiet_timeout_ms: pairs.get("quiet_timeout", |k, v| millis(k, v, false))?,
+        loop_window_ms: pairs.get("loop_window", |k, v| millis(k, v, true))?,
+        replaced_restart,
+        quarantine: pairs.get("quarantine_after", |k, v| match v {
+            Value::Int(n) if *n >= 0 => Ok(*n > 0),
+            _ => Err(bad(k, v)),
+        })?,
+        embedded: pairs.get("embedded", boolean)?,
+        brake,
+    };
+    Ok(GuardSettings {
+        limits,
+        metric: pairs.get("metric", metric)?,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pairs(extra: &[(&str, Value)]) -> Vec<(String, Value)> {
-        let mut p = vec![
-            ("max_rss".to_string(), Value::Int(300 << 20)),
-            ("kill_after".to_string(), Value::Float(40.0)),
-        ];
-        p.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    /// Every key, as Ruby's defaults give them for a 300 MB limit.
+    fn pairs(changes: &[(&str, Value)]) -> Vec<(String, Value)> {
+        let mut p: Vec<(String, Value)> = [
+            ("max_rss", Value::Int(300 << 20)),
+            ("hard_max_rss", Value::Nil),
+            ("grace_time", Value::Float(60.0)),
+            ("metric", Value::Name("rss".into())),
+            ("check_interval", Value::Float(5.0)),
+            ("reclaim", Value::Bool(true)),
+            ("reclaim_cooldown", Value::Float(300.0)),
+            ("loop_window", Value::Float(600.0)),
+            ("shutdown_wait", Value::Float(60.0)),
+            ("quarantine_after", Value::Int(2)),
+            ("brake", Value::Bool(true)),
+            ("brake_at", Value::Float(0.9)),
+            ("resume_at", Value::Float(0.8)),
+            ("brake_pressure", Value::Float(20.0)),
+            ("kill_after", Value::Float(40.0)),
+            ("concurrency", Value::Int(5)),
+            ("replaced_restart", Value::Bool(false)),
+            ("embedded", Value::Bool(false)),
+            ("settle", Value::Float(2.5)),
+            ("quiet_timeout", Value::Float(15.0)),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+        for (key, value) in changes {
+            match p.iter_mut().find(|(k, _)| k == key) {
+                Some(pair) => pair.1 = value.clone(),
+                None => p.push((key.to_string(), value.clone())),
+            }
+        }
         p
     }
 
     #[test]
-    fn defaults_and_conversions() {
+    fn conversions() {
         let s = guard_settings(&pairs(&[
             ("grace_time", Value::Float(1.5)),
             ("metric", Value::Name("pss".into())),
-            ("hard_max_rss", Value::Nil),
+            ("quarantine_after", Value::Int(0)),
         ]))
         .unwrap();
         assert_eq!(s.limits.soft, 300 << 20);
+        assert_eq!(s.limits.hard, None);
         assert_eq!(s.limits.grace_ms, 1_500);
+        assert_eq!(s.limits.check_interval_ms, 5_000);
         assert_eq!(s.limits.kill_after_ms, 40_000);
-        assert_eq!(s.limits.settle_ms, DEFAULT_SETTLE_MS);
-        assert_eq!(s.limits.brake, None);
+        assert_eq!(s.limits.settle_ms, 2_500);
+        assert!(!s.limits.quarantine);
+        assert!(!s.limits.replaced_restart);
         assert_eq!(s.metric, Metric::Pss);
     }
 
     #[test]
-    fn the_brake_needs_its_three_keys_in_order() {
-        let s = guard_settings(&pairs(&[
-            ("brake_at", Value::Int(270 << 20)),
-            ("resume_at", Value::Int(240 << 20)),
-            ("concurrency", Value::Int(5)),
-        ]))
-        .unwrap();
+    fn the_brake_is_on_with_its_shares_in_bytes_when_the_job_threads_are_known() {
+        let s = guard_settings(&pairs(&[])).unwrap();
         assert_eq!(
             s.limits.brake,
             Some(Brake {
-                pause_at: 270 << 20,
-                resume_at: 240 << 20,
+                pause_at: ((300u64 << 20) as f64 * 0.9).floor() as u64,
+                resume_at: ((300u64 << 20) as f64 * 0.8).floor() as u64,
                 concurrency: 5,
                 slow_start: false,
-                pressure_at: 0
+                pressure_at: 2_000
             })
         );
-        let err = guard_settings(&pairs(&[
-            ("brake_at", Value::Int(270 << 20)),
-            ("resume_at", Value::Int(280 << 20)),
-            ("concurrency", Value::Int(5)),
-        ]))
-        .unwrap_err();
-        assert!(err.contains("resume_at"), "{err}");
-        let err = guard_settings(&pairs(&[("brake_at", Value::Int(270 << 20))])).unwrap_err();
+        let s = guard_settings(&pairs(&[("concurrency", Value::Nil)])).unwrap();
+        assert_eq!(s.limits.brake, None);
+        let s = guard_settings(&pairs(&[("brake", Value::Bool(false))])).unwrap();
+        assert_eq!(s.limits.brake, None);
+        let err = guard_settings(&pairs(&[("resume_at", Value::Float(0.95))])).unwrap_err();
         assert!(err.contains("resume_at"), "{err}");
     }
 
     #[test]
-    fn unknown_keys_and_wrong_kinds_are_rejected_by_name() {
+    fn a_process_that_replaced_a_memory_restart_is_checked_for_a_loop_and_starts_slow() {
+        let s = guard_settings(&pairs(&[("replaced_restart", Value::Bool(true))])).unwrap();
+        assert!(s.limits.replaced_restart);
+        assert_eq!(s.limits.loop_window_ms, 600_000);
+        assert!(s.limits.brake.is_some_and(|b| b.slow_start));
+    }
+
+    #[test]
+    fn every_key_is_required_and_unknown_keys_and_wrong_kinds_are_rejected_by_name() {
+        let mut missing = pairs(&[]);
+        missing.retain(|(k, _)| k != "grace_time" && k != "settle");
+        let err = guard_settings(&missing).unwrap_err();
+        assert!(err.contains("lack grace_time, settle"), "{err}");
         let err = guard_settings(&pairs(&[("max_rs", Value::Int(1))])).unwrap_err();
         assert!(
             err.contains("\"max_rs\"") && err.contains("known: max_rss"),
@@ -294,7 +376,9 @@ mod tests {
         assert!(err.contains(":rss, :pss or :cgroup"), "{err}");
         let err = guard_settings(&pairs(&[("hard_max_rss", Value::Int(100 << 20))])).unwrap_err();
         assert!(err.contains("hard_max_rss"), "{err}");
-        let err = guard_settings(&[("kill_after".to_string(), Value::Int(1))]).unwrap_err();
-        assert!(err.contains("max_rss"), "{err}");
+        let mut twice = pairs(&[]);
+        twice.push(("reclaim".to_string(), Value::Bool(true)));
+        let err = guard_settings(&twice).unwrap_err();
+        assert!(err.contains("reclaim is given twice"), "{err}");
     }
 }

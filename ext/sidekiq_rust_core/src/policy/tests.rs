@@ -11,12 +11,13 @@ fn limits() -> Limits {
         grace_ms: 10_000,
         reclaim: true,
         reclaim_cooldown_ms: 60_000,
-        retry_ms: 5_000,
+        check_interval_ms: 5_000,
         shutdown_wait_ms: 30_000,
         kill_after_ms: 40_000,
         settle_ms: 2_500,
         quiet_timeout_ms: 15_000,
         loop_window_ms: 0,
+        replaced_restart: false,
         quarantine: false,
         embedded: false,
         brake: None,
@@ -289,6 +290,7 @@ fn over_the_hard_limit_while_quiet_stops_at_once_after_the_settle() {
 fn a_soft_restart_soon_after_boot_with_little_reclaimed_is_a_loop() {
     let l = Limits {
         loop_window_ms: 600_000,
+        replaced_restart: true,
         ..limits()
     };
     let mut p = Policy::new(l);
@@ -319,6 +321,7 @@ fn a_soft_restart_soon_after_boot_with_little_reclaimed_is_a_loop() {
 fn the_hard_limit_is_never_held_back_by_the_loop_detection() {
     let mut p = Policy::new(Limits {
         loop_window_ms: 600_000,
+        replaced_restart: true,
         ..limits()
     });
     p.step(sample(640 * MB, 0, 3));
@@ -337,6 +340,7 @@ fn the_hard_limit_is_never_held_back_by_the_loop_detection() {
 fn a_young_process_whose_reclaim_frees_much_is_no_loop() {
     let mut p = Policy::new(Limits {
         loop_window_ms: 600_000,
+        replaced_restart: true,
         ..limits()
     });
     p.step(sample(700 * MB, 0, 3));
@@ -355,6 +359,7 @@ fn an_old_process_restarts_normally_and_zero_turns_detection_off() {
     for (window, start) in [(600_000, 700_000), (0, 0)] {
         let mut p = Policy::new(Limits {
             loop_window_ms: window,
+            replaced_restart: true,
             reclaim: false,
             ..limits()
         });
@@ -418,11 +423,12 @@ fn invariants_hold_over_generated_sequences() {
             grace_ms: rng.below(20_000),
             reclaim: rng.below(2) == 0,
             reclaim_cooldown_ms: rng.below(60_000),
-            retry_ms: 1 + rng.below(10_000),
+            check_interval_ms: 1 + rng.below(10_000),
             shutdown_wait_ms: rng.below(30_000),
             kill_after_ms: rng.below(40_000),
             settle_ms: rng.below(5_000),
             quiet_timeout_ms: rng.below(20_000),
+            replaced_restart: true,
             loop_window_ms: if rng.below(2) == 0 {
                 0
             } else {

@@ -6,7 +6,8 @@ require "sidekiq_rust/configuration"
 module SidekiqRust
   module Generators
     # `bin/rails generate sidekiq_rust:install`: writes config/initializers/sidekiq_rust.rb (every key of
-    # SidekiqRust::Configuration, commented, with its default) and prints the next steps. Refuses to overwrite an
+    # SidekiqRust::OPTIONS: the limits read from SIDEKIQ_MAX_RSS and SIDEKIQ_HARD_MAX_RSS, the others commented
+    # with their default) and prints the next steps. Refuses to overwrite an
     # existing initializer unless given --force. Only Rails' generator lookup loads this file.
     class InstallGenerator < Rails::Generators::Base
       INITIALIZER = "config/initializers/sidekiq_rust.rb"
@@ -33,13 +34,18 @@ module SidekiqRust
 
       private
 
-      # A key's default as Ruby source, for the template (`# c.grace_time = 60`).
-      def default(key)
-        defaults.public_send(key).inspect
+      # The initializer's line for an option of SidekiqRust::OPTIONS: read from its ENV variable, or its default
+      # commented out (`# c.grace_time = 60`).
+      def assignment(option)
+        return "# c.#{option.key} = #{option.default.inspect}" unless option.env
+        return "c.#{option.key} = ENV[#{option.env.inspect}]" if option.default.nil? && !option.env_fallback
+
+        "c.#{option.key} = ENV.fetch(#{option.env.inspect}) { #{option.env_fallback || option.default.inspect} }"
       end
 
-      def defaults
-        @defaults ||= SidekiqRust::Configuration.new
+      # An option's summary as comment lines of at most 116 characters.
+      def comment_lines(text)
+        text.scan(/\S.{0,112}(?=\s|\z)/)
       end
     end
   end
