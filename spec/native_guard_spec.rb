@@ -10,9 +10,10 @@ RSpec.describe SidekiqRust::Native::Guard do
   let(:base) do
     {
       max_rss: 10_000 * mb, hard_max_rss: nil, grace_time: 60.0, metric: :rss, check_interval: 5.0, reclaim: true,
-      reclaim_cooldown: 300.0, loop_window: 600.0, shutdown_wait: 60.0, quarantine_after: 2, brake: true,
-      brake_at: 0.9, resume_at: 0.8, brake_pressure: nil, kill_after: 40.0, concurrency: nil,
-      replaced_restart: false, embedded: false, settle: 2.5, quiet_timeout: 15.0
+      reclaim_cooldown: 300.0, loop_window: 600.0, shutdown_wait: 60.0, require_other_process: true,
+      dry_run: false, quarantine_after: 2, measure_interval: 60.0, brake: true, brake_at: 0.9, resume_at: 0.8,
+      brake_pressure: nil, kill_after: 40.0, concurrency: nil, replaced_restart: false, embedded: false,
+      embedded_instance: false, settle: 2.5, quiet_timeout: 15.0
     }
   end
 
@@ -23,7 +24,7 @@ RSpec.describe SidekiqRust::Native::Guard do
   end
 
   it "takes exactly the keys the guard gives it: OPTIONS' native ones and the facts" do
-    facts = %i[kill_after concurrency replaced_restart embedded settle quiet_timeout]
+    facts = %i[kill_after concurrency replaced_restart embedded embedded_instance settle quiet_timeout]
     expect(SidekiqRust::OPTIONS.select(&:native).map(&:key) + facts).to match_array(base.keys)
     expect { described_class.new(base.except(:grace_time, :settle)) }
       .to raise_error(SidekiqRust::ConfigurationError, /lack grace_time, settle \(every key is required/)
@@ -69,8 +70,8 @@ RSpec.describe SidekiqRust::Native::Guard do
     guard.pressure = 12.5
     expect(guard.sample(false).first).to be_nil
     guard.pressure = 31.0
-    expect(guard.pressured?).to be(true)
     expect(guard.sample(false).first).to eq(:pause)
+    expect(guard.pressured?).to be(true)
     expect(guard.window).to eq(0)
     guard.pressure = nil
     expect(guard.pressure).to eq(0.0)

@@ -200,8 +200,8 @@ module SidekiqRust
     def native_settings
       options = OPTIONS.select(&:native).to_h { |option| [option.key, @settings[option.key]] }
       options.merge(kill_after: @kill_after, concurrency: @concurrency.to_i.positive? ? @concurrency.to_i : nil,
-                    replaced_restart: @replaced_restart, embedded: @adapter.embedded?, settle: QUIET_SETTLE,
-                    quiet_timeout: QUIET_TIMEOUT)
+                    replaced_restart: @replaced_restart, embedded: @adapter.embedded?,
+                    embedded_instance: !SidekiqRust.embedded.nil?, settle: QUIET_SETTLE, quiet_timeout: QUIET_TIMEOUT)
     end
   end
 end

@@ -84,12 +84,12 @@ module SidekiqRust
       meaning: "restart slots for the whole fleet (same Redis), for both limits"
     ),
     Option.new(
-      key: :require_other_process, default: true, form: :boolean, native: false, accepted: "`true`/`false`",
+      key: :require_other_process, default: true, form: :boolean, native: true, accepted: "`true`/`false`",
       summary: "Soft-limit restarts only while another process serves (the hard limit restarts a sole process too).",
       meaning: "soft-limit restarts only while another process serves (the hard limit restarts a sole process too)"
     ),
     Option.new(
-      key: :dry_run, default: false, form: :boolean, native: false, accepted: "`true`/`false`",
+      key: :dry_run, default: false, form: :boolean, native: true, accepted: "`true`/`false`",
       summary: "Log what would happen; never quiet, stop or kill.",
       meaning: "log (and call `on_restart` with `dry_run: true`), never signal"
     ),
@@ -121,7 +121,7 @@ module SidekiqRust
                "again (see docs/quarantine.md)"
     ),
     Option.new(
-      key: :measure_interval, default: 60, form: :positive_seconds_or_nil, native: false,
+      key: :measure_interval, default: 60, form: :positive_seconds_or_nil, native: true,
       accepted: "seconds > 0, or `nil` (none)",
       summary: "Seconds between the monitor's measuring reclaims for the per-job-class retained memory. nil: none.",
       meaning: "the monitor's measuring reclaims (GC + purge) for the per-class retained figure: this often " \

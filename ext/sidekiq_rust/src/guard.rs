@@ -232,6 +232,7 @@ impl Guard {
             now_ms: now_ns / 1_000_000,
             busy: self.busy.load(Ordering::Acquire),
             done: self.done.load(Ordering::Acquire),
+            pressure: self.pressure.load(Ordering::Acquire),
         }
     }
 
@@ -392,7 +393,6 @@ impl Guard {
             .filter(|p| p.is_finite() && *p > 0.0)
             .map_or(0, |p| (p.min(100.0) * 100.0).round() as u32);
         self.pressure.store(hundredths, Ordering::Release);
-        self.state().policy.step(Event::Pressure { hundredths });
     }
 
     /// The last pressure given (percent).

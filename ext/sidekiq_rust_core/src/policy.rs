@@ -224,12 +224,14 @@ impl Action {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// A memory reading, with the number of jobs this process runs right now and how many it finished so far.
+    /// A memory reading, with the number of jobs this process runs right now, how many it finished so far, and
+    /// the memory pressure last read (PSI "some" avg10, hundredths of a percent; 0: none or not looked at).
     Sample {
         memory: u64,
         now_ms: u64,
         busy: u32,
         done: u64,
+        pressure: u32,
     },
     /// The reclaim finished; `memory` is the reading after it.
     Reclaimed {
@@ -250,11 +252,6 @@ pub enum Event {
     /// The caller quarantined what it had to (the outcome of `Action::Quarantine`).
     Quarantined {
         now_ms: u64,
-    },
-    /// The memory pressure now (PSI "some" avg10, hundredths of a percent), for the brake; the next sample
-    /// decides on it.
-    Pressure {
-        hundredths: u32,
     },
 }
 
@@ -430,13 +427,12 @@ impl Policy {
 
     /// Feeds one event and returns what the caller must do now.
     pub fn step(&mut self, event: Event) -> Action {
+        if let Event::Sample { pressure, .. } = event {
+            self.pressure = pressure;
+        }
         match (self.phase, event) {
             (_, Event::Quieted { now_ms }) => {
                 self.quiet_at.get_or_insert(now_ms);
-                Action::None
-            }
-            (_, Event::Pressure { hundredths }) => {
-                self.pressure = hundredths;
                 Action::None
             }
             (
@@ -446,6 +442,7 @@ impl Policy {
                     now_ms,
                     busy,
                     done,
+                    ..
                 },
             ) => {
                 self.brake.last_busy = busy;

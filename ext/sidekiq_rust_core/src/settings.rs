@@ -37,18 +37,32 @@ impl Metric {
     }
 }
 
+/// What a restart may do, beyond the policy's limits (`GuardCore::restart_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartRules {
+    /// Soft-limit restarts only while another process serves.
+    pub require_other_process: bool,
+    /// Log what would happen; never ask for a slot.
+    pub dry_run: bool,
+    /// The guard can quiet and stop this Sidekiq: its own process, or an embedded instance handed to it.
+    pub stoppable: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardSettings {
     pub limits: Limits,
     pub metric: Metric,
+    pub restart: RestartRules,
+    /// The monitor's measuring reclaims, this often (None: none).
+    pub measure_interval_ns: Option<u64>,
 }
 
 /// Every key, with the form it takes (for the error messages). Each is required: the defaults are Ruby's
 /// (`SidekiqRust::OPTIONS`), and a key Ruby forgot fails here by name instead of guarding with a guess.
 /// The user's keys keep the user's names and units' meaning (seconds, shares of max_rss); the facts about the
-/// process (`kill_after` resolved, `concurrency`, `replaced_restart`, `embedded`, `settle`, `quiet_timeout`)
-/// are what Ruby knows of it.
-pub const KEYS: [(&str, &str); 20] = [
+/// process (`kill_after` resolved, `concurrency`, `replaced_restart`, `embedded`, `embedded_instance`,
+/// `settle`, `quiet_timeout`) are what Ruby knows of it.
+pub const KEYS: [(&str, &str); 24] = [
     ("max_rss", "bytes > 0"),
     ("hard_max_rss", "bytes above max_rss, or nil"),
     ("grace_time", "seconds >= 0"),
@@ -58,7 +72,10 @@ pub const KEYS: [(&str, &str); 20] = [
     ("reclaim_cooldown", "seconds >= 0"),
     ("loop_window", "seconds >= 0 (0: off)"),
     ("shutdown_wait", "seconds >= 0"),
+    ("require_other_process", "true or false"),
+    ("dry_run", "true or false"),
     ("quarantine_after", "an Integer >= 0 (0: off)"),
+    ("measure_interval", "seconds > 0, or nil (none)"),
     ("brake", "true or false"),
     ("brake_at", "a share of max_rss above 0 and at most 1"),
     ("resume_at", "a share of max_rss above 0 and below brake_at"),
@@ -73,6 +90,7 @@ pub const KEYS: [(&str, &str); 20] = [
     ),
     ("replaced_restart", "true or false"),
     ("embedded", "true or false"),
+    ("embedded_instance", "true or false"),
     ("settle", "seconds >= 0"),
     ("quiet_timeout", "seconds > 0"),
 ];
@@ -225,6 +243,7 @@ pub fn guard_settings(pairs: &[(String, Value)]) -> Result<GuardSettings, String
         }
     }
     let replaced_restart = pairs.get("replaced_restart", boolean)?;
+    let embedded = pairs.get("embedded", boolean)?;
     let brake_at = pairs.get("brake_at", share)?;
     let resume_at = pairs.get("resume_at", share)?;
     if resume_at >= brake_at {
@@ -259,12 +278,24 @@ pub fn guard_settings(pairs: &[(String, Value)]) -> Result<GuardSettings, String
             Value::Int(n) if *n >= 0 => Ok(*n > 0),
             _ => Err(bad(k, v)),
         })?,
-        embedded: pairs.get("embedded", boolean)?,
+        embedded,
         brake,
     };
+    let measure_interval_ns = pairs
+        .get("measure_interval", |k, v| match v {
+            Value::Nil => Ok(None),
+            other => millis(k, other, false).map(Some),
+        })?
+        .map(|ms| ms.saturating_mul(1_000_000));
     Ok(GuardSettings {
         limits,
         metric: pairs.get("metric", metric)?,
+        restart: RestartRules {
+            require_other_process: pairs.get("require_other_process", boolean)?,
+            dry_run: pairs.get("dry_run", boolean)?,
+            stoppable: !embedded || pairs.get("embedded_instance", boolean)?,
+        },
+        measure_interval_ns,
     })
 }
 
@@ -284,7 +315,10 @@ mod tests {
             ("reclaim_cooldown", Value::Float(300.0)),
             ("loop_window", Value::Float(600.0)),
             ("shutdown_wait", Value::Float(60.0)),
+            ("require_other_process", Value::Bool(true)),
+            ("dry_run", Value::Bool(false)),
             ("quarantine_after", Value::Int(2)),
+            ("measure_interval", Value::Float(60.0)),
             ("brake", Value::Bool(true)),
             ("brake_at", Value::Float(0.9)),
             ("resume_at", Value::Float(0.8)),
@@ -293,6 +327,7 @@ mod tests {
             ("concurrency", Value::Int(5)),
             ("replaced_restart", Value::Bool(false)),
             ("embedded", Value::Bool(false)),
+            ("embedded_instance", Value::Bool(false)),
             ("settle", Value::Float(2.5)),
             ("quiet_timeout", Value::Float(15.0)),
         ]
@@ -325,6 +360,25 @@ mod tests {
         assert!(!s.limits.quarantine);
         assert!(!s.limits.replaced_restart);
         assert_eq!(s.metric, Metric::Pss);
+        assert_eq!(s.measure_interval_ns, Some(60_000_000_000));
+        let s = guard_settings(&pairs(&[("measure_interval", Value::Nil)])).unwrap();
+        assert_eq!(s.measure_interval_ns, None);
+    }
+
+    #[test]
+    fn an_embedded_sidekiq_is_stoppable_only_with_its_instance() {
+        let stoppable = |embedded, instance| {
+            guard_settings(&pairs(&[
+                ("embedded", Value::Bool(embedded)),
+                ("embedded_instance", Value::Bool(instance)),
+            ]))
+            .unwrap()
+            .restart
+            .stoppable
+        };
+        assert!(stoppable(false, false));
+        assert!(!stoppable(true, false));
+        assert!(stoppable(true, true));
     }
 
     #[test]

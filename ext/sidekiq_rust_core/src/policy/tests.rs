@@ -30,6 +30,7 @@ fn sample(memory: u64, now_ms: u64, busy: u32) -> Event {
         now_ms,
         busy,
         done: 0,
+        pressure: 0,
     }
 }
 
@@ -441,6 +442,7 @@ fn invariants_hold_over_generated_sequences() {
         let mut p = Policy::new(l);
         let mut now = 0u64;
         let mut done = 0u64;
+        let mut pressure = 0u32;
         let mut quieted = false;
         let mut stopped = false;
         let mut granted = false;
@@ -455,7 +457,15 @@ fn invariants_hold_over_generated_sequences() {
             done += rng.below(3);
             let phase_before = p.phase();
             let paused_before = p.paused();
-            let event = match (phase_before, rng.below(10)) {
+            let roll = rng.below(10);
+            let sampling = !matches!(
+                phase_before,
+                Phase::WaitingSlot(_) | Phase::Reclaiming(_) | Phase::Quarantining { .. }
+            );
+            if roll == 1 && sampling {
+                pressure = rng.below(4_000) as u32;
+            }
+            let event = match (phase_before, roll) {
                 (Phase::WaitingSlot(_), 0..=4) => Event::SlotGranted { now_ms: now },
                 (Phase::WaitingSlot(_), _) => Event::SlotDenied {
                     reason: Denial::ALL[rng.below(5) as usize],
@@ -470,14 +480,12 @@ fn invariants_hold_over_generated_sequences() {
                     Event::Quarantined { now_ms: now }
                 }
                 (Phase::Quieting { .. }, 0) => Event::Quieted { now_ms: now },
-                (_, 1) => Event::Pressure {
-                    hundredths: rng.below(4_000) as u32,
-                },
                 _ => Event::Sample {
                     memory: rng.below(1_100) * MB,
                     now_ms: now,
                     busy: rng.below(4) as u32,
                     done,
+                    pressure,
                 },
             };
             let over_hard = |m: u64| l.hard.is_some_and(|h| m >= h);
@@ -673,11 +681,16 @@ fn braked() -> Limits {
 }
 
 fn sample_done(memory: u64, now_ms: u64, busy: u32, done: u64) -> Event {
+    sample_pressured(memory, now_ms, busy, done, 0)
+}
+
+fn sample_pressured(memory: u64, now_ms: u64, busy: u32, done: u64, pressure: u32) -> Event {
     Event::Sample {
         memory,
         now_ms,
         busy,
         done,
+        pressure,
     }
 }
 
@@ -807,24 +820,21 @@ fn pressure_pauses_below_brake_at_holds_the_resume_and_lets_go_when_idle() {
         b.pressure_at = 2_000; // 20 %
     }
     let mut p = Policy::new(l);
-    assert_eq!(p.step(Event::Pressure { hundredths: 1_500 }), Action::None);
-    assert_eq!(p.step(sample_done(300 * MB, 0, 3, 0)), Action::None);
-    p.step(Event::Pressure { hundredths: 2_500 });
-    assert_eq!(p.step(sample_done(300 * MB, 100, 3, 0)), Action::Pause);
+    let at = sample_pressured;
+    assert_eq!(p.step(at(300 * MB, 0, 3, 0, 1_500)), Action::None);
+    assert_eq!(p.step(at(300 * MB, 100, 3, 0, 2_500)), Action::Pause);
     assert_eq!(
-        p.step(sample_done(300 * MB, 200, 1, 2)),
+        p.step(at(300 * MB, 200, 1, 2, 2_500)),
         Action::None,
         "held by the pressure"
     );
-    p.step(Event::Pressure { hundredths: 500 });
     assert_eq!(
-        p.step(sample_done(300 * MB, 300, 1, 2)),
+        p.step(at(300 * MB, 300, 1, 2, 500)),
         Action::Resume(ResumeCause::Below)
     );
-    p.step(Event::Pressure { hundredths: 3_000 });
-    assert_eq!(p.step(sample_done(300 * MB, 400, 1, 3)), Action::Pause);
+    assert_eq!(p.step(at(300 * MB, 400, 1, 3, 3_000)), Action::Pause);
     assert_eq!(
-        p.step(sample_done(300 * MB, 500, 0, 4)),
+        p.step(at(300 * MB, 500, 0, 4, 3_000)),
         Action::Reclaim(Reason::Brake)
     );
     assert_eq!(
@@ -832,11 +842,9 @@ fn pressure_pauses_below_brake_at_holds_the_resume_and_lets_go_when_idle() {
         Action::Resume(ResumeCause::Retained)
     );
     // Off while the pressure lasts, on again once it is gone.
-    assert_eq!(p.step(sample_done(290 * MB, 700, 3, 5)), Action::None);
-    p.step(Event::Pressure { hundredths: 0 });
-    assert_eq!(p.step(sample_done(290 * MB, 800, 3, 6)), Action::None);
-    p.step(Event::Pressure { hundredths: 3_000 });
-    assert_eq!(p.step(sample_done(290 * MB, 900, 3, 7)), Action::Pause);
+    assert_eq!(p.step(at(290 * MB, 700, 3, 5, 3_000)), Action::None);
+    assert_eq!(p.step(at(290 * MB, 800, 3, 6, 0)), Action::None);
+    assert_eq!(p.step(at(290 * MB, 900, 3, 7, 3_000)), Action::Pause);
 }
 
 #[test]

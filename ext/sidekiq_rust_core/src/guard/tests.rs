@@ -1,0 +1,256 @@
+use super::*;
+use crate::policy::{Brake, Limits, StopCause};
+
+const MB: u64 = 1 << 20;
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000 * MS;
+
+fn settings() -> GuardSettings {
+    GuardSettings {
+        limits: Limits {
+            soft: 500 * MB,
+            hard: Some(800 * MB),
+            grace_ms: 10_000,
+            reclaim: true,
+            reclaim_cooldown_ms: 60_000,
+            check_interval_ms: 5_000,
+            shutdown_wait_ms: 30_000,
+            kill_after_ms: 40_000,
+            settle_ms: 2_500,
+            quiet_timeout_ms: 15_000,
+            loop_window_ms: 600_000,
+            replaced_restart: false,
+            quarantine: false,
+            embedded: false,
+            brake: None,
+        },
+        metric: Metric::Rss,
+        restart: RestartRules {
+            require_other_process: true,
+            dry_run: false,
+            stoppable: true,
+        },
+        measure_interval_ns: Some(60 * S),
+    }
+}
+
+fn braked() -> GuardSettings {
+    let mut s = settings();
+    s.limits.brake = Some(Brake {
+        pause_at: 450 * MB,
+        resume_at: 400 * MB,
+        concurrency: 5,
+        slow_start: false,
+        pressure_at: 2_000,
+    });
+    s
+}
+
+fn readings(before: u64, after: u64, now_ns: u64) -> ReclaimReadings {
+    ReclaimReadings {
+        before,
+        after,
+        rss: after,
+        floor: after,
+        read: (now_ns, now_ns),
+        now_ns,
+    }
+}
+
+#[test]
+fn a_jobs_end_reads_memory_at_most_every_20_ms_and_one_job_takes_the_reading() {
+    let mut g = GuardCore::new(settings(), 100 * MB, 0);
+    let token = g.job_started("A", "j1", MS, None);
+    assert_eq!(g.busy(), 1);
+    assert!(
+        !g.job_finished(token, 5 * MS, None),
+        "read at boot 5 ms ago"
+    );
+    let (a, b) = (
+        g.job_started("A", "j2", 6 * MS, None),
+        g.job_started("A", "j3", 6 * MS, None),
+    );
+    assert!(g.job_finished(a, 25 * MS, None));
+    assert!(!g.job_finished(b, 26 * MS, None), "the reading was taken");
+    assert_eq!((g.busy(), g.done()), (0, 3));
+    assert_eq!(g.job_reading(120 * MB, 25 * MS), Action::None);
+    assert_eq!(g.last_memory(), 120 * MB);
+}
+
+#[test]
+fn a_jobs_reading_reaches_the_policy_only_when_the_metric_is_rss_and_the_process_serves() {
+    let mut pss = settings();
+    pss.metric = Metric::Pss;
+    let mut g = GuardCore::new(pss, 100 * MB, 0);
+    assert_eq!(
+        g.job_reading(900 * MB, S),
+        Action::None,
+        "PSS: the monitor decides"
+    );
+    assert_eq!(
+        g.reading(900 * MB, 900 * MB, S, false),
+        Action::Reclaim(Reason::Hard)
+    );
+
+    let mut g = GuardCore::new(settings(), 100 * MB, 0);
+    assert_eq!(g.job_reading(900 * MB, S), Action::Reclaim(Reason::Hard));
+    assert_eq!(
+        g.job_reading(900 * MB, 2 * S),
+        Action::None,
+        "reclaiming: no sample"
+    );
+    assert_eq!(g.last_memory(), 900 * MB, "still remembered");
+}
+
+#[test]
+fn the_monitor_moves_only_a_serving_process_and_the_restart_sequence_takes_its_readings() {
+    let mut s = settings();
+    s.limits.reclaim = false;
+    let mut g = GuardCore::new(s, 100 * MB, 0);
+    assert_eq!(
+        g.reading(900 * MB, 900 * MB, S, false),
+        Action::RequestRestart(Reason::Hard)
+    );
+    assert_eq!(g.step(Event::SlotGranted { now_ms: 1_000 }), Action::Quiet);
+    assert_eq!(g.reading(900 * MB, 900 * MB, 2 * S, false), Action::None);
+    g.step(Event::Quieted { now_ms: 2_000 });
+    assert_eq!(
+        g.reading(900 * MB, 900 * MB, 5 * S, true),
+        Action::Stop(StopCause::Idle)
+    );
+}
+
+#[test]
+fn a_restart_request_says_what_the_slot_needs() {
+    let mut s = settings();
+    s.limits.reclaim = false;
+    let mut g = GuardCore::new(s, 100 * MB, 0);
+    assert_eq!(g.restart_request(), None, "none asked for");
+    g.reading(600 * MB, 600 * MB, 0, false);
+    assert_eq!(
+        g.reading(600 * MB, 600 * MB, 11 * S, false),
+        Action::RequestRestart(Reason::Soft)
+    );
+    assert_eq!(
+        g.restart_request(),
+        Some(RestartRequest {
+            reason: Reason::Soft,
+            refusal: None,
+            require_other_process: true
+        })
+    );
+
+    // The hard limit restarts a sole process too.
+    let mut g = GuardCore::new(s, 100 * MB, 0);
+    g.reading(900 * MB, 900 * MB, S, false);
+    let request = g.restart_request().unwrap();
+    assert_eq!(request.reason, Reason::Hard);
+    assert!(!request.require_other_process);
+
+    // A dry run asks for no slot; nor does an embedded Sidekiq the guard cannot stop.
+    s.restart.dry_run = true;
+    let mut g = GuardCore::new(s, 100 * MB, 0);
+    g.reading(900 * MB, 900 * MB, S, false);
+    assert_eq!(g.restart_request().unwrap().refusal, Some(Denial::DryRun));
+    s.restart.dry_run = false;
+    s.restart.stoppable = false;
+    let mut g = GuardCore::new(s, 100 * MB, 0);
+    g.reading(900 * MB, 900 * MB, S, false);
+    assert_eq!(g.restart_request().unwrap().refusal, Some(Denial::Embedded));
+    assert_eq!(
+        g.step(Event::SlotDenied {
+            reason: Denial::Embedded,
+            now_ms: 1_000
+        }),
+        Action::None
+    );
+    assert_eq!(g.phase(), Phase::Serving);
+}
+
+#[test]
+fn a_reclaim_says_what_the_policy_concluded() {
+    let mut g = GuardCore::new(settings(), 100 * MB, 0);
+    assert_eq!(g.job_reading(900 * MB, S), Action::Reclaim(Reason::Hard));
+    g.reclaim_started(900 * MB, S);
+    let out = g.reclaim_finished(readings(900 * MB, 450 * MB, S + 10 * MS), true);
+    assert_eq!(out.action, Action::None);
+    assert_eq!(out.verdict, Some(Verdict::BackUnder));
+
+    let mut g = GuardCore::new(settings(), 100 * MB, 0);
+    g.job_reading(900 * MB, S);
+    g.reclaim_started(900 * MB, S);
+    let out = g.reclaim_finished(readings(900 * MB, 600 * MB, S + 10 * MS), true);
+    assert_eq!(out.verdict, Some(Verdict::UnderHard));
+    assert!(!out.verdict.unwrap().still_over());
+
+    let mut g = GuardCore::new(settings(), 100 * MB, 0);
+    g.job_reading(900 * MB, S);
+    g.reclaim_started(900 * MB, S);
+    let out = g.reclaim_finished(readings(900 * MB, 850 * MB, S + 10 * MS), true);
+    assert_eq!(out.action, Action::RequestRestart(Reason::Hard));
+    assert_eq!(out.verdict, Some(Verdict::StillOver));
+    assert!(out.verdict.unwrap().still_over());
+
+    // A measuring reclaim: the policy does not see it.
+    let mut g = GuardCore::new(settings(), 100 * MB, 0);
+    g.reclaim_started(100 * MB, S);
+    let out = g.reclaim_finished(readings(100 * MB, 90 * MB, S + MS), false);
+    assert_eq!((out.action, out.verdict), (Action::None, None));
+}
+
+#[test]
+fn a_measuring_reclaim_is_due_every_measure_interval_sooner_after_an_unusable_floor_and_within_its_budget(
+) {
+    let mut g = GuardCore::new(settings(), 100 * MB, 0);
+    assert!(!g.measure_due(59 * S, false));
+    assert!(g.measure_due(59 * S, true), "forced");
+    assert!(g.measure_due(60 * S, false));
+    // A job that starts as the floor is read: the floor closes no window, so the next comes after a tenth.
+    let token = g.job_started("A", "j1", 60 * S + MS / 2, None);
+    g.reclaim_started(100 * MB, 60 * S);
+    let out = g.reclaim_finished(
+        ReclaimReadings {
+            read: (60 * S, 60 * S + MS),
+            ..readings(100 * MB, 90 * MB, 60 * S + MS)
+        },
+        false,
+    );
+    assert!(!out.measured);
+    assert!(!g.measure_due(65 * S, false));
+    assert!(g.measure_due(66 * S + MS, false));
+    g.job_finished(token, 61 * S, None);
+    // A reclaim that took 1 s: the next waits at least 20 s, whatever the interval.
+    let mut s = settings();
+    s.measure_interval_ns = Some(S);
+    let mut g = GuardCore::new(s, 100 * MB, 0);
+    g.reclaim_started(100 * MB, S);
+    assert!(
+        g.reclaim_finished(readings(100 * MB, 90 * MB, 2 * S), false)
+            .measured
+    );
+    assert!(!g.measure_due(21 * S, false));
+    assert!(g.measure_due(22 * S, false));
+    // Not while a restart is under way, not without an interval.
+    let mut s = settings();
+    s.measure_interval_ns = None;
+    assert!(!GuardCore::new(s, 100 * MB, 0).measure_due(3_600 * S, false));
+}
+
+#[test]
+fn the_pressure_travels_with_every_sample() {
+    let mut g = GuardCore::new(braked(), 100 * MB, 0);
+    assert!(g.brake());
+    g.set_pressure(Some(31.0));
+    assert_eq!(g.pressure(), 31.0);
+    assert_eq!(g.job_reading(200 * MB, S), Action::Pause, "a job's reading");
+    assert!(g.pressured());
+    g.set_pressure(None);
+    assert_eq!(g.pressure(), 0.0);
+    let t = g.job_started("A", "j", S, None);
+    g.job_finished(t, 2 * S, None);
+    assert_eq!(
+        g.reading(200 * MB, 200 * MB, 2 * S, false),
+        Action::Resume(ResumeCause::Below)
+    );
+    assert!(!GuardCore::new(settings(), 100 * MB, 0).brake());
+}
