@@ -79,11 +79,11 @@ module SidekiqRust
     # One reading by the monitor (and the memory pressure, for the brake); returns the memory figure.
     def check
       @native.pressure = pressure if @brake && @settings.brake_pressure
-      action, memory = @native.sample(false)
-      @executor.dispatch(action) if action
+      sample = @native.sample(false)
+      @executor.dispatch(sample[:action]) if sample[:action]
       @brake&.refresh
-      @history.record(memory, phase, brake: @brake&.state)
-      memory
+      @history.record(sample[:memory], phase, brake: @brake&.state)
+      sample[:memory]
     end
 
     def start_monitor

@@ -16,9 +16,10 @@ use sidekiq_rust_core::attribution::Attribution;
 use sidekiq_rust_core::policy::{Action, Denial, Event, Phase, Policy};
 use sidekiq_rust_core::settings::{self, guard_settings, Metric};
 
-use crate::allocator::{allocator_purge, in_use_bytes, thread_allocated};
+use crate::allocator::{in_use_bytes, purge, thread_allocated};
 use crate::errors::{error, io_error, Kind};
-use crate::memory::{self_cgroup_usage, self_rss_bytes, smaps};
+use crate::memory::{self_cgroup_usage, self_rss_bytes, smaps_totals};
+use crate::named::Named;
 use crate::nogvl::nogvl;
 
 /// A job's end reads RSS only when the last reading is older than this (a reading costs about a microsecond,
@@ -44,24 +45,6 @@ pub struct Guard {
     /// When RSS was last read, ns since `started` (0: never).
     last_read_ns: AtomicU64,
 }
-
-/// `[class, jobs, retained_per_job, growth_per_job, allocated_per_job, retained_error, windows]`, bytes (nil:
-/// unknown); `retained_error` is the standard error of retained_per_job, `windows` the retained windows the
-/// class's jobs started in.
-type Row = (
-    String,
-    u64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    u64,
-);
-
-/// `[action or nil, memory before, memory after, purged, measured]`: a reclaim's outcome (`purged`: the allocator
-/// gave memory back, false when it cannot purge; `measured`: its floor closed a window of the per-class retained
-/// figure, false when a job had just started, see `Attribution::reclaim_finished`).
-type Reclaimed = (Option<Symbol>, u64, u64, bool, bool);
 
 pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     let class = native.define_class("Guard", ruby.class_object())?;
@@ -220,7 +203,7 @@ impl Guard {
     fn read_metric(&self, rss: u64) -> Result<u64, Error> {
         match self.metric {
             Metric::Rss => Ok(rss),
-            Metric::Pss => Ok(smaps(None)?.1),
+            Metric::Pss => Ok(smaps_totals(None)?.pss),
             Metric::Cgroup => self_cgroup_usage(),
         }
     }
@@ -277,13 +260,9 @@ impl Guard {
     }
 
     /// Reads the metric (RSS is read either way, for the attribution) with this process's busy count; returns
-    /// `[action or nil, memory]`. Watchers (the monitor) pass `restarting = false` and only move a serving
+    /// `{action: Symbol or nil, memory:}`. Watchers (the monitor) pass `restarting = false` and only move a serving
     /// process; the restart sequence passes `true` and gets the quiet -> stop -> kill steps.
-    fn sample(
-        ruby: &Ruby,
-        rb_self: &Self,
-        restarting: bool,
-    ) -> Result<(Option<Symbol>, u64), Error> {
+    fn sample(ruby: &Ruby, rb_self: &Self, restarting: bool) -> Result<RHash, Error> {
         let rss = read_rss()?;
         let memory = rb_self.read_metric(rss)?;
         let now = rb_self.now_ns();
@@ -297,22 +276,24 @@ impl Guard {
             }
             Ok(state.policy.step(event))
         })?;
-        Ok((action_symbol(ruby, action), memory))
+        Named::new(ruby)
+            .with("action", action_symbol(ruby, action))
+            .with("memory", memory)
+            .hash()
     }
 
     /// A reclaim: the metric, then `GC.start` and the allocator purge (without the GVL), then the metric again;
     /// what it gave back counts for no job. With `decide = true` (a reclaim the policy asked for) the outcome
-    /// goes to the policy. Returns `[action or nil, before, after, purged, measured]`.
-    fn reclaim(ruby: &Ruby, rb_self: &Self, decide: bool) -> Result<Reclaimed, Error> {
+    /// goes to the policy. Returns `{action:, before:, after:, purged:, measured:}`: the policy's next action (a
+    /// Symbol or nil), the metric before and after, whether the allocator gave memory back (false when it cannot
+    /// purge), and whether its floor closed a window of the per-class retained figure (false when a job had just
+    /// started, see `Attribution::reclaim_finished`).
+    fn reclaim(ruby: &Ruby, rb_self: &Self, decide: bool) -> Result<RHash, Error> {
         let rss = read_rss()?;
         let before = rb_self.read_metric(rss)?;
         rb_self.state().jobs.reclaim_started(rss, rb_self.now_ns());
         ruby.gc_start();
-        let purged = match allocator_purge() {
-            Ok(_) => true,
-            Err(e) if e.is_kind_of(ruby.exception_standard_error()) => false,
-            Err(e) => return Err(e),
-        };
+        let purged = purge().is_ok_and(|p| p.outcome.purged);
         let rss = read_rss()?;
         let after = rb_self.read_metric(rss)?;
         // The attribution's floors are all one kind of reading: the allocator's bytes in use, or RSS. Read after
@@ -342,7 +323,13 @@ impl Guard {
             });
             Ok((action, measured))
         })?;
-        Ok((action_symbol(ruby, action), before, after, purged, measured))
+        Named::new(ruby)
+            .with("action", action_symbol(ruby, action))
+            .with("before", before)
+            .with("after", after)
+            .with("purged", purged)
+            .with("measured", measured)
+            .hash()
     }
 
     fn step(ruby: &Ruby, rb_self: &Self, event: Event) -> Result<Option<Symbol>, Error> {
@@ -409,12 +396,16 @@ impl Guard {
         self.state().policy.decision_memory()
     }
 
-    /// `[before, after]` of the last reclaim the policy asked for, or nil.
-    fn last_reclaim(&self) -> Option<(u64, u64)> {
-        self.state()
-            .policy
-            .last_reclaim()
-            .map(|r| (r.before, r.after))
+    /// `{before:, after:}` of the last reclaim the policy asked for, or nil.
+    fn last_reclaim(ruby: &Ruby, rb_self: &Self) -> Result<Option<RHash>, Error> {
+        let last = rb_self.state().policy.last_reclaim();
+        last.map(|r| {
+            Named::new(ruby)
+                .with("before", r.before)
+                .with("after", r.after)
+                .hash()
+        })
+        .transpose()
     }
 
     /// Why the last restart was refused (a Symbol), nil when the last request got its slot.
@@ -462,38 +453,45 @@ impl Guard {
         self.last_memory.load(Ordering::Acquire)
     }
 
-    /// Every class with a finished job, ranked: `[[class, jobs, retained, growth, allocated, retained_error,
-    /// windows], ...]`. The fit runs without the GVL and without the lock (on a copy), so jobs go on meanwhile.
-    fn report(&self) -> Result<Vec<Row>, Error> {
-        let snapshot = self.state().jobs.snapshot();
+    /// Every class with a finished job, ranked: `[{class:, jobs:, retained_per_job:, growth_per_job:,
+    /// allocated_per_job:, retained_error:, windows:}, ...]`, bytes (nil: unknown); `retained_error` is the
+    /// standard error of retained_per_job, `windows` the retained windows the class's jobs started in. The fit
+    /// runs without the GVL and without the lock (on a copy), so jobs go on meanwhile.
+    fn report(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+        let snapshot = rb_self.state().jobs.snapshot();
         let rows = nogvl("fitting the per-class memory figures", move || {
             snapshot.report()
         })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.class,
-                    r.jobs,
-                    r.retained,
-                    r.growth,
-                    r.allocated,
-                    r.retained_error,
-                    r.windows,
-                )
-            })
-            .collect())
+        let answer = ruby.ary_new_capa(rows.len());
+        for r in rows {
+            let row = Named::new(ruby)
+                .with("class", r.class)
+                .with("jobs", r.jobs)
+                .with("retained_per_job", r.retained)
+                .with("growth_per_job", r.growth)
+                .with("allocated_per_job", r.allocated)
+                .with("retained_error", r.retained_error)
+                .with("windows", r.windows)
+                .hash()?;
+            answer.push(row)?;
+        }
+        Ok(answer)
     }
 
-    /// The jobs running now, longest first: `[[class, jid, seconds running], ...]`.
-    fn in_flight(&self) -> Vec<(String, String, f64)> {
-        let now = self.now_ns();
-        self.state()
-            .jobs
-            .in_flight(now)
-            .into_iter()
-            .map(|j| (j.class, j.jid, j.running_ns as f64 / 1e9))
-            .collect()
+    /// The jobs running now, longest first: `[{class:, jid:, running_s:}, ...]` (seconds running).
+    fn in_flight(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+        let now = rb_self.now_ns();
+        let jobs = rb_self.state().jobs.in_flight(now);
+        let answer = ruby.ary_new_capa(jobs.len());
+        for j in jobs {
+            let job = Named::new(ruby)
+                .with("class", j.class)
+                .with("jid", j.jid)
+                .with("running_s", j.running_ns as f64 / 1e9)
+                .hash()?;
+            answer.push(job)?;
+        }
+        Ok(answer)
     }
 
     fn reset_report(&self) {

@@ -7,6 +7,7 @@ mod cgroup;
 mod errors;
 mod guard;
 mod memory;
+mod named;
 mod nogvl;
 mod watchdog;
 

@@ -83,7 +83,7 @@ module SidekiqRust
           return nil if @native.phase == "done"
 
           sleep POLL
-          action, _memory = @native.sample(true)
+          action = @native.sample(true)[:action]
           return action if action
         end
       end

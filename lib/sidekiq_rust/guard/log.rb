@@ -50,8 +50,12 @@ module SidekiqRust
 
       # The soft limit is below the working set: what was seen and what to change.
       def restart_loop(memory:, peak:, last_reclaim:, uptime:, concurrency:, attribution:)
-        before, after = last_reclaim
-        reclaim = before ? "reclaim gave back #{Units.mb([before - after, 0].max)} of #{Units.mb(before)}" : "reclaim is off"
+        reclaim = if last_reclaim
+                    before = last_reclaim[:before]
+                    "reclaim gave back #{Units.mb([before - last_reclaim[:after], 0].max)} of #{Units.mb(before)}"
+                  else
+                    "reclaim is off"
+                  end
         working_set = [memory, peak].max
         advice = Units.mb((working_set * 1.25 / ADVICE_STEP).ceil * ADVICE_STEP)
         error("restart loop: over max_rss #{Units.mb(@settings.max_rss)} #{uptime.round}s after boot " \

@@ -33,11 +33,13 @@ module SidekiqRust
       # The reclaim the policy asked for (`action` :reclaim_soft, :reclaim_hard or :reclaim_brake): logs what came
       # back and returns the policy's next action.
       def reclaim(action)
-        next_action, before, after, purged = run(decide: true)
-        released = [before - after, 0].max
+        result = run(decide: true)
+        next_action = result[:action]
+        after = result[:after]
+        released = [result[:before] - after, 0].max
         @history.event(:reclaim, released: released, memory: after, reason: action.to_s.delete_prefix("reclaim_"),
                                  still_over: !next_action.nil? && !next_action.to_s.start_with?("resume"))
-        @log.info("reclaimed #{Units.mb(released)} (GC + #{purged ? 'purge' : 'no purge'}" \
+        @log.info("reclaimed #{Units.mb(released)} (GC + #{result[:purged] ? 'purge' : 'no purge'}" \
                   "#{action == :reclaim_brake ? ', brake paused and idle' : ''}): #{verdict(next_action, after)}",
                   memory: after)
         next_action
@@ -74,7 +76,7 @@ module SidekiqRust
           started = Clock.now
           result = @native.reclaim(decide)
           finished = Clock.now
-          schedule(result[4], started, finished)
+          schedule(result[:measured], started, finished)
           result
         end
       end

@@ -91,8 +91,8 @@ module SidekiqRust
         end
         # require_other_process governs the soft limit only: the hard limit is there to beat the kernel's OOM
         # killer, which would lose the running jobs, so a sole process restarts too.
-        granted, denial, detail = @fleet.acquire(@guard.slot_ttl, require_other: reason == "soft_limit")
-        granted ? nil : [denial, "over the limit but not restarting: #{detail}"]
+        slot = @fleet.acquire(@guard.slot_ttl, require_other: reason == "soft_limit")
+        slot.granted ? nil : [slot.denial, "over the limit but not restarting: #{slot.text}"]
       end
 
       def refused(denial, message)
