@@ -31,7 +31,7 @@ RSpec.describe SidekiqRust::Native::Guard do
     expect(guard.window).to eq(5)
     expect(guard.paused?).to be(false)
     reclaim = guard.reclaim(false)
-    expect(reclaim.keys).to eq(%i[action before after purged measured])
+    expect(reclaim.keys).to eq(%i[action before after purged measured purge_error])
     expect(reclaim[:action]).to be_nil
     expect(reclaim.values_at(:before, :after)).to all(be > 0)
     expect(reclaim[:purged]).to be(true).or be(false)

@@ -284,16 +284,20 @@ impl Guard {
 
     /// A reclaim: the metric, then `GC.start` and the allocator purge (without the GVL), then the metric again;
     /// what it gave back counts for no job. With `decide = true` (a reclaim the policy asked for) the outcome
-    /// goes to the policy. Returns `{action:, before:, after:, purged:, measured:}`: the policy's next action (a
-    /// Symbol or nil), the metric before and after, whether the allocator gave memory back (false when it cannot
-    /// purge), and whether its floor closed a window of the per-class retained figure (false when a job had just
-    /// started, see `Attribution::reclaim_finished`).
+    /// goes to the policy. Returns `{action:, before:, after:, purged:, measured:, purge_error:}`: the policy's
+    /// next action (a Symbol or nil), the metric before and after, whether the allocator gave memory back (false
+    /// when it cannot purge), whether its floor closed a window of the per-class retained figure (false when a
+    /// job had just started, see `Attribution::reclaim_finished`), and what went wrong in the purge (a String
+    /// saying why there was none or what part failed; nil: nothing).
     fn reclaim(ruby: &Ruby, rb_self: &Self, decide: bool) -> Result<RHash, Error> {
         let rss = read_rss()?;
         let before = rb_self.read_metric(rss)?;
         rb_self.state().jobs.reclaim_started(rss, rb_self.now_ns());
         ruby.gc_start();
-        let purged = purge().is_ok_and(|p| p.outcome.purged);
+        let (purged, purge_error) = match purge() {
+            Ok(p) => (p.outcome.purged, p.outcome.error),
+            Err(failed) => (false, Some(failed.message)),
+        };
         let rss = read_rss()?;
         let after = rb_self.read_metric(rss)?;
         // The attribution's floors are all one kind of reading: the allocator's bytes in use, or RSS. Read after
@@ -329,6 +333,7 @@ impl Guard {
             .with("after", after)
             .with("purged", purged)
             .with("measured", measured)
+            .with("purge_error", purge_error)
             .hash()
     }
 

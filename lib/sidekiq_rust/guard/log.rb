@@ -81,7 +81,7 @@ module SidekiqRust
       private
 
       def write(level, message, memory: nil, reason: nil, in_flight: nil, top_retained: nil, top_growth: nil,
-                quarantined: nil, verdict: nil, **_rest)
+                quarantined: nil, verdict: nil, purge_error: nil, **_rest)
         parts = ["sidekiq_rust: #{message}", "identity=#{@tag}"]
         parts << "#{@settings.metric}=#{Units.mb(memory)}" if memory
         parts << "limit=#{Units.mb(@settings.max_rss)} hard_limit=#{Units.mb(@settings.hard_max_rss)}"
@@ -91,6 +91,7 @@ module SidekiqRust
         parts << "top_retained=#{top_text(top_retained, :retained_per_job)}" if top_retained
         parts << "top_growth=#{top_text(top_growth, :growth_per_job)}" if top_growth
         parts << "verdict=\"#{verdict}\"" if verdict
+        parts << "purge_error=\"#{purge_error}\"" if purge_error
         @logger.public_send(level, parts.join(" "))
       rescue StandardError
         nil

@@ -41,7 +41,7 @@ module SidekiqRust
                                  still_over: !next_action.nil? && !next_action.to_s.start_with?("resume"))
         @log.info("reclaimed #{Units.mb(released)} (GC + #{result[:purged] ? 'purge' : 'no purge'}" \
                   "#{action == :reclaim_brake ? ', brake paused and idle' : ''}): #{verdict(next_action, after)}",
-                  memory: after)
+                  memory: after, purge_error: result[:purge_error])
         next_action
       end
 
