@@ -79,12 +79,14 @@ pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
 }
 
 /// Every action name the guard can return (`Native::Guard.actions`), for the Ruby side's checks.
-fn actions(ruby: &Ruby) -> RArray {
-    let names = sidekiq_rust_core::policy::ACTIONS
-        .iter()
-        .map(|(_, name)| *name)
-        .chain(["widen"]);
-    ruby.ary_from_iter(names.map(|name| ruby.to_symbol(name)))
+fn actions(ruby: &Ruby) -> Result<RArray, Error> {
+    guarded("listing the actions", || {
+        let names = sidekiq_rust_core::policy::ACTIONS
+            .iter()
+            .map(|(_, name)| *name)
+            .chain(["widen"]);
+        Ok(ruby.ary_from_iter(names.map(|name| ruby.to_symbol(name))))
+    })
 }
 
 fn action_symbol(ruby: &Ruby, action: Action) -> Option<Symbol> {
@@ -96,7 +98,8 @@ fn read_rss() -> Result<u64, Error> {
 }
 
 /// Runs the guard's bookkeeping so that a panic in it becomes a `SidekiqRust::Error` (which the Ruby side
-/// rescues and logs), never an unwind into a job's thread.
+/// rescues and logs), never an unwind into a job's thread nor Ruby `fatal`. Every method of `Native::Guard`
+/// runs its body through it.
 fn guarded<T>(what: &str, func: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     catch_unwind(AssertUnwindSafe(func)).unwrap_or_else(|_| {
         Err(error(
@@ -148,10 +151,29 @@ fn key_name(key: Value) -> Result<String, Error> {
     ))
 }
 
+/// A denial reason of the policy's table, from its Symbol.
+fn denial(reason: Symbol) -> Result<Denial, Error> {
+    let name = reason.name()?;
+    Denial::from_name(&name).ok_or_else(|| {
+        let known: Vec<&str> = Denial::ALL.iter().map(|d| d.as_str()).collect();
+        error(
+            Kind::InvalidArgument,
+            format!(
+                "unknown denial reason :{name} (one of :{})",
+                known.join(", :")
+            ),
+        )
+    })
+}
+
 impl Guard {
     /// `Guard.new({max_rss:, kill_after:, ...})`: bytes and seconds, checked by
     /// `sidekiq_rust_core::settings` (unknown keys rejected). Ruby resolves the user's configuration first.
     fn new(ruby: &Ruby, options: RHash) -> Result<Guard, Error> {
+        guarded("making the guard", || Self::build(ruby, options))
+    }
+
+    fn build(ruby: &Ruby, options: RHash) -> Result<Guard, Error> {
         let mut pairs = Vec::new();
         options.foreach(|key: Value, value: Value| {
             pairs.push((key_name(key)?, setting_value(ruby, value)?));
@@ -263,13 +285,17 @@ impl Guard {
     /// `{action: Symbol or nil, memory:}`. Watchers (the monitor) pass `restarting = false` and only move a serving
     /// process; the restart sequence passes `true` and gets the quiet -> stop -> kill steps.
     fn sample(ruby: &Ruby, rb_self: &Self, restarting: bool) -> Result<RHash, Error> {
+        guarded("taking a reading", || rb_self.take_sample(ruby, restarting))
+    }
+
+    fn take_sample(&self, ruby: &Ruby, restarting: bool) -> Result<RHash, Error> {
         let rss = read_rss()?;
-        let memory = rb_self.read_metric(rss)?;
-        let now = rb_self.now_ns();
-        rb_self.remember(memory, now);
-        let event = rb_self.sample_event(memory, now);
+        let memory = self.read_metric(rss)?;
+        let now = self.now_ns();
+        self.remember(memory, now);
+        let event = self.sample_event(memory, now);
         let action = guarded("deciding on a reading", || {
-            let mut state = rb_self.state();
+            let mut state = self.state();
             state.jobs.reading(rss, now);
             if !restarting && state.policy.phase() != Phase::Serving {
                 return Ok(Action::None);
@@ -290,33 +316,35 @@ impl Guard {
     /// job had just started, see `Attribution::reclaim_finished`), and what went wrong in the purge (a String
     /// saying why there was none or what part failed; nil: nothing).
     fn reclaim(ruby: &Ruby, rb_self: &Self, decide: bool) -> Result<RHash, Error> {
+        guarded("reclaiming", || rb_self.run_reclaim(ruby, decide))
+    }
+
+    fn run_reclaim(&self, ruby: &Ruby, decide: bool) -> Result<RHash, Error> {
         let rss = read_rss()?;
-        let before = rb_self.read_metric(rss)?;
-        rb_self.state().jobs.reclaim_started(rss, rb_self.now_ns());
+        let before = self.read_metric(rss)?;
+        self.state().jobs.reclaim_started(rss, self.now_ns());
         ruby.gc_start();
         let (purged, purge_error) = match purge() {
             Ok(p) => (p.outcome.purged, p.outcome.error),
             Err(failed) => (false, Some(failed.message)),
         };
         let rss = read_rss()?;
-        let after = rb_self.read_metric(rss)?;
+        let after = self.read_metric(rss)?;
         // The attribution's floors are all one kind of reading: the allocator's bytes in use, or RSS. Read after
         // the purge: the jobs that started before the GC have run on during it (with the GVL read right after
         // the GC, one that had just started had not allocated yet). It is read without the GVL, and the jobs
         // that start meanwhile are told apart by when they started.
-        let read_from = rb_self.now_ns();
+        let read_from = self.now_ns();
         let (in_use, read_at) = in_use_bytes()?;
         let read = (
             read_from,
-            read_at
-                .saturating_duration_since(rb_self.started)
-                .as_nanos() as u64,
+            read_at.saturating_duration_since(self.started).as_nanos() as u64,
         );
         let floor = in_use.unwrap_or(rss);
-        let now = rb_self.now_ns();
-        rb_self.remember(after, now);
+        let now = self.now_ns();
+        self.remember(after, now);
         let (action, measured) = guarded("deciding on a reclaim", || {
-            let mut state = rb_self.state();
+            let mut state = self.state();
             let measured = state.jobs.reclaim_finished(rss, floor, now, read);
             if !decide {
                 return Ok((Action::None, measured));
@@ -337,125 +365,143 @@ impl Guard {
             .hash()
     }
 
-    fn step(ruby: &Ruby, rb_self: &Self, event: Event) -> Result<Option<Symbol>, Error> {
-        let action = guarded("deciding", || Ok(rb_self.state().policy.step(event)))?;
+    /// Gives the policy the event `event` makes of this moment (ms since the guard was made).
+    fn step(
+        ruby: &Ruby,
+        rb_self: &Self,
+        event: impl FnOnce(u64) -> Event,
+    ) -> Result<Option<Symbol>, Error> {
+        let action = guarded("deciding", || {
+            let event = event(rb_self.now_ms());
+            Ok(rb_self.state().policy.step(event))
+        })?;
         Ok(action_symbol(ruby, action))
     }
 
     fn slot_granted(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
-        let now_ms = rb_self.now_ms();
-        Self::step(ruby, rb_self, Event::SlotGranted { now_ms })
+        Self::step(ruby, rb_self, |now_ms| Event::SlotGranted { now_ms })
     }
 
     /// The restart slot was refused: `reason` is one of :dry_run, :embedded, :no_slot, :sole_process,
     /// :redis_unavailable.
     fn slot_denied(ruby: &Ruby, rb_self: &Self, reason: Symbol) -> Result<Option<Symbol>, Error> {
-        let name = reason.name()?;
-        let reason = Denial::from_name(&name).ok_or_else(|| {
-            let known: Vec<&str> = Denial::ALL.iter().map(|d| d.as_str()).collect();
-            error(
-                Kind::InvalidArgument,
-                format!(
-                    "unknown denial reason :{name} (one of :{})",
-                    known.join(", :")
-                ),
-            )
-        })?;
-        let now_ms = rb_self.now_ms();
-        Self::step(ruby, rb_self, Event::SlotDenied { reason, now_ms })
+        let reason = guarded("reading a denial", || denial(reason))?;
+        Self::step(ruby, rb_self, |now_ms| Event::SlotDenied { reason, now_ms })
     }
 
     /// Sidekiq's `:quiet` event: quiet took effect now.
     fn quieted(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
-        let now_ms = rb_self.now_ms();
-        Self::step(ruby, rb_self, Event::Quieted { now_ms })
+        Self::step(ruby, rb_self, |now_ms| Event::Quieted { now_ms })
     }
 
     /// The quarantine the policy asked for is done; returns the stop.
     fn quarantined(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
-        let now_ms = rb_self.now_ms();
-        Self::step(ruby, rb_self, Event::Quarantined { now_ms })
+        Self::step(ruby, rb_self, |now_ms| Event::Quarantined { now_ms })
     }
 
     /// The memory pressure now (PSI "some" avg10, percent; nil: unknown, counted as none), for the brake.
-    fn set_pressure(&self, percent: Option<f64>) {
-        let hundredths = percent
-            .filter(|p| p.is_finite() && *p > 0.0)
-            .map_or(0, |p| (p.min(100.0) * 100.0).round() as u32);
-        self.pressure.store(hundredths, Ordering::Release);
-        self.state().policy.step(Event::Pressure { hundredths });
+    fn set_pressure(&self, percent: Option<f64>) -> Result<(), Error> {
+        guarded("setting the memory pressure", || {
+            let hundredths = percent
+                .filter(|p| p.is_finite() && *p > 0.0)
+                .map_or(0, |p| (p.min(100.0) * 100.0).round() as u32);
+            self.pressure.store(hundredths, Ordering::Release);
+            self.state().policy.step(Event::Pressure { hundredths });
+            Ok(())
+        })
     }
 
     /// The last pressure given (percent).
-    fn pressure(&self) -> f64 {
-        f64::from(self.pressure.load(Ordering::Acquire)) / 100.0
+    fn pressure(&self) -> Result<f64, Error> {
+        guarded("reading the memory pressure", || {
+            Ok(f64::from(self.pressure.load(Ordering::Acquire)) / 100.0)
+        })
     }
 
     /// Whether the pressure is at the brake's `brake_pressure`.
-    fn pressured(&self) -> bool {
-        self.state().policy.pressured()
+    fn pressured(&self) -> Result<bool, Error> {
+        guarded("reading the brake's pressure", || {
+            Ok(self.state().policy.pressured())
+        })
     }
 
     /// The reading the last reclaim, restart or restart-loop decision was made on (0: none yet).
-    fn decision_memory(&self) -> u64 {
-        self.state().policy.decision_memory()
+    fn decision_memory(&self) -> Result<u64, Error> {
+        guarded("reading the decision's memory", || {
+            Ok(self.state().policy.decision_memory())
+        })
     }
 
     /// `{before:, after:}` of the last reclaim the policy asked for, or nil.
     fn last_reclaim(ruby: &Ruby, rb_self: &Self) -> Result<Option<RHash>, Error> {
-        let last = rb_self.state().policy.last_reclaim();
-        last.map(|r| {
-            Named::new(ruby)
-                .with("before", r.before)
-                .with("after", r.after)
-                .hash()
+        guarded("reading the last reclaim", || {
+            let last = rb_self.state().policy.last_reclaim();
+            last.map(|r| {
+                Named::new(ruby)
+                    .with("before", r.before)
+                    .with("after", r.after)
+                    .hash()
+            })
+            .transpose()
         })
-        .transpose()
     }
 
     /// Why the last restart was refused (a Symbol), nil when the last request got its slot.
-    fn last_denial(ruby: &Ruby, rb_self: &Self) -> Option<Symbol> {
-        rb_self
-            .state()
-            .policy
-            .last_denial()
-            .map(|d| ruby.to_symbol(d.as_str()))
+    fn last_denial(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
+        guarded("reading the last denial", || {
+            let last = rb_self.state().policy.last_denial();
+            Ok(last.map(|d| ruby.to_symbol(d.as_str())))
+        })
     }
 
     /// Seconds since the guard was made (at Sidekiq's startup).
-    fn uptime(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
+    fn uptime(&self) -> Result<f64, Error> {
+        guarded("reading the uptime", || {
+            Ok(self.started.elapsed().as_secs_f64())
+        })
     }
 
-    fn phase(&self) -> &'static str {
-        self.state().policy.phase().as_str()
+    fn phase(&self) -> Result<&'static str, Error> {
+        guarded("reading the phase", || {
+            Ok(self.state().policy.phase().as_str())
+        })
     }
 
-    fn busy(&self) -> u32 {
-        self.busy.load(Ordering::Acquire)
+    fn busy(&self) -> Result<u32, Error> {
+        guarded("reading the jobs running", || {
+            Ok(self.busy.load(Ordering::Acquire))
+        })
     }
 
-    fn done(&self) -> u64 {
-        self.done.load(Ordering::Acquire)
+    fn done(&self) -> Result<u64, Error> {
+        guarded("reading the jobs done", || {
+            Ok(self.done.load(Ordering::Acquire))
+        })
     }
 
     /// How many job threads may fetch now (the brake's window; 0 without a brake).
-    fn window(&self) -> u32 {
-        self.state().policy.window()
+    fn window(&self) -> Result<u32, Error> {
+        guarded("reading the brake's window", || {
+            Ok(self.state().policy.window())
+        })
     }
 
-    fn paused(&self) -> bool {
-        self.state().policy.paused()
+    fn paused(&self) -> Result<bool, Error> {
+        guarded("reading the brake", || Ok(self.state().policy.paused()))
     }
 
     /// Seconds the brake held fetching, over the process's life.
-    fn paused_seconds(&self) -> f64 {
-        let now_ms = self.now_ms();
-        self.state().policy.paused_ms(now_ms) as f64 / 1000.0
+    fn paused_seconds(&self) -> Result<f64, Error> {
+        guarded("reading the brake's time", || {
+            let now_ms = self.now_ms();
+            Ok(self.state().policy.paused_ms(now_ms) as f64 / 1000.0)
+        })
     }
 
-    fn last_memory(&self) -> u64 {
-        self.last_memory.load(Ordering::Acquire)
+    fn last_memory(&self) -> Result<u64, Error> {
+        guarded("reading the last memory figure", || {
+            Ok(self.last_memory.load(Ordering::Acquire))
+        })
     }
 
     /// Every class with a finished job, ranked: `[{class:, jobs:, retained_per_job:, growth_per_job:,
@@ -463,7 +509,11 @@ impl Guard {
     /// standard error of retained_per_job, `windows` the retained windows the class's jobs started in. The fit
     /// runs without the GVL and without the lock (on a copy), so jobs go on meanwhile.
     fn report(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
-        let snapshot = rb_self.state().jobs.snapshot();
+        guarded("reporting the per-class figures", || rb_self.rows(ruby))
+    }
+
+    fn rows(&self, ruby: &Ruby) -> Result<RArray, Error> {
+        let snapshot = self.state().jobs.snapshot();
         let rows = nogvl("fitting the per-class memory figures", move || {
             snapshot.report()
         })?;
@@ -485,21 +535,26 @@ impl Guard {
 
     /// The jobs running now, longest first: `[{class:, jid:, running_s:}, ...]` (seconds running).
     fn in_flight(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
-        let now = rb_self.now_ns();
-        let jobs = rb_self.state().jobs.in_flight(now);
-        let answer = ruby.ary_new_capa(jobs.len());
-        for j in jobs {
-            let job = Named::new(ruby)
-                .with("class", j.class)
-                .with("jid", j.jid)
-                .with("running_s", j.running_ns as f64 / 1e9)
-                .hash()?;
-            answer.push(job)?;
-        }
-        Ok(answer)
+        guarded("listing the jobs in flight", || {
+            let now = rb_self.now_ns();
+            let jobs = rb_self.state().jobs.in_flight(now);
+            let answer = ruby.ary_new_capa(jobs.len());
+            for j in jobs {
+                let job = Named::new(ruby)
+                    .with("class", j.class)
+                    .with("jid", j.jid)
+                    .with("running_s", j.running_ns as f64 / 1e9)
+                    .hash()?;
+                answer.push(job)?;
+            }
+            Ok(answer)
+        })
     }
 
-    fn reset_report(&self) {
-        self.state().jobs.clear();
+    fn reset_report(&self) -> Result<(), Error> {
+        guarded("clearing the per-class figures", || {
+            self.state().jobs.clear();
+            Ok(())
+        })
     }
 }
