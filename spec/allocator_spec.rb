@@ -40,6 +40,31 @@ RSpec.describe SidekiqRust::Allocator, allocator: true do
       expect(out[:stats].last).to include("tcmalloc").and include("glibc malloc or jemalloc")
       expect(out[:purge].first).to eq("SidekiqRust::NotSupported")
     end
+
+    # The guard under tcmalloc: GC runs, no purge can, and the reclaim's answer and its log line say why.
+    it "has the guard's reclaim say why there was no purge under a preloaded tcmalloc" do
+      skip "libtcmalloc-minimal4 is not installed (bin/setup installs it)" unless Allocators::TCMALLOC
+
+      code = <<~RUBY
+        require "logger"
+        require "stringio"
+        config = SidekiqRust::Configuration.new
+        config.max_rss = 10_000
+        settings = config.resolve(cgroup: nil)
+        native = SidekiqRust::Native::Guard.new(SidekiqRust::Guard.native_settings(settings, kill_after: 40.0))
+        answer = native.reclaim(false)
+        log = StringIO.new
+        history = Object.new
+        def history.event(*, **); end
+        guard_log = SidekiqRust::Guard::Log.new(settings, logger: Logger.new(log), tag: "tcmalloc:1")
+        SidekiqRust::Guard::Reclaimer.new(native, log: guard_log, history: history).reclaim(:reclaim_soft)
+        puts({ answer: answer, log: log.string }.to_json)
+      RUBY
+      out = child_json(code, "LD_PRELOAD" => Allocators::TCMALLOC)
+      expect(out[:answer]).to include(purged: false, purge_error: include("this process's malloc is unknown")
+                                                               .and(include("tcmalloc")))
+      expect(out[:log]).to match(/reclaimed \d+MB \(GC \+ no purge\): .*purge_error="the purge needs glibc malloc or jemalloc, but this process's malloc is unknown \(\S*tcmalloc\S*\); run Sidekiq on glibc or preload jemalloc/)
+    end
   end
 
   describe ".stats" do

@@ -24,8 +24,11 @@ RSpec.describe SidekiqRust::Native::Guard do
   end
 
   it "takes exactly the keys the guard gives it: OPTIONS' native ones and the facts" do
-    facts = %i[kill_after concurrency replaced_restart embedded embedded_instance settle quiet_timeout]
-    expect(SidekiqRust::OPTIONS.select(&:native).map(&:key) + facts).to match_array(base.keys)
+    config = SidekiqRust::Configuration.new
+    config.max_rss = 500
+    given = SidekiqRust::Guard.native_settings(config.resolve(cgroup: nil), kill_after: 40.0)
+    expect(given.keys).to match_array(base.keys)
+    expect(described_class.new(given).brake?).to be(false)
     expect { described_class.new(base.except(:grace_time, :settle)) }
       .to raise_error(SidekiqRust::ConfigurationError, /lack grace_time, settle \(every key is required/)
   end
@@ -41,7 +44,13 @@ RSpec.describe SidekiqRust::Native::Guard do
       .to raise_error(SidekiqRust::ConfigurationError, /kill_after is Nil; expected seconds > 0/)
   end
 
-  it "names its actions from one table, and reports a reclaim as one call" do
+  it "names its actions from one table, exactly those the executor carries out" do
+    expect(described_class.actions).to match_array(SidekiqRust::Guard::Executor::HANDLED)
+    expect { SidekiqRust::Guard::Executor.check_actions(described_class.actions - [:widen]) }
+      .to raise_error(SidekiqRust::Error, /not in the native table: \[:widen\]/)
+  end
+
+  it "reports a reclaim as one call" do
     expect(described_class.actions).to include(:reclaim_soft, :reclaim_brake, :restart_hard, :quiet, :quarantine,
                                                :stop_idle, :kill, :pause, :resume, :resume_retained, :widen,
                                                :warn_loop)
@@ -51,11 +60,13 @@ RSpec.describe SidekiqRust::Native::Guard do
     expect(described_class.new(base.merge(concurrency: 5, brake: false)).brake?).to be(false)
     expect(guard.window).to eq(5)
     expect(guard.paused?).to be(false)
-    action, before, after, purged, measured = guard.reclaim(false)
-    expect(action).to be_nil
-    expect([before, after]).to all(be > 0)
-    expect(purged).to be(true).or be(false)
-    expect(measured).to be(true).or be(false)
+    reclaim = guard.reclaim(false)
+    expect(reclaim.keys).to eq(%i[action verdict still_over before after purged purge_error measured])
+    expect(reclaim.values_at(:verdict, :still_over)).to eq([nil, false])
+    expect(reclaim[:action]).to be_nil
+    expect(reclaim.values_at(:before, :after)).to all(be > 0)
+    expect(reclaim[:purged]).to be(true).or be(false)
+    expect(reclaim[:measured]).to be(true).or be(false)
     expect(guard.phase).to eq("serving")
   end
 
@@ -68,9 +79,9 @@ RSpec.describe SidekiqRust::Native::Guard do
   it "pauses the brake on memory pressure at brake_pressure, whatever the memory figure" do
     guard = described_class.new(base.merge(concurrency: 5, brake_pressure: 20))
     guard.pressure = 12.5
-    expect(guard.sample(false).first).to be_nil
+    expect(guard.sample(false)).to match(action: nil, memory: be > 0)
     guard.pressure = 31.0
-    expect(guard.sample(false).first).to eq(:pause)
+    expect(guard.sample(false)[:action]).to eq(:pause)
     expect(guard.pressured?).to be(true)
     expect(guard.window).to eq(0)
     guard.pressure = nil

@@ -34,7 +34,8 @@ RSpec.describe SidekiqRust::Verdict do
   it "says fragmentation when the allocator or Ruby's heap holds the memory, with what the last reclaim gave back" do
     glibc = { rss: 600 * mb, live: 120 * mb, allocator: "glibc", allocator_free: 480 * mb, heap_fragmentation: 0.2,
               ruby_heap: 50 * mb }
-    line = described_class.line(rows: [row("PingJob", 10, 0)], fragmentation: glibc, last_reclaim: [600 * mb, 450 * mb])
+    line = described_class.line(rows: [row("PingJob", 10, 0)], fragmentation: glibc,
+                                last_reclaim: { before: 600 * mb, after: 450 * mb })
     expect(line).to eq("fragmentation: the allocator holds 480MB free (80% of RSS), Ruby's heap is 20% empty " \
                        "slots (10MB); the last reclaim gave back 25%: #{described_class::JEMALLOC_HINT}")
     jemalloc = glibc.merge(allocator: "jemalloc")

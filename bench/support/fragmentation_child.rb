@@ -29,6 +29,6 @@ if mode == "work"
   purge = SidekiqRust::Allocator.purge
   result[:after_purge] = purge[:rss_after]
   result[:verdict] = SidekiqRust::Verdict.line(rows: [], fragmentation: figures,
-                                               last_reclaim: [after_gc, purge[:rss_after]])
+                                               last_reclaim: { before: after_gc, after: purge[:rss_after] })
 end
 puts JSON.generate(result)

@@ -31,10 +31,7 @@ module SidekiqRust
 
     # {name:, version:, source:, library:}; the allocator cannot change after start, so this is read once.
     def info
-      @info ||= begin
-        name, version, source, library = Native.allocator_info
-        { name: name, version: version, source: source.to_sym, library: library }.freeze
-      end
+      @info ||= Native.allocator_info.freeze
     end
 
     # Allocator statistics in bytes, with symbol keys.
@@ -55,8 +52,7 @@ module SidekiqRust
     # malloc_trim(0). Other Ruby threads keep running meanwhile (the GVL is released).
     # Returns {rss_before:, rss_after:, released:, seconds:}; `released` is never negative.
     def purge
-      before, after, seconds = Native.allocator_purge
-      { rss_before: before, rss_after: after, released: before > after ? before - after : 0, seconds: seconds }
+      Native.allocator_purge
     end
   end
 end

@@ -12,6 +12,18 @@ module SidekiqRust
       if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end
     LUA
 
+    # What #acquire answers: `granted` and the slot's `key`, or the `denial` (:no_slot, :sole_process,
+    # :redis_unavailable; Native::Guard#slot_denied takes it) and a `text` that says why.
+    SlotAnswer = Struct.new(:granted, :key, :denial, :text, keyword_init: true) do
+      def self.granted(key)
+        new(granted: true, key: key)
+      end
+
+      def self.denied(denial, text)
+        new(granted: false, denial: denial, text: text)
+      end
+    end
+
     attr_reader :held
 
     # The tags (Sidekiq identities, "hostname:pid:nonce") holding one of the first `count` restart slots, in one MGET, whatever
@@ -35,27 +47,30 @@ module SidekiqRust
       Array.new(@settings.max_concurrent_restarts) { |i| "#{KEY_PREFIX}#{i}" }
     end
 
-    # Takes a slot if the fleet allows it: returns [true, key] or [false, denial, text], the denial one of
-    # :no_slot, :sole_process, :redis_unavailable (Native::Guard#slot_denied takes it). Never raises.
+    # Takes a slot if the fleet allows it: returns a SlotAnswer, granted with the slot's key or denied with the
+    # reason and a text. Never raises.
     # `require_other:` also asks for another serving process (the soft limit, with require_other_process); the
     # hard limit takes a slot without it.
-    def acquire(ttl, require_other: true)
+    def acquire(ttl, require_other:)
       key = take_slot(ttl)
-      return [false, :no_slot, "all #{slot_keys.size} restart slot(s) are held by restarting processes"] unless key
+      unless key
+        return SlotAnswer.denied(:no_slot, "all #{slot_keys.size} restart slot(s) are held by restarting processes")
+      end
 
-      if require_other && @settings.require_other_process
+      if require_other
         others = serving_others
         if others.empty?
           release(key)
-          return [false, :sole_process, "no other live Sidekiq process is serving; this one is the only one " \
-                         "(set require_other_process = false to allow it; the hard limit restarts it anyway)"]
+          return SlotAnswer.denied(:sole_process, "no other live Sidekiq process is serving; this one is the only " \
+                                                  "one (set require_other_process = false to allow it; the hard " \
+                                                  "limit restarts it anyway)")
         end
       end
       @held = key
-      [true, key]
+      SlotAnswer.granted(key)
     rescue StandardError => e
       release(key) if key
-      [false, :redis_unavailable, "Redis is unavailable (#{e.class}: #{e.message})"]
+      SlotAnswer.denied(:redis_unavailable, "Redis is unavailable (#{e.class}: #{e.message})")
     end
 
     # Lets go of the held slot (only if it is still ours). Never raises.

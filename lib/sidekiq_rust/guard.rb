@@ -26,6 +26,19 @@ module SidekiqRust
     QUIET_TIMEOUT = 15
     attr_reader :settings, :fleet, :kill_after, :brake
 
+    # Native::Guard.new's Hash: every key of OPTIONS it takes (`native: true`) as resolved in `settings`, and the
+    # facts about this process: kill_after resolved, Sidekiq's concurrency (nil: unknown), whether it replaced a
+    # memory restart of its host, whether Sidekiq runs embedded and was handed to SidekiqRust.embed. Rust checks
+    # the shape (every key, no other) and decides what follows from them (the brake needs the job threads; only
+    # a process that replaced a memory restart is checked for a restart loop).
+    def self.native_settings(settings, kill_after:, concurrency: nil, replaced_restart: false, embedded: false,
+                             embedded_instance: false)
+      options = OPTIONS.select(&:native).to_h { |option| [option.key, settings[option.key]] }
+      options.merge(kill_after: kill_after, concurrency: concurrency.to_i.positive? ? concurrency.to_i : nil,
+                    replaced_restart: replaced_restart, embedded: embedded, embedded_instance: embedded_instance,
+                    settle: QUIET_SETTLE, quiet_timeout: QUIET_TIMEOUT)
+    end
+
     def initialize(settings, sidekiq_timeout:, concurrency: nil, adapter: SidekiqAdapter)
       @settings = settings
       @adapter = adapter
@@ -41,7 +54,7 @@ module SidekiqRust
       @replaced_restart = settings.loop_window.positive? && @fleet.memory_restart_recent?
       @native = Native::Guard.new(native_settings)
       @explanation = Explanation.new(@native, log: @log)
-      @reclaimer = Reclaimer.new(@native, settings, log: @log, history: @history)
+      @reclaimer = Reclaimer.new(@native, log: @log, history: @history)
       @restart = Restart.new(self, native: @native, settings: settings, fleet: @fleet, history: @history,
                                    quarantine: Quarantine.new(settings, adapter: adapter), log: @log, adapter: adapter)
       @brake = @native.brake? ? Brake.new(@native, settings: settings, log: @log, history: @history, adapter: adapter,
@@ -79,11 +92,11 @@ module SidekiqRust
     # One reading by the monitor (and the memory pressure, for the brake); returns the memory figure.
     def check
       @native.pressure = pressure if @brake && @settings.brake_pressure
-      action, memory = @native.sample(false)
-      @executor.dispatch(action) if action
+      sample = @native.sample(false)
+      @executor.dispatch(sample[:action]) if sample[:action]
       @brake&.refresh
-      @history.record(memory, phase, brake: @brake&.state)
-      memory
+      @history.record(sample[:memory], phase, brake: @brake&.state)
+      sample[:memory]
     end
 
     def start_monitor
@@ -138,11 +151,9 @@ module SidekiqRust
       publish
     end
 
-    # A measuring reclaim when due (or at once with `force: true`): GC + purge, the floor read after it, for the
-    # per-class retained figure. Returns true if it ran.
+    # A measuring reclaim when due (or at once with `force: true`) while the process serves: GC + purge, the
+    # floor read after it, for the per-class retained figure. Returns true if it ran.
     def measure(force: false)
-      return false unless phase == :serving
-
       @reclaimer.measure(force: force)
     end
 
@@ -194,14 +205,11 @@ module SidekiqRust
       nil
     end
 
-    # What the native guard is made from: every key of OPTIONS it takes (`native: true`) as resolved, and the
-    # facts about this process. Rust checks the shape (every key, no other) and decides what follows from them
-    # (the brake needs the job threads; only a process that replaced a memory restart is checked for a loop).
+    # What the native guard is made from (Native::Guard.new's Hash).
     def native_settings
-      options = OPTIONS.select(&:native).to_h { |option| [option.key, @settings[option.key]] }
-      options.merge(kill_after: @kill_after, concurrency: @concurrency.to_i.positive? ? @concurrency.to_i : nil,
-                    replaced_restart: @replaced_restart, embedded: @adapter.embedded?,
-                    embedded_instance: !SidekiqRust.embedded.nil?, settle: QUIET_SETTLE, quiet_timeout: QUIET_TIMEOUT)
+      Guard.native_settings(@settings, kill_after: @kill_after, concurrency: @concurrency,
+                                       replaced_restart: @replaced_restart, embedded: @adapter.embedded?,
+                                       embedded_instance: !SidekiqRust.embedded.nil?)
     end
   end
 end

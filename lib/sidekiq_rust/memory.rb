@@ -38,8 +38,7 @@ module SidekiqRust
 
     # All smaps_rollup figures at once: {rss:, pss:, uss:, swap:}.
     def smaps(pid = nil)
-      rss, pss, uss, swap = Native.smaps(pid.nil? ? nil : check_pid(pid))
-      { rss: rss, pss: pss, uss: uss, swap: swap }
+      Native.smaps(pid.nil? ? nil : check_pid(pid))
     end
 
     # The highest RSS the process has had (VmHWM).
@@ -57,10 +56,7 @@ module SidekiqRust
     #   version:       1 or 2;  dir: the cgroup's directory
     # `root` and `proc_cgroup` exist for tests and unusual mounts.
     def cgroup(root: CGROUP_ROOT, proc_cgroup: PROC_CGROUP)
-      usage, limit, version, current, inactive_file, dir = Native.cgroup(root.to_s, proc_cgroup.to_s)
-      return nil if usage.nil?
-
-      { usage: usage, limit: limit, version: version, current: current, inactive_file: inactive_file, dir: dir }
+      Native.cgroup(root.to_s, proc_cgroup.to_s)
     end
 
     # The OOM counters of this process's memory cgroup, nil when it is in none:
@@ -71,10 +67,7 @@ module SidekiqRust
     #   kill_disabled: v1 oom_kill_disable: no OOM kill, the processes hang at the limit instead
     #   version:, dir:
     def cgroup_oom(root: CGROUP_ROOT, proc_cgroup: PROC_CGROUP)
-      kills, hits, group, disabled, version, dir = Native.cgroup_oom(root.to_s, proc_cgroup.to_s)
-      return nil if version.nil?
-
-      { oom_kills: kills, limit_hits: hits, group_kill: group, kill_disabled: disabled, version: version, dir: dir }
+      Native.cgroup_oom(root.to_s, proc_cgroup.to_s)
     end
 
     # Memory pressure (PSI), nil where the kernel has none: the share of wall time, in percent, in which at least
@@ -84,17 +77,8 @@ module SidekiqRust
     # every check of the guard.
     #   SidekiqRust::Memory.pressure # => {some_avg10: 0.0, some_avg60: 0.0, ..., full_avg10: 0.0, ..., source: "..."}
     def pressure(root: CGROUP_ROOT, proc_cgroup: PROC_CGROUP, system: PROC_PRESSURE)
-      source, some, full = Native.pressure(root.to_s, proc_cgroup.to_s, system.to_s)
-      return nil if source.nil?
-
-      stalls("some", some).merge(stalls("full", full)).merge(source: source)
+      Native.pressure(root.to_s, proc_cgroup.to_s, system.to_s)
     end
-
-    def stalls(kind, values)
-      avg10, avg60, avg300, total = values
-      { "#{kind}_avg10": avg10, "#{kind}_avg60": avg60, "#{kind}_avg300": avg300, "#{kind}_total_us": total }
-    end
-    private_class_method :stalls
 
     def check_pid(pid)
       return pid if pid.is_a?(Integer) && pid.positive? && pid <= PID_MAX

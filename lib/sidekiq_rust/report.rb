@@ -4,8 +4,10 @@ require "json"
 
 module SidekiqRust
   # Which job class grew the memory, per class: jobs, retained_per_job, growth_per_job, allocated_per_job
-  # (bytes, nil when unknown). The figures are fitted in Rust (ext/sidekiq_rust_core/src/attribution.rs);
-  # this module shapes them, publishes each process's to Redis and merges the fleet's.
+  # (bytes, nil when unknown), retained_error (the standard error of retained_per_job) and windows (the retained
+  # windows, between two measuring reclaims, the class's jobs started in: how far to trust the figure). The rows
+  # are fitted and built in Rust (ext/sidekiq_rust_core/src/attribution/, Native::Guard#report gives them as
+  # Hashes with these keys); this module ranks them, publishes each process's to Redis and merges the fleet's.
   #
   # Each process's guard writes `sidekiq_rust:classes:<identity>`, a JSON String
   # `{"identity":, "at":, "classes": [{"class":, "jobs":, "retained_per_job":, "growth_per_job":,
@@ -21,16 +23,6 @@ module SidekiqRust
     FIGURES = %i[retained_per_job growth_per_job allocated_per_job].freeze
 
     module_function
-
-    # Rows from Native::Guard#report: [[class, jobs, retained, growth, allocated, retained_error, windows], ...].
-    # retained_error is the standard error of retained_per_job (bytes), windows the retained windows (between
-    # two measuring reclaims) the class's jobs started in: how far to trust the figure.
-    def rows(native_rows)
-      native_rows.map do |klass, jobs, retained, growth, allocated, retained_error, windows|
-        { class: klass, jobs: jobs, retained_per_job: retained, growth_per_job: growth, allocated_per_job: allocated,
-          retained_error: retained_error, windows: windows }
-      end
-    end
 
     # The class that explains the most retained memory (retained per job times jobs), among those whose
     # figure the windows tell from zero (a figure they cannot is reported as 0); nil when there is none.

@@ -4,7 +4,7 @@ module SidekiqRust
   # The one line the guard logs (and gives on_restart) at a restart: a leak in a class, fragmentation, or live
   # memory that no class explains, from the per-class rows (Report), Fragmentation.read and the last reclaim.
   #
-  #   Verdict.line(rows: guard.report, fragmentation: Fragmentation.read, last_reclaim: [before, after])
+  #   Verdict.line(rows: guard.report, fragmentation: Fragmentation.read, last_reclaim: {before:, after:})
   #   # => "leak in LeakJob: 3.0MB/job ±0.1MB, 300 jobs, 58 windows (900MB retained in all)"
   #   # => "fragmentation: the allocator holds 310MB free (61% of RSS), Ruby's heap is 38% empty slots; the
   #   #     last purge gave back 12%: try the bundled jemalloc (sidekiq_rust exec -- sidekiq)"
@@ -62,11 +62,12 @@ module SidekiqRust
       "live memory: #{live}, #{classes}: the working set needs more than the limit, or a leak spread over classes"
     end
 
+    # `last_reclaim`: {before:, after:} (Native::Guard#last_reclaim), or nil.
     def purged(last_reclaim)
-      before, after = last_reclaim
-      return "" unless before.to_i.positive?
+      before = last_reclaim ? last_reclaim[:before].to_i : 0
+      return "" unless before.positive?
 
-      "; the last reclaim gave back #{percent([before - after, 0].max.fdiv(before))}"
+      "; the last reclaim gave back #{percent([before - last_reclaim[:after], 0].max.fdiv(before))}"
     end
 
     def hint(figures, heap_holds_more)

@@ -9,10 +9,11 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use magnus::{function, Error, Object, RHash, RModule, Ruby, Value};
-use sidekiq_rust_core::allocator as policy;
+use sidekiq_rust_core::allocator::{self as policy, PurgeCalls, PurgeOutcome};
 
 use crate::errors::{error, Kind};
 use crate::memory::self_rss_bytes;
+use crate::named::Named;
 use crate::nogvl::nogvl;
 
 type MallctlFn =
@@ -20,17 +21,12 @@ type MallctlFn =
 
 /// jemalloc's `MALLCTL_ARENAS_ALL`: an arena index that means every arena.
 const PURGE_ALL_ARENAS: &CStr = c"arena.4096.purge";
+const PURGE_ALL_ARENAS_NAME: &str = "arena.4096.purge";
 /// How often a purge is repeated while dirty pages remain (each after 10 ms).
 const PURGE_ATTEMPTS: u32 = 5;
 
-/// Dirty pages of all arenas (after refreshing the statistics), if jemalloc keeps statistics.
-fn jemalloc_dirty_pages(mallctl: MallctlFn) -> Option<usize> {
-    refresh_stats(mallctl);
-    mallctl_read::<usize>(mallctl, c"stats.arenas.4096.pdirty")
-}
-
-/// jemalloc caches its statistics until the epoch is bumped: refreshes them.
-fn refresh_stats(mallctl: MallctlFn) {
+/// jemalloc caches its statistics until the epoch is bumped: refreshes them. Returns mallctl's code (0: done).
+fn refresh_stats(mallctl: MallctlFn) -> c_int {
     let mut epoch: u64 = 1;
     let mut len = size_of::<u64>();
     // SAFETY: reads and writes one u64 through valid pointers.
@@ -41,7 +37,22 @@ fn refresh_stats(mallctl: MallctlFn) {
             &mut len,
             &mut epoch as *mut u64 as *mut c_void,
             size_of::<u64>(),
-        );
+        )
+    }
+}
+
+/// Runs a jemalloc control that reads and writes no value (`thread.tcache.flush`, `arena.N.purge`); returns
+/// mallctl's code (0: done).
+fn mallctl_run(mallctl: MallctlFn, name: &CStr) -> c_int {
+    // SAFETY: a control name with no value read or written.
+    unsafe {
+        mallctl(
+            name.as_ptr(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            0,
+        )
     }
 }
 
@@ -214,32 +225,33 @@ fn ld_preload_entries() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `[name, version or nil, source, library path or nil]`.
-fn allocator_info() -> (String, Option<String>, String, Option<String>) {
+/// `{name:, version: (nil: unknown), source: (:linked, :preloaded or :system), library: (path, nil: unknown)}`.
+fn allocator_info(ruby: &Ruby) -> Result<RHash, Error> {
     let d = detect();
     let source = match &d.library {
         Some(lib) => policy::source(d.name, lib, &ld_preload_entries()),
         None if d.name == "glibc" => policy::Source::System,
         None => policy::Source::Linked,
     };
-    (
-        d.name.to_string(),
-        d.version,
-        source.as_str().to_string(),
-        d.library,
+    Named::new(ruby)
+        .with("name", d.name)
+        .with("version", d.version)
+        .with("source", ruby.to_symbol(source.as_str()))
+        .with("library", d.library)
+        .hash()
+}
+
+fn unsupported_text(d: &Detected, what: &str) -> String {
+    format!(
+        "{what} needs glibc malloc or jemalloc, but this process's malloc is {} ({}); \
+         run Sidekiq on glibc or preload jemalloc (`sidekiq_rust exec`)",
+        d.name,
+        d.library.as_deref().unwrap_or("library unknown")
     )
 }
 
 fn unsupported(d: &Detected, what: &str) -> Error {
-    error(
-        Kind::NotSupported,
-        format!(
-            "{what} needs glibc malloc or jemalloc, but this process's malloc is {} ({}); \
-             run Sidekiq on glibc or preload jemalloc (`sidekiq_rust exec`)",
-            d.name,
-            d.library.as_deref().unwrap_or("library unknown")
-        ),
-    )
+    error(Kind::NotSupported, unsupported_text(d, what))
 }
 
 fn set(hash: &RHash, ruby: &Ruby, key: &str, value: impl magnus::IntoValue) -> Result<(), Error> {
@@ -262,7 +274,16 @@ fn allocator_stats(ruby: &Ruby) -> Result<RHash, Error> {
 }
 
 fn jemalloc_stats(ruby: &Ruby, hash: &RHash, mallctl: MallctlFn) -> Result<(), Error> {
-    refresh_stats(mallctl);
+    let rc = refresh_stats(mallctl);
+    if rc != 0 {
+        return Err(error(
+            Kind::Error,
+            format!(
+                "mallctl(\"epoch\") returned {rc}: jemalloc's statistics could not be refreshed (they would be \
+                 stale); is this jemalloc built with statistics (--enable-stats)?"
+            ),
+        ));
+    }
     let sizes: [(&str, &CStr); 7] = [
         ("allocated", c"stats.allocated"),
         ("active", c"stats.active"),
@@ -408,7 +429,9 @@ pub fn in_use_bytes() -> Result<(Option<u64>, Instant), Error> {
     nogvl("reading the allocator's bytes in use", move || {
         let bytes = match mallctl {
             Some(mallctl) => {
-                refresh_stats(mallctl);
+                // A failed refresh (jemalloc never fails it for these arguments) leaves the figures of the last
+                // one: this floor would be as stale as that.
+                let _ = refresh_stats(mallctl);
                 // What the threads' caches hold counts as allocated to jemalloc; it is free to the process, and
                 // how full another thread's cache is says nothing of a job.
                 let cached =
@@ -426,61 +449,121 @@ pub fn in_use_bytes() -> Result<(Option<u64>, Instant), Error> {
     })
 }
 
-/// Gives free memory back to the OS: jemalloc purges every arena, glibc runs `malloc_trim(0)`.
-/// Returns `[rss_before, rss_after, seconds]`; runs without the GVL.
-pub fn allocator_purge() -> Result<(u64, u64, f64), Error> {
+/// What a purge did: RSS before and after it, how long it took, and whether it happened (see
+/// `sidekiq_rust_core::allocator::purge_outcome`).
+pub struct Purged {
+    pub rss_before: u64,
+    pub rss_after: u64,
+    pub seconds: f64,
+    pub outcome: PurgeOutcome,
+}
+
+/// A purge that could not be tried: the allocator is not one this gem purges, or RSS could not be read around it.
+pub struct PurgeFailed {
+    kind: Kind,
+    pub message: String,
+}
+
+impl From<PurgeFailed> for Error {
+    fn from(failed: PurgeFailed) -> Error {
+        error(failed.kind, failed.message)
+    }
+}
+
+/// `{rss_before:, rss_after:, released: (never negative), seconds:}` (`Native.allocator_purge`). A purge the
+/// allocator refused raises `SidekiqRust::Error`, saying why.
+fn allocator_purge(ruby: &Ruby) -> Result<RHash, Error> {
+    let p = purge()?;
+    if !p.outcome.purged {
+        let why = p.outcome.error.unwrap_or_default();
+        return Err(error(
+            Kind::Error,
+            format!("the purge did not happen: {why}"),
+        ));
+    }
+    Named::new(ruby)
+        .with("rss_before", p.rss_before)
+        .with("rss_after", p.rss_after)
+        .with("released", p.rss_before.saturating_sub(p.rss_after))
+        .with("seconds", p.seconds)
+        .hash()
+}
+
+/// glibc's `malloc_trim`, looked up in the process's global symbol scope (None: the C library has none).
+fn malloc_trim_fn() -> Option<unsafe extern "C" fn(usize) -> c_int> {
+    let sym = global_symbol(c"malloc_trim")?;
+    // SAFETY: a symbol named `malloc_trim` in the global scope has glibc's malloc_trim signature.
+    Some(unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(usize) -> c_int>(sym) })
+}
+
+/// What jemalloc's purge calls return: the thread's cache flushed, then every arena purged, again (briefly)
+/// while dirty pages remain: jemalloc skips a forced purge of an arena its background thread is purging at that
+/// moment.
+fn jemalloc_purge(mallctl: MallctlFn) -> PurgeCalls {
+    let mut calls = PurgeCalls {
+        tcache_flush: Some(mallctl_run(mallctl, c"thread.tcache.flush")),
+        ..PurgeCalls::default()
+    };
+    for attempt in 0..PURGE_ATTEMPTS {
+        let rc = mallctl_run(mallctl, PURGE_ALL_ARENAS);
+        calls.arena_purge = Some(rc);
+        if rc != 0 || attempt + 1 == PURGE_ATTEMPTS {
+            break;
+        }
+        let epoch = refresh_stats(mallctl);
+        if matches!(calls.epoch, None | Some(0)) {
+            calls.epoch = Some(epoch);
+        }
+        if epoch == 0 && mallctl_read::<usize>(mallctl, c"stats.arenas.4096.pdirty") == Some(0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    calls
+}
+
+/// Gives free memory back to the OS: jemalloc purges every arena, glibc runs `malloc_trim(0)`; runs without
+/// the GVL. The outcome says whether the allocator did it, and if not all of it, why.
+pub fn purge() -> Result<Purged, PurgeFailed> {
     let d = detect();
     let mallctl = d.mallctl;
     if mallctl.is_none() && d.name != "glibc" {
-        return Err(unsupported(&d, "Allocator.purge"));
+        return Err(PurgeFailed {
+            kind: Kind::NotSupported,
+            message: unsupported_text(&d, "the purge"),
+        });
     }
     let result = nogvl("purging the allocator", move || {
         let before = self_rss_bytes()?;
         let started = Instant::now();
-        match mallctl {
-            Some(mallctl) => {
-                // SAFETY: a control name with no value read or written.
-                unsafe {
-                    mallctl(
-                        c"thread.tcache.flush".as_ptr(),
-                        ptr::null_mut(),
-                        ptr::null_mut(),
-                        ptr::null_mut(),
-                        0,
-                    );
-                }
-                // jemalloc skips a forced purge of an arena its background thread is purging at that moment:
-                // purge again, briefly, while dirty pages remain.
-                for attempt in 0..PURGE_ATTEMPTS {
-                    // SAFETY: as above.
-                    unsafe {
-                        mallctl(
-                            PURGE_ALL_ARENAS.as_ptr(),
-                            ptr::null_mut(),
-                            ptr::null_mut(),
-                            ptr::null_mut(),
-                            0,
-                        );
-                    }
-                    if attempt + 1 == PURGE_ATTEMPTS || jemalloc_dirty_pages(mallctl) == Some(0) {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-            }
-            None => {
+        let calls = match mallctl {
+            Some(mallctl) => jemalloc_purge(mallctl),
+            None => PurgeCalls {
                 // SAFETY: malloc_trim has no preconditions.
-                unsafe { libc::malloc_trim(0) };
-            }
-        }
+                malloc_trim: malloc_trim_fn().map(|trim| unsafe { trim(0) }),
+                ..PurgeCalls::default()
+            },
+        };
         let seconds = started.elapsed().as_secs_f64();
         let after = self_rss_bytes()?;
-        Ok::<_, std::io::Error>((before, after, seconds))
-    })?;
-    result.map_err(|e| {
-        error(
-            Kind::Error,
-            format!("reading /proc/self/statm around the purge failed: {e}"),
-        )
-    })
+        Ok::<_, std::io::Error>(Purged {
+            rss_before: before,
+            rss_after: after,
+            seconds,
+            outcome: policy::purge_outcome(&calls, PURGE_ALL_ARENAS_NAME),
+        })
+    });
+    match result {
+        Ok(Ok(purged)) => Ok(purged),
+        Ok(Err(e)) => Err(PurgeFailed {
+            kind: Kind::Error,
+            message: format!("reading /proc/self/statm around the purge failed: {e}"),
+        }),
+        Err(_) => Err(PurgeFailed {
+            kind: Kind::Error,
+            message:
+                "purging the allocator failed inside the native extension (a bug: please report it)"
+                    .to_string(),
+        }),
+    }
 }

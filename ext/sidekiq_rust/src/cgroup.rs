@@ -5,17 +5,14 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use magnus::{function, Error, Object, RModule, Ruby};
+use magnus::{function, Error, Object, RHash, RModule, Ruby};
 use sidekiq_rust_core::{cgroup, psi};
 
 use crate::errors::{error, io_error, Kind};
+use crate::named::Named;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const PROC_CGROUP: &str = "/proc/self/cgroup";
-
-type CgroupRow = (u64, Option<u64>, u8, u64, u64, String);
-type OomRow = (Option<u64>, Option<u64>, bool, bool, u8, String);
-type StallRow = (f64, f64, f64, u64);
 
 pub fn init(_ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     native.define_singleton_method("cgroup", function!(cgroup_memory, 2))?;
@@ -35,8 +32,8 @@ fn proc_cgroup_text(proc_cgroup: &str) -> Result<Option<String>, Error> {
 
 /// The working set of this process's memory cgroup; a NotSupported error when it is in none.
 pub fn self_usage() -> Result<u64, Error> {
-    match cgroup_memory(CGROUP_ROOT.to_string(), PROC_CGROUP.to_string())? {
-        Some(row) => Ok(row.0),
+    match read_memory(CGROUP_ROOT, PROC_CGROUP)? {
+        Some(memory) => Ok(memory.usage),
         None => Err(error(
             Kind::NotSupported,
             "this process is in no memory cgroup: use metric :rss or :pss",
@@ -51,48 +48,69 @@ fn cgroup_error(root: &str, e: io::Error) -> Error {
     )
 }
 
-/// `nil`, or `[usage (working set), limit or nil, version, current (charged), inactive_file, directory]`.
-fn cgroup_memory(root: String, proc_cgroup: String) -> Result<Option<CgroupRow>, Error> {
-    let Some(text) = proc_cgroup_text(&proc_cgroup)? else {
+fn read_memory(root: &str, proc_cgroup: &str) -> Result<Option<cgroup::CgroupMemory>, Error> {
+    let Some(text) = proc_cgroup_text(proc_cgroup)? else {
         return Ok(None);
     };
-    let found = cgroup::read(Path::new(&root), &text).map_err(|e| cgroup_error(&root, e))?;
-    Ok(found.map(|m| {
-        let dir = m.dir.display().to_string();
-        (m.usage, m.limit, m.version, m.current, m.inactive_file, dir)
-    }))
+    cgroup::read(Path::new(root), &text).map_err(|e| cgroup_error(root, e))
 }
 
-/// `nil`, or `[oom_kills or nil, limit_hits or nil, group_kill, kill_disabled, version, directory]`.
-fn cgroup_oom(root: String, proc_cgroup: String) -> Result<Option<OomRow>, Error> {
+/// `nil`, or `{usage: (working set), limit: (nil: none), version:, current: (charged), inactive_file:, dir:}`.
+fn cgroup_memory(ruby: &Ruby, root: String, proc_cgroup: String) -> Result<Option<RHash>, Error> {
+    read_memory(&root, &proc_cgroup)?
+        .map(|m| {
+            Named::new(ruby)
+                .with("usage", m.usage)
+                .with("limit", m.limit)
+                .with("version", m.version)
+                .with("current", m.current)
+                .with("inactive_file", m.inactive_file)
+                .with("dir", m.dir.display().to_string())
+                .hash()
+        })
+        .transpose()
+}
+
+/// `nil`, or `{oom_kills: (nil: not counted), limit_hits: (nil: not counted), group_kill:, kill_disabled:, version:,
+/// dir:}`.
+fn cgroup_oom(ruby: &Ruby, root: String, proc_cgroup: String) -> Result<Option<RHash>, Error> {
     let Some(text) = proc_cgroup_text(&proc_cgroup)? else {
         return Ok(None);
     };
     let found = cgroup::read_oom(Path::new(&root), &text).map_err(|e| cgroup_error(&root, e))?;
-    Ok(found.map(|c| {
-        let dir = c.dir.display().to_string();
-        (
-            c.oom_kills,
-            c.limit_hits,
-            c.group_kill,
-            c.kill_disabled,
-            c.version,
-            dir,
-        )
-    }))
+    found
+        .map(|c| {
+            Named::new(ruby)
+                .with("oom_kills", c.oom_kills)
+                .with("limit_hits", c.limit_hits)
+                .with("group_kill", c.group_kill)
+                .with("kill_disabled", c.kill_disabled)
+                .with("version", c.version)
+                .with("dir", c.dir.display().to_string())
+                .hash()
+        })
+        .transpose()
 }
 
-fn stall_row(stall: psi::Stall) -> StallRow {
-    (stall.avg10, stall.avg60, stall.avg300, stall.total_us)
+/// One kind of stall (`some` or `full`, nil: the file has no such line) as `KIND_avg10`, `KIND_avg60`,
+/// `KIND_avg300` and `KIND_total_us`.
+fn with_stall<'r>(named: Named<'r>, kind: &str, stall: Option<psi::Stall>) -> Named<'r> {
+    named
+        .with(&format!("{kind}_avg10"), stall.map(|s| s.avg10))
+        .with(&format!("{kind}_avg60"), stall.map(|s| s.avg60))
+        .with(&format!("{kind}_avg300"), stall.map(|s| s.avg300))
+        .with(&format!("{kind}_total_us"), stall.map(|s| s.total_us))
 }
 
-/// `nil` where the kernel has no PSI, or `[file read, some, full or nil]`, each stall
-/// `[avg10, avg60, avg300, total_us]`: the cgroup's memory.pressure on v2, else `system_file`.
+/// `nil` where the kernel has no PSI, or `{some_avg10:, some_avg60:, some_avg300:, some_total_us:, full_avg10:, ...,
+/// source:}` (the `full_*` figures nil where the file has no `full` line), read from the cgroup's memory.pressure
+/// on v2, else from `system_file`; `source` is the file read.
 fn pressure(
+    ruby: &Ruby,
     root: String,
     proc_cgroup: String,
     system_file: String,
-) -> Result<Option<(String, StallRow, Option<StallRow>)>, Error> {
+) -> Result<Option<RHash>, Error> {
     let own = proc_cgroup_text(&proc_cgroup)?
         .and_then(|text| cgroup::pressure_file(Path::new(&root), &text));
     let file = own.map_or(system_file, |f| f.display().to_string());
@@ -109,9 +127,9 @@ fn pressure(
             format!("{file} is not a PSI file (some avg10=... avg60=... avg300=... total=...): {text:?}"),
         )
     })?;
-    Ok(Some((
-        file,
-        stall_row(parsed.some),
-        parsed.full.map(stall_row),
-    )))
+    let named = with_stall(Named::new(ruby), "some", Some(parsed.some));
+    with_stall(named, "full", parsed.full)
+        .with("source", file)
+        .hash()
+        .map(Some)
 }

@@ -1,67 +1,31 @@
-//! `SidekiqRust::Native::Guard`: the process-wide guard state. It owns the pure policy state machine and the
-//! per-job-class attribution, reads the guard's metric itself, and returns each action the Ruby side must carry
-//! out as a Symbol of the one table in `sidekiq_rust_core::policy::ACTIONS`; Ruby reports the outcome back.
+//! `SidekiqRust::Native::Guard`: the process-wide guard. Every decision is the core's `GuardCore` (policy,
+//! attribution, counters, read gate, routing); this file reads the clock and memory, calls it under one lock,
+//! and converts its answers: each action as a Symbol of the one table in `sidekiq_rust_core::policy::ACTIONS`,
+//! every answer of more than one figure as a Hash with Symbol keys. Ruby carries out the action and reports the
+//! outcome. Every method runs through `guarded`: a panic is a `SidekiqRust::Error`, never Ruby `fatal`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use magnus::r_hash::ForEach;
-use magnus::{
-    function, method, prelude::*, Error, Float, Integer, RArray, RHash, RModule, RString, Ruby,
-    Symbol, Value,
-};
-use sidekiq_rust_core::attribution::Attribution;
-use sidekiq_rust_core::policy::{Action, Denial, Event, Phase, Policy};
-use sidekiq_rust_core::settings::{self, guard_settings, Metric};
+use magnus::{function, method, prelude::*, Error, RArray, RHash, RModule, RString, Ruby, Symbol};
+use sidekiq_rust_core::guard::GuardCore;
+use sidekiq_rust_core::policy::{Event, ACTIONS};
+use sidekiq_rust_core::settings::{guard_settings, Metric};
 
-use crate::allocator::{allocator_purge, in_use_bytes, thread_allocated};
+use crate::allocator::thread_allocated;
+use crate::convert::{action_symbol, denial, settings_pairs};
 use crate::errors::{error, io_error, Kind};
-use crate::memory::{self_cgroup_usage, self_rss_bytes, smaps};
+use crate::memory::{self_cgroup_usage, self_rss_bytes, smaps_totals};
+use crate::named::Named;
 use crate::nogvl::nogvl;
-
-/// A job's end reads RSS only when the last reading is older than this (a reading costs about a microsecond,
-/// the rest of a job's bookkeeping a few tens of nanoseconds).
-const READ_EVERY_NS: u64 = 20_000_000;
-
-struct State {
-    policy: Policy,
-    jobs: Attribution,
-}
 
 #[magnus::wrap(class = "SidekiqRust::Native::Guard", free_immediately, size)]
 pub struct Guard {
-    state: Mutex<State>,
+    core: Mutex<GuardCore>,
     metric: Metric,
     started: Instant,
-    busy: AtomicU32,
-    /// Jobs finished since the guard was made.
-    done: AtomicU64,
-    /// The last memory pressure given, hundredths of a percent.
-    pressure: AtomicU32,
-    last_memory: AtomicU64,
-    /// When RSS was last read, ns since `started` (0: never).
-    last_read_ns: AtomicU64,
 }
-
-/// `[class, jobs, retained_per_job, growth_per_job, allocated_per_job, retained_error, windows]`, bytes (nil:
-/// unknown); `retained_error` is the standard error of retained_per_job, `windows` the retained windows the
-/// class's jobs started in.
-type Row = (
-    String,
-    u64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    u64,
-);
-
-/// `[action or nil, memory before, memory after, purged, measured]`: a reclaim's outcome (`purged`: the allocator
-/// gave memory back, false when it cannot purge; `measured`: its floor closed a window of the per-class retained
-/// figure, false when a job had just started, see `Attribution::reclaim_finished`).
-type Reclaimed = (Option<Symbol>, u64, u64, bool, bool);
 
 pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     let class = native.define_class("Guard", ruby.class_object())?;
@@ -71,6 +35,8 @@ pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     class.define_method("job_finished", method!(Guard::job_finished, 1))?;
     class.define_method("sample", method!(Guard::sample, 1))?;
     class.define_method("reclaim", method!(Guard::reclaim, 1))?;
+    class.define_method("measure_due?", method!(Guard::measure_due, 1))?;
+    class.define_method("restart_request", method!(Guard::restart_request, 0))?;
     class.define_method("slot_granted", method!(Guard::slot_granted, 0))?;
     class.define_method("slot_denied", method!(Guard::slot_denied, 1))?;
     class.define_method("quieted", method!(Guard::quieted, 0))?;
@@ -85,8 +51,8 @@ pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     class.define_method("phase", method!(Guard::phase, 0))?;
     class.define_method("busy", method!(Guard::busy, 0))?;
     class.define_method("done", method!(Guard::done, 0))?;
-    class.define_method("window", method!(Guard::window, 0))?;
     class.define_method("brake?", method!(Guard::brake, 0))?;
+    class.define_method("window", method!(Guard::window, 0))?;
     class.define_method("paused?", method!(Guard::paused, 0))?;
     class.define_method("paused_seconds", method!(Guard::paused_seconds, 0))?;
     class.define_method("last_memory", method!(Guard::last_memory, 0))?;
@@ -96,26 +62,21 @@ pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     Ok(())
 }
 
-/// Every action name the guard can return (`Native::Guard.actions`), for the Ruby side's checks.
-fn actions(ruby: &Ruby) -> RArray {
-    let names = sidekiq_rust_core::policy::ACTIONS
-        .iter()
-        .map(|(_, name)| *name)
-        .chain(["widen"]);
-    ruby.ary_from_iter(names.map(|name| ruby.to_symbol(name)))
+/// Every action name the guard can return (`Native::Guard.actions`), for the executor's check at boot.
+fn actions(ruby: &Ruby) -> Result<RArray, Error> {
+    guarded("listing the actions", || {
+        Ok(ruby.ary_from_iter(ACTIONS.iter().map(|(_, name)| ruby.to_symbol(name))))
+    })
 }
 
-fn action_symbol(ruby: &Ruby, action: Action) -> Option<Symbol> {
-    action.name().map(|name| ruby.to_symbol(name))
-}
-
-fn read_rss() -> Result<u64, Error> {
+pub fn read_rss() -> Result<u64, Error> {
     self_rss_bytes().map_err(|e| io_error(&e, "/proc/self/statm", None))
 }
 
 /// Runs the guard's bookkeeping so that a panic in it becomes a `SidekiqRust::Error` (which the Ruby side
-/// rescues and logs), never an unwind into a job's thread.
-fn guarded<T>(what: &str, func: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+/// rescues and logs), never an unwind into a job's thread nor Ruby `fatal`. Every method of `Native::Guard`
+/// runs its body through it.
+pub fn guarded<T>(what: &str, func: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     catch_unwind(AssertUnwindSafe(func)).unwrap_or_else(|_| {
         Err(error(
             Kind::Error,
@@ -124,385 +85,306 @@ fn guarded<T>(what: &str, func: impl FnOnce() -> Result<T, Error>) -> Result<T, 
     })
 }
 
-/// A Ruby value of the settings Hash, as the pure settings check takes it.
-fn setting_value(ruby: &Ruby, value: Value) -> Result<settings::Value, Error> {
-    if value.is_nil() {
-        Ok(settings::Value::Nil)
-    } else if value.is_kind_of(ruby.class_true_class()) {
-        Ok(settings::Value::Bool(true))
-    } else if value.is_kind_of(ruby.class_false_class()) {
-        Ok(settings::Value::Bool(false))
-    } else if let Some(i) = Integer::from_value(value) {
-        i.to_i64()
-            .map(settings::Value::Int)
-            .map_err(|_| error(Kind::ConfigurationError, format!("{i} is too large")))
-    } else if let Some(f) = Float::from_value(value) {
-        Ok(settings::Value::Float(f.to_f64()))
-    } else if let Some(s) = Symbol::from_value(value) {
-        Ok(settings::Value::Name(s.name()?.into_owned()))
-    } else if let Some(s) = RString::from_value(value) {
-        Ok(settings::Value::Name(s.to_string()?))
-    } else {
-        Ok(settings::Value::Name(format!(
-            "<{}>",
-            value.class().inspect()
-        )))
-    }
-}
-
-fn key_name(key: Value) -> Result<String, Error> {
-    if let Some(s) = Symbol::from_value(key) {
-        return Ok(s.name()?.into_owned());
-    }
-    if let Some(s) = RString::from_value(key) {
-        return s.to_string();
-    }
-    Err(error(
-        Kind::ConfigurationError,
-        format!(
-            "the native guard's settings take Symbol keys, got {}",
-            key.inspect()
-        ),
-    ))
-}
-
 impl Guard {
-    /// `Guard.new({max_rss:, kill_after:, ...})`: bytes and seconds, checked by
-    /// `sidekiq_rust_core::settings` (unknown keys rejected). Ruby resolves the user's configuration first.
+    /// `Guard.new({max_rss:, kill_after:, ...})`: every key `sidekiq_rust_core::settings::KEYS` lists (it keeps
+    /// no defaults), checked there. Ruby resolves the user's configuration first (`SidekiqRust::OPTIONS`).
     fn new(ruby: &Ruby, options: RHash) -> Result<Guard, Error> {
-        let mut pairs = Vec::new();
-        options.foreach(|key: Value, value: Value| {
-            pairs.push((key_name(key)?, setting_value(ruby, value)?));
-            Ok(ForEach::Continue)
-        })?;
-        let settings = guard_settings(&pairs).map_err(|e| error(Kind::ConfigurationError, e))?;
-        let guard = Guard {
-            state: Mutex::new(State {
-                policy: Policy::new(settings.limits),
-                jobs: Attribution::new(),
-            }),
-            metric: settings.metric,
-            started: Instant::now(),
-            busy: AtomicU32::new(0),
-            done: AtomicU64::new(0),
-            pressure: AtomicU32::new(0),
-            last_memory: AtomicU64::new(0),
-            last_read_ns: AtomicU64::new(0),
-        };
-        // The first reading opens the first window.
-        let rss = read_rss()?;
-        guard.remember(rss, guard.now_ns().max(1));
-        guard.state().jobs.reading(rss, guard.now_ns());
-        Ok(guard)
+        guarded("making the guard", || {
+            let pairs = settings_pairs(ruby, options)?;
+            let settings =
+                guard_settings(&pairs).map_err(|e| error(Kind::ConfigurationError, e))?;
+            let started = Instant::now();
+            let rss = read_rss()?;
+            let now = started.elapsed().as_nanos() as u64;
+            Ok(Guard {
+                core: Mutex::new(GuardCore::new(settings, rss, now)),
+                metric: settings.metric,
+                started,
+            })
+        })
     }
 
-    fn now_ns(&self) -> u64 {
+    pub fn now_ns(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
     }
 
-    /// The policy's clock: milliseconds since the guard was made.
-    fn now_ms(&self) -> u64 {
-        self.now_ns() / 1_000_000
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub fn core(&self) -> MutexGuard<'_, GuardCore> {
         // A poisoned lock only means a panic elsewhere; the state itself stays consistent.
-        self.state
+        self.core
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn remember(&self, memory: u64, now_ns: u64) {
-        self.last_memory.store(memory, Ordering::Release);
-        self.last_read_ns.store(now_ns, Ordering::Release);
-    }
-
     /// The guard's metric, given this moment's RSS.
-    fn read_metric(&self, rss: u64) -> Result<u64, Error> {
+    pub fn read_metric(&self, rss: u64) -> Result<u64, Error> {
         match self.metric {
             Metric::Rss => Ok(rss),
-            Metric::Pss => Ok(smaps(None)?.1),
+            Metric::Pss => Ok(smaps_totals(None)?.pss),
             Metric::Cgroup => self_cgroup_usage(),
-        }
-    }
-
-    fn sample_event(&self, memory: u64, now_ns: u64) -> Event {
-        Event::Sample {
-            memory,
-            now_ms: now_ns / 1_000_000,
-            busy: self.busy.load(Ordering::Acquire),
-            done: self.done.load(Ordering::Acquire),
-            pressure: self.pressure.load(Ordering::Acquire),
         }
     }
 
     /// Counts a job in (no system call); returns its token for `job_finished`.
     fn job_started(&self, class: RString, jid: RString) -> Result<u64, Error> {
         guarded("counting a job in", || {
-            self.busy.fetch_add(1, Ordering::AcqRel);
             // SAFETY: the borrowed bytes are used before any call back into Ruby (a lossy copy only when they
             // are not UTF-8).
             let (class, jid) = unsafe { (class.as_slice(), jid.as_slice()) };
             let (class, jid) = (String::from_utf8_lossy(class), String::from_utf8_lossy(jid));
             let allocated = thread_allocated();
             let now = self.now_ns();
-            Ok(self.state().jobs.job_started(&class, &jid, now, allocated))
+            Ok(self.core().job_started(&class, &jid, now, allocated))
         })
     }
 
-    /// Counts a job out. Reads RSS only when the last reading is older than READ_EVERY_NS, and then (when the
-    /// guard's metric is RSS) feeds it to the policy. Returns the action to take, or nil.
+    /// Counts a job out; when the core's read gate says a reading is due, reads RSS (outside the lock) and hands
+    /// it back. Returns the action to take, or nil.
     fn job_finished(ruby: &Ruby, rb_self: &Self, token: u64) -> Result<Option<Symbol>, Error> {
         let action = guarded("counting a job out", || {
             let allocated = thread_allocated();
-            let _ = rb_self
-                .busy
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1));
-            rb_self.done.fetch_add(1, Ordering::AcqRel);
             let now = rb_self.now_ns();
-            let due =
-                now.saturating_sub(rb_self.last_read_ns.load(Ordering::Acquire)) >= READ_EVERY_NS;
-            let rss = if due { Some(read_rss()?) } else { None };
-            let mut state = rb_self.state();
-            state.jobs.job_finished(token, now, allocated);
-            let Some(rss) = rss else {
-                return Ok(Action::None);
-            };
-            rb_self.remember(rss, now);
-            state.jobs.reading(rss, now);
-            if rb_self.metric != Metric::Rss || state.policy.phase() != Phase::Serving {
-                return Ok(Action::None);
+            if !rb_self.core().job_finished(token, now, allocated) {
+                return Ok(None);
             }
-            Ok(state.policy.step(rb_self.sample_event(rss, now)))
+            let rss = read_rss()?;
+            Ok(Some(rb_self.core().job_reading(rss, rb_self.now_ns())))
         })?;
-        Ok(action_symbol(ruby, action))
+        Ok(action.and_then(|a| action_symbol(ruby, a)))
     }
 
-    /// Reads the metric (RSS is read either way, for the attribution) with this process's busy count; returns
-    /// `[action or nil, memory]`. Watchers (the monitor) pass `restarting = false` and only move a serving
-    /// process; the restart sequence passes `true` and gets the quiet -> stop -> kill steps.
-    fn sample(
+    /// Reads the metric (and RSS, for the attribution); returns `{action: Symbol or nil, memory:}`. Watchers (the
+    /// monitor) pass `restarting = false`; the restart sequence passes `true` and gets the quiet -> stop -> kill
+    /// steps (the core decides which readings reach the policy).
+    fn sample(ruby: &Ruby, rb_self: &Self, restarting: bool) -> Result<RHash, Error> {
+        guarded("taking a reading", || {
+            let rss = read_rss()?;
+            let memory = rb_self.read_metric(rss)?;
+            let action = rb_self
+                .core()
+                .reading(rss, memory, rb_self.now_ns(), restarting);
+            Named::new(ruby)
+                .with("action", action_symbol(ruby, action))
+                .with("memory", memory)
+                .hash()
+        })
+    }
+
+    /// A reclaim (`crate::reclaim`): `{action:, verdict:, still_over:, before:, after:, purged:, purge_error:,
+    /// measured:}`.
+    fn reclaim(ruby: &Ruby, rb_self: &Self, decide: bool) -> Result<RHash, Error> {
+        guarded("reclaiming", || {
+            crate::reclaim::reclaim(ruby, rb_self, decide)
+        })
+    }
+
+    /// Whether the monitor's measuring reclaim is due now (or, with `force`, may run: the process serves).
+    fn measure_due(&self, force: bool) -> Result<bool, Error> {
+        guarded("asking whether a measure is due", || {
+            Ok(self.core().measure_due(self.now_ns(), force))
+        })
+    }
+
+    /// What the restart the policy asks for needs: `{reason: :soft_limit or :hard_limit, refusal: :dry_run,
+    /// :embedded or nil, require_other_process:}`; nil when it asks for none.
+    fn restart_request(ruby: &Ruby, rb_self: &Self) -> Result<Option<RHash>, Error> {
+        guarded("reading the restart request", || {
+            let request = rb_self.core().restart_request();
+            request
+                .map(|r| {
+                    Named::new(ruby)
+                        .with("reason", ruby.to_symbol(r.reason.as_str()))
+                        .with("refusal", r.refusal.map(|d| ruby.to_symbol(d.as_str())))
+                        .with("require_other_process", r.require_other_process)
+                        .hash()
+                })
+                .transpose()
+        })
+    }
+
+    /// Gives the core the event `event` makes of this moment (ms since the guard was made).
+    fn step(
         ruby: &Ruby,
         rb_self: &Self,
-        restarting: bool,
-    ) -> Result<(Option<Symbol>, u64), Error> {
-        let rss = read_rss()?;
-        let memory = rb_self.read_metric(rss)?;
-        let now = rb_self.now_ns();
-        rb_self.remember(memory, now);
-        let event = rb_self.sample_event(memory, now);
-        let action = guarded("deciding on a reading", || {
-            let mut state = rb_self.state();
-            state.jobs.reading(rss, now);
-            if !restarting && state.policy.phase() != Phase::Serving {
-                return Ok(Action::None);
-            }
-            Ok(state.policy.step(event))
+        event: impl FnOnce(u64) -> Event,
+    ) -> Result<Option<Symbol>, Error> {
+        let action = guarded("deciding", || {
+            let event = event(rb_self.now_ns() / 1_000_000);
+            Ok(rb_self.core().step(event))
         })?;
-        Ok((action_symbol(ruby, action), memory))
-    }
-
-    /// A reclaim: the metric, then `GC.start` and the allocator purge (without the GVL), then the metric again;
-    /// what it gave back counts for no job. With `decide = true` (a reclaim the policy asked for) the outcome
-    /// goes to the policy. Returns `[action or nil, before, after, purged, measured]`.
-    fn reclaim(ruby: &Ruby, rb_self: &Self, decide: bool) -> Result<Reclaimed, Error> {
-        let rss = read_rss()?;
-        let before = rb_self.read_metric(rss)?;
-        rb_self.state().jobs.reclaim_started(rss, rb_self.now_ns());
-        ruby.gc_start();
-        let purged = match allocator_purge() {
-            Ok(_) => true,
-            Err(e) if e.is_kind_of(ruby.exception_standard_error()) => false,
-            Err(e) => return Err(e),
-        };
-        let rss = read_rss()?;
-        let after = rb_self.read_metric(rss)?;
-        // The attribution's floors are all one kind of reading: the allocator's bytes in use, or RSS. Read after
-        // the purge: the jobs that started before the GC have run on during it (with the GVL read right after
-        // the GC, one that had just started had not allocated yet). It is read without the GVL, and the jobs
-        // that start meanwhile are told apart by when they started.
-        let read_from = rb_self.now_ns();
-        let (in_use, read_at) = in_use_bytes()?;
-        let read = (
-            read_from,
-            read_at
-                .saturating_duration_since(rb_self.started)
-                .as_nanos() as u64,
-        );
-        let floor = in_use.unwrap_or(rss);
-        let now = rb_self.now_ns();
-        rb_self.remember(after, now);
-        let (action, measured) = guarded("deciding on a reclaim", || {
-            let mut state = rb_self.state();
-            let measured = state.jobs.reclaim_finished(rss, floor, now, read);
-            if !decide {
-                return Ok((Action::None, measured));
-            }
-            let action = state.policy.step(Event::Reclaimed {
-                memory: after,
-                now_ms: now / 1_000_000,
-            });
-            Ok((action, measured))
-        })?;
-        Ok((action_symbol(ruby, action), before, after, purged, measured))
-    }
-
-    fn step(ruby: &Ruby, rb_self: &Self, event: Event) -> Result<Option<Symbol>, Error> {
-        let action = guarded("deciding", || Ok(rb_self.state().policy.step(event)))?;
         Ok(action_symbol(ruby, action))
     }
 
     fn slot_granted(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
-        let now_ms = rb_self.now_ms();
-        Self::step(ruby, rb_self, Event::SlotGranted { now_ms })
+        Self::step(ruby, rb_self, |now_ms| Event::SlotGranted { now_ms })
     }
 
     /// The restart slot was refused: `reason` is one of :dry_run, :embedded, :no_slot, :sole_process,
     /// :redis_unavailable.
     fn slot_denied(ruby: &Ruby, rb_self: &Self, reason: Symbol) -> Result<Option<Symbol>, Error> {
-        let name = reason.name()?;
-        let reason = Denial::from_name(&name).ok_or_else(|| {
-            let known: Vec<&str> = Denial::ALL.iter().map(|d| d.as_str()).collect();
-            error(
-                Kind::InvalidArgument,
-                format!(
-                    "unknown denial reason :{name} (one of :{})",
-                    known.join(", :")
-                ),
-            )
-        })?;
-        let now_ms = rb_self.now_ms();
-        Self::step(ruby, rb_self, Event::SlotDenied { reason, now_ms })
+        let reason = guarded("reading a denial", || denial(reason))?;
+        Self::step(ruby, rb_self, |now_ms| Event::SlotDenied { reason, now_ms })
     }
 
     /// Sidekiq's `:quiet` event: quiet took effect now.
     fn quieted(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
-        let now_ms = rb_self.now_ms();
-        Self::step(ruby, rb_self, Event::Quieted { now_ms })
+        Self::step(ruby, rb_self, |now_ms| Event::Quieted { now_ms })
     }
 
     /// The quarantine the policy asked for is done; returns the stop.
     fn quarantined(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
-        let now_ms = rb_self.now_ms();
-        Self::step(ruby, rb_self, Event::Quarantined { now_ms })
+        Self::step(ruby, rb_self, |now_ms| Event::Quarantined { now_ms })
     }
 
-    /// The memory pressure now (PSI "some" avg10, percent; nil: unknown, counted as none), for the brake.
-    fn set_pressure(&self, percent: Option<f64>) {
-        let hundredths = percent
-            .filter(|p| p.is_finite() && *p > 0.0)
-            .map_or(0, |p| (p.min(100.0) * 100.0).round() as u32);
-        self.pressure.store(hundredths, Ordering::Release);
+    /// The memory pressure now (PSI "some" avg10, percent; nil: unknown, counted as none); every reading after
+    /// it carries it to the brake.
+    fn set_pressure(&self, percent: Option<f64>) -> Result<(), Error> {
+        guarded("setting the memory pressure", || {
+            self.core().set_pressure(percent);
+            Ok(())
+        })
     }
 
     /// The last pressure given (percent).
-    fn pressure(&self) -> f64 {
-        f64::from(self.pressure.load(Ordering::Acquire)) / 100.0
+    fn pressure(&self) -> Result<f64, Error> {
+        guarded("reading the memory pressure", || Ok(self.core().pressure()))
     }
 
-    /// Whether the pressure is at the brake's `brake_pressure`.
-    fn pressured(&self) -> bool {
-        self.state().policy.pressured()
+    /// Whether the pressure at the last reading was at the brake's `brake_pressure`.
+    fn pressured(&self) -> Result<bool, Error> {
+        guarded("reading the brake's pressure", || {
+            Ok(self.core().pressured())
+        })
     }
 
     /// The reading the last reclaim, restart or restart-loop decision was made on (0: none yet).
-    fn decision_memory(&self) -> u64 {
-        self.state().policy.decision_memory()
+    fn decision_memory(&self) -> Result<u64, Error> {
+        guarded("reading the decision's memory", || {
+            Ok(self.core().decision_memory())
+        })
     }
 
-    /// `[before, after]` of the last reclaim the policy asked for, or nil.
-    fn last_reclaim(&self) -> Option<(u64, u64)> {
-        self.state()
-            .policy
-            .last_reclaim()
-            .map(|r| (r.before, r.after))
+    /// `{before:, after:}` of the last reclaim the policy asked for, or nil.
+    fn last_reclaim(ruby: &Ruby, rb_self: &Self) -> Result<Option<RHash>, Error> {
+        guarded("reading the last reclaim", || {
+            let last = rb_self.core().last_reclaim();
+            last.map(|r| {
+                Named::new(ruby)
+                    .with("before", r.before)
+                    .with("after", r.after)
+                    .hash()
+            })
+            .transpose()
+        })
     }
 
     /// Why the last restart was refused (a Symbol), nil when the last request got its slot.
-    fn last_denial(ruby: &Ruby, rb_self: &Self) -> Option<Symbol> {
-        rb_self
-            .state()
-            .policy
-            .last_denial()
-            .map(|d| ruby.to_symbol(d.as_str()))
+    fn last_denial(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
+        guarded("reading the last denial", || {
+            let last = rb_self.core().last_denial();
+            Ok(last.map(|d| ruby.to_symbol(d.as_str())))
+        })
     }
 
     /// Seconds since the guard was made (at Sidekiq's startup).
-    fn uptime(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
+    fn uptime(&self) -> Result<f64, Error> {
+        guarded("reading the uptime", || {
+            Ok(self.started.elapsed().as_secs_f64())
+        })
     }
 
-    fn phase(&self) -> &'static str {
-        self.state().policy.phase().as_str()
+    fn phase(&self) -> Result<&'static str, Error> {
+        guarded("reading the phase", || Ok(self.core().phase().as_str()))
     }
 
-    fn busy(&self) -> u32 {
-        self.busy.load(Ordering::Acquire)
+    fn busy(&self) -> Result<u32, Error> {
+        guarded("reading the jobs running", || Ok(self.core().busy()))
     }
 
-    fn done(&self) -> u64 {
-        self.done.load(Ordering::Acquire)
+    fn done(&self) -> Result<u64, Error> {
+        guarded("reading the jobs done", || Ok(self.core().done()))
     }
 
     /// Whether the brake is on (asked for, and the job threads known).
-    fn brake(&self) -> bool {
-        self.state().policy.limits().brake.is_some()
+    fn brake(&self) -> Result<bool, Error> {
+        guarded("reading whether the brake is on", || {
+            Ok(self.core().brake())
+        })
     }
 
     /// How many job threads may fetch now (the brake's window; 0 without a brake).
-    fn window(&self) -> u32 {
-        self.state().policy.window()
+    fn window(&self) -> Result<u32, Error> {
+        guarded("reading the brake's window", || Ok(self.core().window()))
     }
 
-    fn paused(&self) -> bool {
-        self.state().policy.paused()
+    fn paused(&self) -> Result<bool, Error> {
+        guarded("reading the brake", || Ok(self.core().paused()))
     }
 
     /// Seconds the brake held fetching, over the process's life.
-    fn paused_seconds(&self) -> f64 {
-        let now_ms = self.now_ms();
-        self.state().policy.paused_ms(now_ms) as f64 / 1000.0
+    fn paused_seconds(&self) -> Result<f64, Error> {
+        guarded("reading the brake's time", || {
+            Ok(self.core().paused_ms(self.now_ns()) as f64 / 1000.0)
+        })
     }
 
-    fn last_memory(&self) -> u64 {
-        self.last_memory.load(Ordering::Acquire)
+    fn last_memory(&self) -> Result<u64, Error> {
+        guarded("reading the last memory figure", || {
+            Ok(self.core().last_memory())
+        })
     }
 
-    /// Every class with a finished job, ranked: `[[class, jobs, retained, growth, allocated, retained_error,
-    /// windows], ...]`. The fit runs without the GVL and without the lock (on a copy), so jobs go on meanwhile.
-    fn report(&self) -> Result<Vec<Row>, Error> {
-        let snapshot = self.state().jobs.snapshot();
-        let rows = nogvl("fitting the per-class memory figures", move || {
-            snapshot.report()
-        })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.class,
-                    r.jobs,
-                    r.retained,
-                    r.growth,
-                    r.allocated,
-                    r.retained_error,
-                    r.windows,
-                )
-            })
-            .collect())
+    /// Every class with a finished job, ranked: `[{class:, jobs:, retained_per_job:, growth_per_job:,
+    /// allocated_per_job:, retained_error:, windows:}, ...]`, bytes (nil: unknown); `retained_error` is the
+    /// standard error of retained_per_job, `windows` the retained windows the class's jobs started in. The fit
+    /// runs without the GVL and without the lock (on a copy), so jobs go on meanwhile.
+    fn report(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+        guarded("reporting the per-class figures", || {
+            let snapshot = rb_self.core().snapshot();
+            let rows = nogvl("fitting the per-class memory figures", move || {
+                snapshot.report()
+            })?;
+            let answer = ruby.ary_new_capa(rows.len());
+            for r in rows {
+                let row = Named::new(ruby)
+                    .with("class", r.class)
+                    .with("jobs", r.jobs)
+                    .with("retained_per_job", r.retained)
+                    .with("growth_per_job", r.growth)
+                    .with("allocated_per_job", r.allocated)
+                    .with("retained_error", r.retained_error)
+                    .with("windows", r.windows)
+                    .hash()?;
+                answer.push(row)?;
+            }
+            Ok(answer)
+        })
     }
 
-    /// The jobs running now, longest first: `[[class, jid, seconds running], ...]`.
-    fn in_flight(&self) -> Vec<(String, String, f64)> {
-        let now = self.now_ns();
-        self.state()
-            .jobs
-            .in_flight(now)
-            .into_iter()
-            .map(|j| (j.class, j.jid, j.running_ns as f64 / 1e9))
-            .collect()
+    /// The jobs running now, longest first: `[{class:, jid:, running_s:}, ...]` (seconds running).
+    fn in_flight(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+        guarded("listing the jobs in flight", || {
+            let jobs = rb_self.core().in_flight(rb_self.now_ns());
+            let answer = ruby.ary_new_capa(jobs.len());
+            for j in jobs {
+                let job = Named::new(ruby)
+                    .with("class", j.class)
+                    .with("jid", j.jid)
+                    .with("running_s", j.running_ns as f64 / 1e9)
+                    .hash()?;
+                answer.push(job)?;
+            }
+            Ok(answer)
+        })
     }
 
-    fn reset_report(&self) {
-        self.state().jobs.clear();
+    fn reset_report(&self) -> Result<(), Error> {
+        guarded("clearing the per-class figures", || {
+            self.core().reset_report();
+            Ok(())
+        })
     }
 }

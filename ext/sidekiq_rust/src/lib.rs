@@ -4,10 +4,13 @@ use magnus::{Error, Module, Ruby};
 
 mod allocator;
 mod cgroup;
+mod convert;
 mod errors;
 mod guard;
 mod memory;
+mod named;
 mod nogvl;
+mod reclaim;
 mod watchdog;
 
 #[magnus::init]

@@ -6,10 +6,11 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
-use magnus::{function, Error, Object, RModule, Ruby};
-use sidekiq_rust_core::procfs;
+use magnus::{function, Error, Object, RHash, RModule, Ruby};
+use sidekiq_rust_core::procfs::{self, SmapsTotals};
 
 use crate::errors::{error, io_error, Kind};
+use crate::named::Named;
 use crate::nogvl::nogvl;
 
 const SELF_STATM: &str = "/proc/self/statm";
@@ -137,9 +138,20 @@ fn proc_dir(pid: Option<i32>) -> String {
     }
 }
 
-/// `[rss, pss, uss, swap]` in bytes, from smaps_rollup (or a full smaps where the kernel has no rollup).
-/// Reading smaps can take milliseconds on a large heap: the GVL is released meanwhile.
-pub fn smaps(pid: Option<i32>) -> Result<(u64, u64, u64, u64), Error> {
+/// `{rss:, pss:, uss:, swap:}` in bytes (`Native.smaps`).
+fn smaps(ruby: &Ruby, pid: Option<i32>) -> Result<RHash, Error> {
+    let totals = smaps_totals(pid)?;
+    Named::new(ruby)
+        .with("rss", totals.rss)
+        .with("pss", totals.pss)
+        .with("uss", totals.uss())
+        .with("swap", totals.swap)
+        .hash()
+}
+
+/// The smaps figures, from smaps_rollup (or a full smaps where the kernel has no rollup). Reading smaps can take
+/// milliseconds on a large heap: the GVL is released meanwhile.
+pub fn smaps_totals(pid: Option<i32>) -> Result<SmapsTotals, Error> {
     let dir = proc_dir(pid);
     let rollup = format!("{dir}/smaps_rollup");
     let result = nogvl("reading smaps", move || match fs::read_to_string(&rollup) {
@@ -153,8 +165,7 @@ pub fn smaps(pid: Option<i32>) -> Result<(u64, u64, u64, u64), Error> {
             .map(|text| procfs::parse_smaps(&text))
             .map_err(|e| (e, rollup)),
     })?;
-    let totals = result.map_err(|(e, file)| io_error(&e, &file, pid))?;
-    Ok((totals.rss, totals.pss, totals.uss(), totals.swap))
+    result.map_err(|(e, file)| io_error(&e, &file, pid))
 }
 
 fn peak_rss(pid: Option<i32>) -> Result<u64, Error> {

@@ -1,5 +1,6 @@
 //! Decisions about the process's allocator that need no system call: where its `malloc` comes from,
-//! how many glibc arenas `malloc_info` lists, which arena limit glibc was given, and the fragmentation ratio.
+//! how many glibc arenas `malloc_info` lists, which arena limit glibc was given, the fragmentation ratio, and
+//! what the calls of a purge returned (whether it happened, and if not all of it, why).
 
 /// How the allocator came into the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,86 @@ pub fn fragmentation(footprint: u64, in_use: u64) -> Option<f64> {
         None
     } else {
         Some(footprint as f64 / in_use as f64)
+    }
+}
+
+/// What the calls of one purge returned (None: not called). jemalloc: `mallctl("thread.tcache.flush")`,
+/// `mallctl("arena.<all>.purge")` (the first failing attempt's code, else 0) and `mallctl("epoch")` (the
+/// statistics refresh that tells whether dirty pages remain; the first failing code, else 0), each 0 when done,
+/// else an errno value. glibc: `malloc_trim(0)`, 1 when memory went back, 0 when there was none to give back
+/// (no failure); None there means the C library has no `malloc_trim`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeCalls {
+    pub tcache_flush: Option<i32>,
+    pub arena_purge: Option<i32>,
+    pub epoch: Option<i32>,
+    pub malloc_trim: Option<i32>,
+}
+
+/// Whether a purge happened, and what went wrong in it (None: nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeOutcome {
+    pub purged: bool,
+    pub error: Option<String>,
+}
+
+/// The name of the errno values `mallctl` returns (Linux numbering).
+fn errno_name(rc: i32) -> Option<&'static str> {
+    match rc {
+        1 => Some("EPERM"),
+        2 => Some("ENOENT"),
+        11 => Some("EAGAIN"),
+        12 => Some("ENOMEM"),
+        14 => Some("EFAULT"),
+        22 => Some("EINVAL"),
+        _ => None,
+    }
+}
+
+fn mallctl_failed(name: &str, rc: i32, meaning: &str) -> String {
+    let errno = errno_name(rc).map_or(String::new(), |n| format!(" ({n})"));
+    format!("mallctl(\"{name}\") returned {rc}{errno}: {meaning}")
+}
+
+/// A jemalloc purge happened when its arena purge returned 0; a glibc one when `malloc_trim` was there to call.
+/// Every call that failed is named, with its code and what it means for the purge.
+pub fn purge_outcome(calls: &PurgeCalls, purge_name: &str) -> PurgeOutcome {
+    let mut errors = Vec::new();
+    if let Some(rc) = calls.tcache_flush.filter(|&rc| rc != 0) {
+        errors.push(mallctl_failed(
+            "thread.tcache.flush",
+            rc,
+            "the thread's cache was not flushed (jemalloc says EFAULT when the thread cache is off)",
+        ));
+    }
+    if let Some(rc) = calls.arena_purge.filter(|&rc| rc != 0) {
+        errors.push(mallctl_failed(
+            purge_name,
+            rc,
+            "jemalloc refused the purge, no dirty page went back",
+        ));
+    }
+    if let Some(rc) = calls.epoch.filter(|&rc| rc != 0) {
+        errors.push(mallctl_failed(
+            "epoch",
+            rc,
+            "the statistics were not refreshed, so the purge could not tell whether dirty pages remained",
+        ));
+    }
+    let purged = match (calls.arena_purge, calls.malloc_trim) {
+        (Some(rc), _) => rc == 0,
+        (None, Some(_)) => true,
+        (None, None) => {
+            errors.push(
+                "malloc_trim is not in this process's C library: glibc malloc without it cannot give memory back"
+                    .to_string(),
+            );
+            false
+        }
+    };
+    PurgeOutcome {
+        purged,
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
     }
 }
 
@@ -164,5 +245,80 @@ mod tests {
     fn fragmentation_ratio() {
         assert_eq!(fragmentation(300, 100), Some(3.0));
         assert_eq!(fragmentation(300, 0), None);
+    }
+
+    const PURGE: &str = "arena.4096.purge";
+
+    #[test]
+    fn a_jemalloc_purge_that_went_through_says_nothing() {
+        let calls = PurgeCalls {
+            tcache_flush: Some(0),
+            arena_purge: Some(0),
+            epoch: Some(0),
+            malloc_trim: None,
+        };
+        assert_eq!(
+            purge_outcome(&calls, PURGE),
+            PurgeOutcome {
+                purged: true,
+                error: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_refused_arena_purge_is_no_purge_and_says_its_code() {
+        let calls = PurgeCalls {
+            tcache_flush: Some(0),
+            arena_purge: Some(14),
+            epoch: None,
+            malloc_trim: None,
+        };
+        let outcome = purge_outcome(&calls, PURGE);
+        assert!(!outcome.purged);
+        assert_eq!(
+            outcome.error.as_deref(),
+            Some("mallctl(\"arena.4096.purge\") returned 14 (EFAULT): jemalloc refused the purge, no dirty page went back")
+        );
+    }
+
+    #[test]
+    fn a_failed_flush_or_epoch_is_said_beside_a_purge_that_happened() {
+        let calls = PurgeCalls {
+            tcache_flush: Some(14),
+            arena_purge: Some(0),
+            epoch: Some(99),
+            malloc_trim: None,
+        };
+        let outcome = purge_outcome(&calls, PURGE);
+        assert!(outcome.purged);
+        let error = outcome.error.unwrap_or_default();
+        assert!(error.starts_with("mallctl(\"thread.tcache.flush\") returned 14 (EFAULT)"));
+        assert!(
+            error.contains("; mallctl(\"epoch\") returned 99: the statistics were not refreshed")
+        );
+    }
+
+    #[test]
+    fn glibc_purges_when_malloc_trim_is_there_whatever_it_gave_back() {
+        for rc in [0, 1] {
+            let calls = PurgeCalls {
+                malloc_trim: Some(rc),
+                ..PurgeCalls::default()
+            };
+            assert_eq!(
+                purge_outcome(&calls, PURGE),
+                PurgeOutcome {
+                    purged: true,
+                    error: None
+                }
+            );
+        }
+        let outcome = purge_outcome(&PurgeCalls::default(), PURGE);
+        assert!(!outcome.purged);
+        assert!(outcome
+            .error
+            .unwrap_or_default()
+            .starts_with("malloc_trim is not in this process's C library"));
     }
 }

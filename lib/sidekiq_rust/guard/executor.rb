@@ -16,9 +16,28 @@ module SidekiqRust
     class Executor
       # How often the restart sequence takes a reading.
       POLL = 0.25
+      RECLAIMS = %i[reclaim_soft reclaim_hard reclaim_brake].freeze
+      RESTARTS = %i[restart_soft restart_hard].freeze
+      STOPS = %i[stop_idle stop_waited stop_hard].freeze
       BRAKE_ACTIONS = %i[pause resume resume_retained widen].freeze
+      # Every action this executor carries out: exactly the core's table (Native::Guard.actions), checked when
+      # the guard is made.
+      HANDLED = (RECLAIMS + RESTARTS + STOPS + BRAKE_ACTIONS + %i[quiet quiet_unconfirmed quarantine kill warn_loop])
+                .freeze
+
+      # Raises Error unless `actions` (the native table) is exactly what this executor handles.
+      def self.check_actions(actions)
+        unknown = actions - HANDLED
+        unused = HANDLED - actions
+        return if unknown.empty? && unused.empty?
+
+        raise Error, "sidekiq_rust: the native guard's actions and Guard::Executor's differ (not handled: " \
+                     "#{unknown.inspect}, not in the native table: #{unused.inspect}); the extension and the Ruby " \
+                     "files are of different versions: reinstall the gem (or run `rake compile`)"
+      end
 
       def initialize(guard, native:, restart:, reclaimer:, brake:, log:)
+        Executor.check_actions(Native::Guard.actions)
         @guard = guard
         @native = native
         @restart = restart
@@ -58,12 +77,12 @@ module SidekiqRust
       # Carries out one action; returns the policy's next one (nil: none).
       def perform(action)
         case action
-        when :reclaim_soft, :reclaim_hard, :reclaim_brake then @reclaimer.reclaim(action)
-        when :restart_soft, :restart_hard then @restart.request(action)
+        when *RECLAIMS then @reclaimer.reclaim(action)
+        when *RESTARTS then @restart.request(action)
         when :quiet then @restart.quiet || watch
         when :quiet_unconfirmed then @restart.quiet_unconfirmed || watch
         when :quarantine then @restart.quarantine
-        when :stop_idle, :stop_waited, :stop_hard then @restart.stop(action) || watch
+        when *STOPS then @restart.stop(action) || watch
         when :kill then @restart.kill
         when :warn_loop then @guard.warn_restart_loop
         when *BRAKE_ACTIONS then brake(action)
@@ -83,7 +102,7 @@ module SidekiqRust
           return nil if @native.phase == "done"
 
           sleep POLL
-          action, _memory = @native.sample(true)
+          action = @native.sample(true)[:action]
           return action if action
         end
       end

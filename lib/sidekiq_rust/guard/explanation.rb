@@ -14,15 +14,15 @@ module SidekiqRust
       end
 
       # Per job class: [{class:, jobs:, retained_per_job:, growth_per_job:, allocated_per_job:, retained_error:,
-      # windows:}] (bytes, nil when unknown), largest retained first. See Report.
+      # windows:}] (bytes, nil when unknown), largest retained first (Native::Guard#report). See Report.
       def report(limit: nil)
-        rows = Report.rows(@native.report)
+        rows = @native.report
         limit ? rows.first(limit) : rows
       end
 
       # The jobs running now, longest first: [{class:, jid:, running_s:}].
       def in_flight
-        @native.in_flight.map { |klass, jid, seconds| { class: klass, jid: jid, running_s: seconds.round(1) } }
+        @native.in_flight.map { |job| job.merge(running_s: job[:running_s].round(1)) }
       end
 
       # The jobs in flight and the top classes by retained and by growth per job (`rows`: #report's, when the

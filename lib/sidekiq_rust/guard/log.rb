@@ -50,8 +50,12 @@ module SidekiqRust
 
       # The soft limit is below the working set: what was seen and what to change.
       def restart_loop(memory:, peak:, last_reclaim:, uptime:, concurrency:, attribution:)
-        before, after = last_reclaim
-        reclaim = before ? "reclaim gave back #{Units.mb([before - after, 0].max)} of #{Units.mb(before)}" : "reclaim is off"
+        reclaim = if last_reclaim
+                    before = last_reclaim[:before]
+                    "reclaim gave back #{Units.mb([before - last_reclaim[:after], 0].max)} of #{Units.mb(before)}"
+                  else
+                    "reclaim is off"
+                  end
         working_set = [memory, peak].max
         advice = Units.mb((working_set * 1.25 / ADVICE_STEP).ceil * ADVICE_STEP)
         error("restart loop: over max_rss #{Units.mb(@settings.max_rss)} #{uptime.round}s after boot " \
@@ -77,7 +81,7 @@ module SidekiqRust
       private
 
       def write(level, message, memory: nil, reason: nil, in_flight: nil, top_retained: nil, top_growth: nil,
-                quarantined: nil, verdict: nil, **_rest)
+                quarantined: nil, verdict: nil, purge_error: nil, **_rest)
         parts = ["sidekiq_rust: #{message}", "identity=#{@tag}"]
         parts << "#{@settings.metric}=#{Units.mb(memory)}" if memory
         parts << "limit=#{Units.mb(@settings.max_rss)} hard_limit=#{Units.mb(@settings.hard_max_rss)}"
@@ -87,6 +91,7 @@ module SidekiqRust
         parts << "top_retained=#{top_text(top_retained, :retained_per_job)}" if top_retained
         parts << "top_growth=#{top_text(top_growth, :growth_per_job)}" if top_growth
         parts << "verdict=\"#{verdict}\"" if verdict
+        parts << "purge_error=\"#{purge_error}\"" if purge_error
         @logger.public_send(level, parts.join(" "))
       rescue StandardError
         nil

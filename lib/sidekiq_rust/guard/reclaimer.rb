@@ -6,46 +6,42 @@ module SidekiqRust
     # without the GVL, the metric after), one at a time: the reclaims the policy asks for, and the monitor's
     # measuring reclaims that give the per-class retained figure (what a reclaim gives back counts for no job).
     class Reclaimer
-      # Measuring reclaims take at most 1/MEASURE_BUDGET of the process's time (the next one waits at least this
-      # many times as long as the last one took).
-      MEASURE_BUDGET = 20
-      # A floor read just as a job started closes no window of the retained figure (what that job keeps may or
-      # may not be in it): the next measuring reclaim then comes after this share of measure_interval (the
-      # budget above still holds).
-      REMEASURE_SHARE = 0.1
-
+      # What the policy concluded from a reclaim it asked for (the core's verdict), for the log line.
       VERDICTS = {
-        resume: "below resume_at: fetching again",
-        resume_retained: "still above resume_at after the running jobs finished: the memory is retained, not " \
-                         "in flight, so the brake lets go (the limits decide)",
-        warn_loop: "still over the limit, and little came back"
+        back_under: "back under the limit, no restart",
+        under_hard: "under the hard limit",
+        still_over: "still over the limit",
+        loop: "still over the limit, and little came back",
+        resumed: "below resume_at: fetching again",
+        retained: "still above resume_at after the running jobs finished: the memory is retained, not in flight, " \
+                  "so the brake lets go (the limits decide)"
       }.freeze
 
-      def initialize(native, settings, log:, history:)
+      def initialize(native, log:, history:)
         @native = native
-        @settings = settings
         @log = log
         @history = history
         @lock = Mutex.new
-        @next_measure = settings.measure_interval && (Clock.now + settings.measure_interval)
       end
 
       # The reclaim the policy asked for (`action` :reclaim_soft, :reclaim_hard or :reclaim_brake): logs what came
       # back and returns the policy's next action.
       def reclaim(action)
-        next_action, before, after, purged = run(decide: true)
-        released = [before - after, 0].max
+        result = run(decide: true)
+        after = result[:after]
+        released = [result[:before] - after, 0].max
         @history.event(:reclaim, released: released, memory: after, reason: action.to_s.delete_prefix("reclaim_"),
-                                 still_over: !next_action.nil? && !next_action.to_s.start_with?("resume"))
-        @log.info("reclaimed #{Units.mb(released)} (GC + #{purged ? 'purge' : 'no purge'}" \
-                  "#{action == :reclaim_brake ? ', brake paused and idle' : ''}): #{verdict(next_action, after)}",
-                  memory: after)
-        next_action
+                                 still_over: result[:still_over])
+        @log.info("reclaimed #{Units.mb(released)} (GC + #{result[:purged] ? 'purge' : 'no purge'}" \
+                  "#{action == :reclaim_brake ? ', brake paused and idle' : ''}): #{VERDICTS.fetch(result[:verdict])}",
+                  memory: after, purge_error: result[:purge_error])
+        result[:action]
       end
 
-      # A measuring reclaim when due (or at once with `force: true`). Returns true if it ran.
+      # A measuring reclaim when the core says one is due (or may run, with `force: true`: the process serves).
+      # Returns true if it ran.
       def measure(force: false)
-        return false unless force || (@next_measure && Clock.now >= @next_measure)
+        return false unless @native.measure_due?(force)
 
         run(decide: false)
         true
@@ -53,30 +49,8 @@ module SidekiqRust
 
       private
 
-      def verdict(next_action, after)
-        case next_action
-        when nil then after < @settings.max_rss ? "back under the limit, no restart" : "under the hard limit"
-        when :resume, :resume_retained, :warn_loop then VERDICTS.fetch(next_action)
-        else "still over the limit"
-        end
-      end
-
-      def schedule(measured, started, finished)
-        interval = @settings.measure_interval
-        return unless interval
-
-        delay = measured ? interval : interval * REMEASURE_SHARE
-        @next_measure = finished + [delay, (finished - started) * MEASURE_BUDGET].max
-      end
-
       def run(decide:)
-        @lock.synchronize do
-          started = Clock.now
-          result = @native.reclaim(decide)
-          finished = Clock.now
-          schedule(result[4], started, finished)
-          result
-        end
+        @lock.synchronize { @native.reclaim(decide) }
       end
     end
   end

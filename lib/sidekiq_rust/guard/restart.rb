@@ -29,10 +29,13 @@ module SidekiqRust
       end
 
       # :restart_soft / :restart_hard: the fleet's slot, or the refusal's reason.
-      def request(action)
-        reason = action == :restart_hard ? "hard_limit" : "soft_limit"
-        @event = @guard.event_for(reason)
-        denial, message = refusal(reason)
+      # What the request needs is the core's (Native::Guard#restart_request): a refusal with no slot asked for
+      # (a dry run, an embedded Sidekiq without its instance), or a slot that needs another serving process (the
+      # soft limit with require_other_process) or not.
+      def request(_action)
+        request = @native.restart_request
+        @event = @guard.event_for(request[:reason].to_s)
+        denial, message = refusal(request)
         return refused(denial, message) if denial
 
         @strategy = strategy
@@ -82,17 +85,17 @@ module SidekiqRust
       private
 
       # [denial, message] when this process may not restart now, nil when the fleet gave it a slot.
-      def refusal(reason)
-        return [:dry_run, "dry run: would restart"] if @settings.dry_run
-        if @adapter.embedded? && SidekiqRust.embedded.nil?
-          return [:embedded, "over the limit but not restarting: Sidekiq runs embedded in this process (pid " \
-                             "#{::Process.pid}), which the guard never signals; pass the instance of " \
-                             "Sidekiq.configure_embed to SidekiqRust.embed to let the guard quiet and stop it"]
+      def refusal(request)
+        case request[:refusal]
+        when :dry_run then [:dry_run, "dry run: would restart"]
+        when :embedded
+          [:embedded, "over the limit but not restarting: Sidekiq runs embedded in this process (pid " \
+                      "#{::Process.pid}), which the guard never signals; pass the instance of " \
+                      "Sidekiq.configure_embed to SidekiqRust.embed to let the guard quiet and stop it"]
+        else
+          slot = @fleet.acquire(@guard.slot_ttl, require_other: request[:require_other_process])
+          slot.granted ? nil : [slot.denial, "over the limit but not restarting: #{slot.text}"]
         end
-        # require_other_process governs the soft limit only: the hard limit is there to beat the kernel's OOM
-        # killer, which would lose the running jobs, so a sole process restarts too.
-        granted, denial, detail = @fleet.acquire(@guard.slot_ttl, require_other: reason == "soft_limit")
-        granted ? nil : [denial, "over the limit but not restarting: #{detail}"]
       end
 
       def refused(denial, message)
