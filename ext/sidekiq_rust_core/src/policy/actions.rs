@@ -110,7 +110,7 @@ pub enum Action {
 }
 
 /// Every action the caller can be given, by its name: the one table both sides use.
-pub const ACTIONS: [(Action, &str); 16] = [
+pub const ACTIONS: [(Action, &str); 17] = [
     (Action::Reclaim(Reason::Soft), "reclaim_soft"),
     (Action::Reclaim(Reason::Hard), "reclaim_hard"),
     (Action::Reclaim(Reason::Brake), "reclaim_brake"),
@@ -127,14 +127,12 @@ pub const ACTIONS: [(Action, &str); 16] = [
     (Action::Pause, "pause"),
     (Action::Resume(ResumeCause::Below), "resume"),
     (Action::Resume(ResumeCause::Retained), "resume_retained"),
+    (Action::Widen, "widen"),
 ];
 
 impl Action {
-    /// The action's name in `ACTIONS` (`Widen` is "widen"); None for `Action::None`.
+    /// The action's name in `ACTIONS`; None for `Action::None`.
     pub fn name(self) -> Option<&'static str> {
-        if self == Action::Widen {
-            return Some("widen");
-        }
         ACTIONS.iter().find(|(a, _)| *a == self).map(|(_, n)| *n)
     }
 }
