@@ -1,18 +1,11 @@
-//! The robust least-squares fit of the windows' changes on the jobs that ran in them.
+//! The robust least-squares fit of the windows' changes on the jobs that ran in them: the normal equations grown
+//! window by window, Huber's reweighting, the choice of the in-flight columns, and one estimate per group.
 
 use std::collections::VecDeque;
 
-/// An estimate within this many standard errors of zero is reported as 0 (3: with a handful of classes, a class
-/// that keeps nothing is still reported as 0 in far more than 9 fits of 10), once there are many more windows
-/// than columns; with few, Student's t quantile of the same level (two-sided 0.27%), see [`critical`].
-pub const SIGNIFICANCE: f64 = 3.0;
-/// The growth series' figures (RSS growth, the bloat signal) are reported as 0 within this many standard errors.
-pub const GROWTH_SIGNIFICANCE: f64 = 2.0;
-/// Student's t quantiles at 1 - 0.00135 for 1 to 10 degrees of freedom.
-const T_QUANTILES: [f64; 10] = [235.8, 19.21, 9.22, 6.62, 5.51, 4.90, 4.53, 4.28, 4.09, 3.96];
-/// An estimate below this many bytes per job is reported as 0 whatever its standard error (a few Ruby objects
-/// a job leaves in a cache are not what a restart is explained by).
-pub const MIN_BYTES: f64 = 1024.0;
+use super::evidence::{critical, GROWTH_SIGNIFICANCE, MIN_BYTES};
+use super::linalg::{back_substitute, cholesky, forward_substitute, inverse};
+
 /// Fitted windows a robust fit keeps (the retained series: one window per reclaim).
 pub const MAX_HISTORY: usize = 2048;
 /// The in-flight columns of a robust series stay when dropping them raises the residual sum of squares by more
@@ -36,7 +29,7 @@ pub struct Normal {
     pub(super) windows: u64,
     /// Per column, the windows it weighed in.
     column_windows: Vec<u64>,
-    history: Option<VecDeque<Observation>>,
+    pub(super) history: Option<VecDeque<Observation>>,
     /// The odd columns (the retained series' "held while in flight") are kept only when the windows need them
     /// (see `Normal::final_fit`).
     select_holds: bool,
@@ -53,10 +46,10 @@ pub struct Estimate {
     pub standard_error: f64,
 }
 
-struct Fit {
-    active: Vec<usize>,
+pub(super) struct Fit {
+    pub(super) active: Vec<usize>,
     l: Vec<Vec<f64>>,
-    beta: Vec<f64>,
+    pub(super) beta: Vec<f64>,
     sigma2: f64,
     /// The residual sum of squares (weighted, for a robust fit).
     rss: f64,
@@ -67,23 +60,7 @@ struct Fit {
     /// Windows minus columns in use.
     dof: u64,
     /// The weight of each kept window in a robust fit (empty for a plain one).
-    window_weights: Vec<f64>,
-}
-
-/// How many standard errors from zero an estimate must be with `dof` degrees of freedom: the table up to 10,
-/// then the Cornish-Fisher expansion of t around [`SIGNIFICANCE`] (three terms: a few percent low at 11, closer
-/// beyond).
-pub fn critical(dof: u64) -> f64 {
-    if dof == 0 {
-        return f64::INFINITY;
-    }
-    if let Some(&t) = T_QUANTILES.get(dof as usize - 1) {
-        return t;
-    }
-    let (z, v) = (SIGNIFICANCE, dof as f64);
-    z + (z.powi(3) + z) / (4.0 * v)
-        + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * v * v)
-        + (3.0 * z.powi(7) + 19.0 * z.powi(5) + 17.0 * z.powi(3) - 15.0 * z) / (384.0 * v.powi(3))
+    pub(super) window_weights: Vec<f64>,
 }
 
 impl Normal {
@@ -374,88 +351,12 @@ impl Normal {
         }
         out
     }
-
-    /// How far to trust a group's estimate beyond the model's standard error: the sandwich (HC3) standard error
-    /// over the kept windows of a robust fit (each window's residual, over one minus its leverage, weighed by
-    /// how far it moves the estimate) and the number of windows the estimate effectively rests on (how evenly
-    /// its variance spreads over the windows, by design: sum(c)^2 / sum(c^2) with c = influence^2 / (1 -
-    /// leverage)). A steady queue that hands the classes out in turn leaves few windows that hold two classes
-    /// in different numbers: the model's standard error, from the residuals of all windows, would be small
-    /// although the split between the two rests on those few. Infinite when one window alone decides it;
-    /// None for a plain fit.
-    fn evidence(&self, fit: &Fit, inverse: &[Vec<f64>], group: &[usize]) -> Option<(f64, f64)> {
-        let history = self.history.as_ref()?;
-        if fit.window_weights.len() != history.len() {
-            return None;
-        }
-        let width = fit.active.iter().max().map_or(0, |c| c + 1);
-        let mut position = vec![None; width];
-        for (p, &c) in fit.active.iter().enumerate() {
-            position[c] = Some(p);
-        }
-        let picked: Vec<usize> = group
-            .iter()
-            .filter_map(|&c| position.get(c).copied().flatten())
-            .collect();
-        // v = A^-1 g: how the group's sum moves with each column's X'y.
-        let v: Vec<f64> = (0..fit.active.len())
-            .map(|p| picked.iter().map(|&q| inverse[p][q]).sum())
-            .collect();
-        let (mut variance, mut spread, mut spread_squares) = (0.0, 0.0, 0.0);
-        for ((x, y), &w) in history.iter().zip(&fit.window_weights) {
-            if w == 0.0 {
-                continue;
-            }
-            let row: Vec<(usize, f64)> = x
-                .iter()
-                .filter(|&&(_, value)| value != 0.0)
-                .filter_map(|&(c, value)| position.get(c).copied().flatten().map(|p| (p, value)))
-                .collect();
-            let residual = y - row
-                .iter()
-                .map(|&(p, value)| value * fit.beta[p])
-                .sum::<f64>();
-            let influence = w * row.iter().map(|&(p, value)| value * v[p]).sum::<f64>();
-            let leverage = w * row
-                .iter()
-                .map(|&(p, a)| row.iter().map(|&(q, b)| a * b * inverse[p][q]).sum::<f64>())
-                .sum::<f64>();
-            let free = 1.0 - leverage;
-            if free < 1e-6 {
-                // A MB off in this window would move the figure by more than a KB a job.
-                if influence.abs() > 1e-3 {
-                    return Some((f64::INFINITY, 1.0));
-                }
-                continue;
-            }
-            variance += (influence * residual / free).powi(2);
-            let c = influence * influence / free;
-            spread += c;
-            spread_squares += c * c;
-        }
-        let windows = if spread_squares > 0.0 {
-            spread * spread / spread_squares
-        } else {
-            f64::INFINITY
-        };
-        Some((variance.sqrt(), windows))
-    }
 }
 
 impl Fit {
     /// (X'WX)^-1 over the active columns, from the Cholesky factor.
     fn inverse(&self) -> Vec<Vec<f64>> {
-        let n = self.active.len();
-        let mut inverse = vec![vec![0.0; n]; n];
-        for j in 0..n {
-            let mut unit = vec![0.0; n];
-            unit[j] = 1.0;
-            let column = back_substitute(&self.l, &forward_substitute(&self.l, &unit));
-            for (i, value) in column.into_iter().enumerate() {
-                inverse[i][j] = value;
-            }
-        }
-        inverse
+        inverse(&self.l)
     }
 
     /// The sum of a group's coefficients and its standard error; None when no column of the group is active.
@@ -473,62 +374,5 @@ impl Fit {
         let z = forward_substitute(&self.l, &pick);
         let standard_error = (self.error_variance * z.iter().map(|v| v * v).sum::<f64>()).sqrt();
         Some((estimate, standard_error))
-    }
-}
-
-/// Lower-triangular L with L L' = A + ridge I, or None when A is not positive definite.
-fn cholesky(a: &[Vec<f64>], ridge: f64) -> Option<Vec<Vec<f64>>> {
-    let n = a.len();
-    let mut l = vec![vec![0.0; n]; n];
-    for i in 0..n {
-        for j in 0..=i {
-            let dot: f64 = l[i][..j].iter().zip(&l[j][..j]).map(|(x, y)| x * y).sum();
-            let sum = a[i][j] + if i == j { ridge } else { 0.0 } - dot;
-            if i == j {
-                if sum <= 0.0 {
-                    return None;
-                }
-                l[i][i] = sum.sqrt();
-            } else {
-                l[i][j] = sum / l[j][j];
-            }
-        }
-    }
-    Some(l)
-}
-
-fn forward_substitute(l: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
-    let mut z = vec![0.0; b.len()];
-    for i in 0..b.len() {
-        let s: f64 = (0..i).map(|m| l[i][m] * z[m]).sum();
-        z[i] = (b[i] - s) / l[i][i];
-    }
-    z
-}
-
-fn back_substitute(l: &[Vec<f64>], z: &[f64]) -> Vec<f64> {
-    let n = z.len();
-    let mut x = vec![0.0; n];
-    for i in (0..n).rev() {
-        let s: f64 = (i + 1..n).map(|m| l[m][i] * x[m]).sum();
-        x[i] = (z[i] - s) / l[i][i];
-    }
-    x
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_critical_value_falls_to_three_standard_errors() {
-        assert_eq!(critical(0), f64::INFINITY);
-        assert_eq!(critical(1), 235.8);
-        assert!(critical(11) < critical(10) && critical(11) > 0.95 * critical(10));
-        assert!((critical(30) - 3.27).abs() < 0.03, "{}", critical(30));
-        assert!((critical(1000) - SIGNIFICANCE).abs() < 0.01);
-        for dof in 1..200 {
-            assert!(critical(dof + 1) < critical(dof), "{dof}");
-        }
     }
 }

@@ -32,8 +32,10 @@
 //!
 //! Time is a nanosecond count given by the caller, so tests replay any timeline.
 
+mod evidence;
 mod fit;
 mod jid;
+mod linalg;
 mod report;
 #[cfg(test)]
 mod timeline_tests;
@@ -42,7 +44,8 @@ mod window;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-pub use fit::{Estimate, Normal, MAX_HISTORY, MIN_BYTES, SIGNIFICANCE};
+pub use evidence::{MIN_BYTES, SIGNIFICANCE};
+pub use fit::{Estimate, Normal, MAX_HISTORY};
 pub use report::{rank, ClassFigures, Snapshot, MIN_WINDOWS};
 pub use window::{MAX_PENDING, MIN_WINDOW_NS};
 

@@ -505,6 +505,10 @@ fn invariants_hold_over_generated_sequences() {
                 brake_reclaimed = true;
             }
             let action = p.step(event);
+            assert!(
+                action == Action::None || REACHABLE.contains(&action),
+                "{action:?} returned but not in REACHABLE"
+            );
             let (memory, busy) = match event {
                 Event::Sample { memory, busy, .. } => (Some(memory), Some(busy)),
                 Event::Reclaimed { memory, .. } => (Some(memory), None),
@@ -652,7 +656,6 @@ fn invariants_hold_over_generated_sequences() {
 #[test]
 fn every_action_has_one_name() {
     let mut names: Vec<&str> = ACTIONS.iter().map(|(_, n)| *n).collect();
-    names.push("widen");
     let count = names.len();
     names.sort_unstable();
     names.dedup();
@@ -665,6 +668,66 @@ fn every_action_has_one_name() {
         assert_eq!(Denial::from_name(d.as_str()), Some(d));
     }
     assert_eq!(Denial::from_name("nope"), None);
+}
+
+/// Every action the policy can return, but `Action::None`: what `ACTIONS` must name. The match in
+/// `every_reachable_action_is_in_the_table_once` has no wildcard, so a new variant does not compile until it is
+/// listed here (and in `ACTIONS`).
+const REACHABLE: [Action; 17] = [
+    Action::Reclaim(Reason::Soft),
+    Action::Reclaim(Reason::Hard),
+    Action::Reclaim(Reason::Brake),
+    Action::RequestRestart(Reason::Soft),
+    Action::RequestRestart(Reason::Hard),
+    Action::WarnLoop,
+    Action::Quiet,
+    Action::QuietUnconfirmed,
+    Action::Quarantine,
+    Action::Stop(StopCause::Idle),
+    Action::Stop(StopCause::Waited),
+    Action::Stop(StopCause::HardLimit),
+    Action::Kill,
+    Action::Pause,
+    Action::Resume(ResumeCause::Below),
+    Action::Resume(ResumeCause::Retained),
+    Action::Widen,
+];
+
+#[test]
+fn every_reachable_action_is_in_the_table_once() {
+    for action in REACHABLE {
+        match action {
+            Action::None => panic!("Action::None has no name"),
+            Action::Reclaim(_)
+            | Action::RequestRestart(_)
+            | Action::WarnLoop
+            | Action::Quiet
+            | Action::QuietUnconfirmed
+            | Action::Quarantine
+            | Action::Stop(_)
+            | Action::Kill
+            | Action::Pause
+            | Action::Resume(_)
+            | Action::Widen => {}
+        }
+        let entries = ACTIONS.iter().filter(|(a, _)| *a == action).count();
+        assert_eq!(entries, 1, "{action:?} is in ACTIONS {entries} times");
+    }
+    // Nothing else is in the table, and no name is given twice.
+    assert_eq!(ACTIONS.len(), REACHABLE.len());
+    for (action, _) in ACTIONS {
+        assert!(
+            REACHABLE.contains(&action),
+            "{action:?} in ACTIONS but not reachable"
+        );
+    }
+    let mut names: Vec<&str> = ACTIONS.iter().map(|(_, n)| *n).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), ACTIONS.len(), "a name is given twice");
+    assert_eq!(Action::Widen.name(), Some("widen"));
+    // A restart is asked for the soft or the hard limit, never for the brake: that action has no name.
+    assert_eq!(Action::RequestRestart(Reason::Brake).name(), None);
 }
 
 fn braked() -> Limits {
