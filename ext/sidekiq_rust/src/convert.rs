@@ -1,11 +1,10 @@
 //! Conversions between Ruby values and the core's types for the guard: the settings Hash into the pairs
-//! `sidekiq_rust_core::settings` checks, and the policy's names (actions, denials, reasons, verdicts) into
-//! Symbols and back, each through its one table in the core.
+//! `sidekiq_rust_core::settings` checks, and an action into its Symbol of `policy::ACTIONS` (the other named
+//! enums go through `symbol_enum`).
 
 use magnus::r_hash::ForEach;
 use magnus::{prelude::*, Error, Float, Integer, RHash, RString, Ruby, Symbol, Value};
-use sidekiq_rust_core::guard::Verdict;
-use sidekiq_rust_core::policy::{Action, Denial};
+use sidekiq_rust_core::policy::Action;
 use sidekiq_rust_core::settings;
 
 use crate::errors::{error, Kind};
@@ -68,23 +67,4 @@ fn key_name(key: Value) -> Result<String, Error> {
 /// An action's Symbol of `policy::ACTIONS`; nil for no action.
 pub fn action_symbol(ruby: &Ruby, action: Action) -> Option<Symbol> {
     action.name().map(|name| ruby.to_symbol(name))
-}
-
-pub fn verdict_symbol(ruby: &Ruby, verdict: Verdict) -> Symbol {
-    ruby.to_symbol(verdict.as_str())
-}
-
-/// A denial reason of the policy's table, from its Symbol.
-pub fn denial(reason: Symbol) -> Result<Denial, Error> {
-    let name = reason.name()?;
-    Denial::from_name(&name).ok_or_else(|| {
-        let known: Vec<&str> = Denial::ALL.iter().map(|d| d.as_str()).collect();
-        error(
-            Kind::InvalidArgument,
-            format!(
-                "unknown denial reason :{name} (one of :{})",
-                known.join(", :")
-            ),
-        )
-    })
 }

@@ -10,15 +10,16 @@ use std::time::Instant;
 
 use magnus::{function, method, prelude::*, Error, RArray, RHash, RModule, RString, Ruby, Symbol};
 use sidekiq_rust_core::guard::GuardCore;
-use sidekiq_rust_core::policy::{Event, ACTIONS};
+use sidekiq_rust_core::policy::{Denial, Event, ACTIONS};
 use sidekiq_rust_core::settings::{guard_settings, Metric};
 
 use crate::allocator::thread_allocated;
-use crate::convert::{action_symbol, denial, settings_pairs};
+use crate::convert::{action_symbol, settings_pairs};
 use crate::errors::{error, io_error, Kind};
 use crate::memory::{self_cgroup_usage, self_rss_bytes, smaps_totals};
 use crate::named::Named;
 use crate::nogvl::nogvl;
+use crate::symbol_enum::{from_symbol, symbol};
 
 #[magnus::wrap(class = "SidekiqRust::Native::Guard", free_immediately, size)]
 pub struct Guard {
@@ -196,8 +197,8 @@ impl Guard {
             request
                 .map(|r| {
                     Named::new(ruby)
-                        .with("reason", ruby.to_symbol(r.reason.as_str()))
-                        .with("refusal", r.refusal.map(|d| ruby.to_symbol(d.as_str())))
+                        .with("reason", symbol(ruby, r.reason))
+                        .with("refusal", r.refusal.map(|d| symbol(ruby, d)))
                         .with("require_other_process", r.require_other_process)
                         .hash()
                 })
@@ -225,7 +226,7 @@ impl Guard {
     /// The restart slot was refused: `reason` is one of :dry_run, :embedded, :no_slot, :sole_process,
     /// :redis_unavailable.
     fn slot_denied(ruby: &Ruby, rb_self: &Self, reason: Symbol) -> Result<Option<Symbol>, Error> {
-        let reason = guarded("reading a denial", || denial(reason))?;
+        let reason = guarded("reading a denial", || from_symbol::<Denial>(reason))?;
         Self::step(ruby, rb_self, |now_ms| Event::SlotDenied { reason, now_ms })
     }
 
@@ -285,7 +286,7 @@ impl Guard {
     fn last_denial(ruby: &Ruby, rb_self: &Self) -> Result<Option<Symbol>, Error> {
         guarded("reading the last denial", || {
             let last = rb_self.core().last_denial();
-            Ok(last.map(|d| ruby.to_symbol(d.as_str())))
+            Ok(last.map(|d| symbol(ruby, d)))
         })
     }
 

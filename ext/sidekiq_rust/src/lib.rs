@@ -11,6 +11,7 @@ mod memory;
 mod named;
 mod nogvl;
 mod reclaim;
+mod symbol_enum;
 mod watchdog;
 
 #[magnus::init]

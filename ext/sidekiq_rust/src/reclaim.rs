@@ -6,9 +6,10 @@ use magnus::{Error, RHash, Ruby};
 use sidekiq_rust_core::guard::ReclaimReadings;
 
 use crate::allocator::{in_use_bytes, purge};
-use crate::convert::{action_symbol, verdict_symbol};
+use crate::convert::action_symbol;
 use crate::guard::{read_rss, Guard};
 use crate::named::Named;
+use crate::symbol_enum::symbol;
 
 /// Returns `{action:, verdict:, still_over:, before:, after:, purged:, purge_error:, measured:}`: the policy's
 /// next action (a Symbol or nil) and what it concluded (`verdict`: :back_under, :under_hard, :still_over,
@@ -50,7 +51,7 @@ pub fn reclaim(ruby: &Ruby, guard: &Guard, decide: bool) -> Result<RHash, Error>
     let outcome = guard.core().reclaim_finished(readings, decide);
     Named::new(ruby)
         .with("action", action_symbol(ruby, outcome.action))
-        .with("verdict", outcome.verdict.map(|v| verdict_symbol(ruby, v)))
+        .with("verdict", outcome.verdict.map(|v| symbol(ruby, v)))
         .with(
             "still_over",
             outcome.verdict.is_some_and(|v| v.still_over()),

@@ -9,6 +9,7 @@
 //! milliseconds), so the tests replay any timeline.
 
 use crate::attribution::{Attribution, ClassFigures, InFlight, Snapshot};
+use crate::names::Named;
 use crate::policy::{Action, Denial, Event, Phase, Policy, Reason, ReclaimResult, ResumeCause};
 use crate::settings::{GuardSettings, Metric, RestartRules};
 
@@ -53,17 +54,21 @@ pub enum Verdict {
     Retained,
 }
 
-impl Verdict {
-    pub const ALL: [Verdict; 6] = [
-        Verdict::BackUnder,
-        Verdict::UnderHard,
-        Verdict::StillOver,
-        Verdict::Loop,
-        Verdict::Resumed,
-        Verdict::Retained,
-    ];
+impl Named for Verdict {
+    const WHAT: &'static str = "reclaim verdict";
 
-    pub fn as_str(self) -> &'static str {
+    fn all() -> &'static [Verdict] {
+        &[
+            Verdict::BackUnder,
+            Verdict::UnderHard,
+            Verdict::StillOver,
+            Verdict::Loop,
+            Verdict::Resumed,
+            Verdict::Retained,
+        ]
+    }
+
+    fn as_str(self) -> &'static str {
         match self {
             Verdict::BackUnder => "back_under",
             Verdict::UnderHard => "under_hard",
@@ -73,7 +78,9 @@ impl Verdict {
             Verdict::Retained => "retained",
         }
     }
+}
 
+impl Verdict {
     /// Memory is still over the limit it was reclaimed for.
     pub fn still_over(self) -> bool {
         matches!(self, Verdict::StillOver | Verdict::Loop)

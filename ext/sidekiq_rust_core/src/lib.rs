@@ -5,6 +5,7 @@ pub mod allocator;
 pub mod attribution;
 pub mod cgroup;
 pub mod guard;
+pub mod names;
 pub mod policy;
 pub mod procfs;
 pub mod psi;

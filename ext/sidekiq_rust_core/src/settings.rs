@@ -4,6 +4,7 @@
 //! defaults, forms like "1.5GB", the error naming the user's key); this is the boundary's own check, so that a
 //! Ruby-side mistake fails loudly instead of guarding wrongly. It keeps no defaults.
 
+use crate::names::Named;
 use crate::policy::{Brake, Limits};
 
 /// A value as it comes from Ruby.
@@ -25,10 +26,14 @@ pub enum Metric {
     Cgroup,
 }
 
-impl Metric {
-    pub const ALL: [Metric; 3] = [Metric::Rss, Metric::Pss, Metric::Cgroup];
+impl Named for Metric {
+    const WHAT: &'static str = "metric";
 
-    pub fn as_str(self) -> &'static str {
+    fn all() -> &'static [Metric] {
+        &[Metric::Rss, Metric::Pss, Metric::Cgroup]
+    }
+
+    fn as_str(self) -> &'static str {
         match self {
             Metric::Rss => "rss",
             Metric::Pss => "pss",
@@ -174,10 +179,7 @@ fn concurrency(key: &str, value: &Value) -> Result<Option<u32>, String> {
 
 fn metric(key: &str, value: &Value) -> Result<Metric, String> {
     match value {
-        Value::Name(name) => Metric::ALL
-            .into_iter()
-            .find(|m| m.as_str() == name)
-            .ok_or_else(|| bad(key, value)),
+        Value::Name(name) => Metric::from_name(name).ok_or_else(|| bad(key, value)),
         _ => Err(bad(key, value)),
     }
 }

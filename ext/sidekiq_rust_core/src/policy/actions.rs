@@ -1,6 +1,8 @@
 //! What goes in and out of the policy: the events the caller reports, the actions it is given (and their names,
 //! the one table both sides use), and the reasons and causes they carry.
 
+use crate::names::Named;
+
 /// Why the policy asks for a reclaim or a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -12,8 +14,14 @@ pub enum Reason {
     Brake,
 }
 
-impl Reason {
-    pub fn as_str(self) -> &'static str {
+impl Named for Reason {
+    const WHAT: &'static str = "restart reason";
+
+    fn all() -> &'static [Reason] {
+        &[Reason::Hard, Reason::Soft, Reason::Brake]
+    }
+
+    fn as_str(self) -> &'static str {
         match self {
             Reason::Hard => "hard_limit",
             Reason::Soft => "soft_limit",
@@ -57,16 +65,20 @@ pub enum Denial {
     RedisUnavailable,
 }
 
-impl Denial {
-    pub const ALL: [Denial; 5] = [
-        Denial::DryRun,
-        Denial::Embedded,
-        Denial::NoSlot,
-        Denial::SoleProcess,
-        Denial::RedisUnavailable,
-    ];
+impl Named for Denial {
+    const WHAT: &'static str = "denial reason";
 
-    pub fn as_str(self) -> &'static str {
+    fn all() -> &'static [Denial] {
+        &[
+            Denial::DryRun,
+            Denial::Embedded,
+            Denial::NoSlot,
+            Denial::SoleProcess,
+            Denial::RedisUnavailable,
+        ]
+    }
+
+    fn as_str(self) -> &'static str {
         match self {
             Denial::DryRun => "dry_run",
             Denial::Embedded => "embedded",
@@ -74,10 +86,6 @@ impl Denial {
             Denial::SoleProcess => "sole_process",
             Denial::RedisUnavailable => "redis_unavailable",
         }
-    }
-
-    pub fn from_name(name: &str) -> Option<Denial> {
-        Denial::ALL.into_iter().find(|d| d.as_str() == name)
     }
 }
 
