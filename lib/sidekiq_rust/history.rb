@@ -51,9 +51,15 @@ module SidekiqRust
       @keep = [(KEEP / @interval).ceil + 1, MAX_READINGS].min
       @started_at = Time.now.to_f
       @last_write = nil
-      @logged_failure = false
+      # A Redis outage must not flood the log from every check: said once, and its end once.
+      @write_notice = FailureNotice.new(@logger, failure: "could not write the memory history",
+                                                 recovery: "the memory history is written again", tag: identity)
       @cgroup = CgroupWatch.new(self, logger: @logger, adapter: adapter, in_flight: in_flight, interval: @interval)
-      @fragmentation = Fragmentation::Sampler.new
+      @fragmentation = Fragmentation::Sampler.new(
+        notice: FailureNotice.new(@logger, failure: "could not read the fragmentation figures (the history keeps " \
+                                                    "the last ones read)",
+                                           recovery: "the fragmentation figures are read again", tag: identity)
+      )
     end
 
     # One reading (bytes), the guard's phase and its brake ({paused:, seconds:} or nil without one), written at
@@ -131,13 +137,11 @@ module SidekiqRust
     end
 
     def write(&block)
-      @adapter.redis { |conn| conn.pipelined(&block) }
+      written = @adapter.redis { |conn| conn.pipelined(&block) }
+      @write_notice.succeeded
+      written
     rescue StandardError => e
-      # Logged once: a Redis outage must not flood the log from every check.
-      unless @logged_failure
-        @logged_failure = true
-        @logger.warn("sidekiq_rust: could not write the memory history: #{e.class}: #{e.message}")
-      end
+      @write_notice.failed(e)
       nil
     end
 
