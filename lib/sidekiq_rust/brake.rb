@@ -14,7 +14,7 @@ module SidekiqRust
   class Brake
     # Seconds a thread left out waits for the window before it gets no job.
     WAIT = 1.0
-    PAUSED_PREFIX = "sidekiq_rust:paused:"
+    PAUSED_PREFIX = Keys::PAUSED
     # A fleet paused all at once is said at most this often (seconds) by each process.
     FLEET_PAUSED_EVERY = 60
 
@@ -27,6 +27,9 @@ module SidekiqRust
       @tag = tag
       @concurrency = concurrency
       @fleet_paused_said = nil
+      @mark_notice = log.notice(failure: "could not mark this process paused in Redis (the other processes take it " \
+                                         "for fetching, so a fleet paused all at once may go unsaid)",
+                                recovery: "this process's paused mark is written to Redis again")
       @holders = {}
       @lock = Mutex.new
       @changed = ConditionVariable.new
@@ -140,8 +143,9 @@ module SidekiqRust
       @adapter.redis do |conn|
         on ? conn.call("SET", key, "1", "EX", (3 * @settings.check_interval).ceil) : conn.call("DEL", key)
       end
-    rescue StandardError
-      nil # the mark expires by itself
+      @mark_notice.succeeded
+    rescue StandardError => e
+      @mark_notice.failed(e) # a mark left behind expires by itself
     end
   end
 end

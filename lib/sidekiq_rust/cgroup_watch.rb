@@ -14,12 +14,12 @@ module SidekiqRust
   # process of this host and cgroup that is gone) and the jobs its last reading had in flight: an :oom_kill event
   # in the history (the Memory tab's timeline, on_restart is not called) and an ERROR log line.
   class CgroupWatch
-    COUNT_PREFIX = "sidekiq_rust:cgroup_oom:"
-    CLAIM_PREFIX = "sidekiq_rust:oom_reported:"
+    COUNT_PREFIX = Keys::CGROUP_OOM
+    CLAIM_PREFIX = Keys::OOM_REPORTED
     # Seconds after a rise of the counter spent looking for the killed process (seen gone) before the kill is
     # reported with the process unknown.
     PATIENCE = 10
-    TTL = History::TTL
+    TTL = Keys::HISTORY_TTL
     # The count is written again at least this often (seconds) while it stays the same.
     STORE_EVERY = 600
     # Sidekiq's heartbeat of a process outlives its last beat by this long.

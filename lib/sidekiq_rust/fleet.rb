@@ -5,9 +5,9 @@ module SidekiqRust
   # never the last serving one. A slot is a key set with SET NX and an expiry; it is released when the
   # restarting process exits, or expires by itself if the process is killed.
   class Fleet
-    KEY_PREFIX = "sidekiq_rust:restart_slot:"
+    KEY_PREFIX = Keys::RESTART_SLOT
     # Set (with the loop window as its expiry) when a process of a host restarts for memory.
-    MEMORY_RESTART_PREFIX = "sidekiq_rust:memory_restart:"
+    MEMORY_RESTART_PREFIX = Keys::MEMORY_RESTART
     RELEASE_SCRIPT = <<~LUA
       if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end
     LUA
@@ -36,11 +36,16 @@ module SidekiqRust
       adapter.redis { |conn| conn.call("MGET", *keys) }.compact
     end
 
-    def initialize(settings, adapter: SidekiqAdapter, tag: adapter.own_tag)
+    def initialize(settings, adapter: SidekiqAdapter, tag: adapter.own_tag, logger: settings.logger || adapter.logger)
       @settings = settings
       @adapter = adapter
       @tag = tag
       @held = nil
+      @loop_check = FailureNotice.new(logger, failure: "the restart-loop check is off: Redis cannot say whether a " \
+                                                       "process of this host restarted for memory, nor keep the note " \
+                                                       "that one does",
+                                              recovery: "the restart-loop check reads and writes Redis again",
+                                              tag: tag)
     end
 
     def slot_keys
@@ -88,15 +93,19 @@ module SidekiqRust
       return unless ttl.positive?
 
       @adapter.redis { |conn| conn.call("SET", memory_restart_key, @tag, "EX", ttl.ceil) }
-    rescue StandardError
-      nil # without the mark, the next process of this host skips the restart-loop check
+      @loop_check.succeeded
+    rescue StandardError => e
+      @loop_check.failed(e) # without the mark, the next process of this host skips the restart-loop check
     end
 
     # Whether a process of this host restarted for memory within the loop window: a process that starts now
-    # most likely replaces it. Never raises (false when Redis cannot say).
+    # most likely replaces it. Never raises (false when Redis cannot say, and the log says the check is off).
     def memory_restart_recent?
-      @adapter.redis { |conn| conn.call("EXISTS", memory_restart_key) }.to_i.positive?
-    rescue StandardError
+      recent = @adapter.redis { |conn| conn.call("EXISTS", memory_restart_key) }.to_i.positive?
+      @loop_check.succeeded
+      recent
+    rescue StandardError => e
+      @loop_check.failed(e)
       false
     end
 

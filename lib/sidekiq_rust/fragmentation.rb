@@ -69,10 +69,12 @@ module SidekiqRust
     end
   
     # The figures a process records in its history hash ("live", "allocator_free", "heap_fragmentation",
-    # "ruby_heap"; "" where unknown), read at most every EVERY seconds. Never raises.
+    # "ruby_heap"; "" where unknown), read at most every EVERY seconds. Never raises: a failed read keeps the last
+    # figures, and says so through `notice` (a FailureNotice, nil: not said).
     class Sampler
-      def initialize(every: EVERY)
+      def initialize(every: EVERY, notice: nil)
         @every = every
+        @notice = notice
         @at = nil
         @fields = {}
       end
@@ -84,7 +86,10 @@ module SidekiqRust
         figures = Fragmentation.read
         @fields = { "live" => figures[:live].to_s, "allocator_free" => figures[:allocator_free].to_s,
                     "heap_fragmentation" => figures[:heap_fragmentation].to_s, "ruby_heap" => figures[:ruby_heap].to_s }
-      rescue StandardError
+        @notice&.succeeded
+        @fields
+      rescue StandardError => e
+        @notice&.failed(e)
         @fields
       end
     end

@@ -62,7 +62,11 @@ module SidekiqRust
       @executor = Executor.new(self, native: @native, restart: @restart, reclaimer: @reclaimer, brake: @brake,
                                      log: @log)
       @monitor = Monitor.new(self, interval: settings.check_interval, log: @log)
-      @publish_error = nil
+      @publish_notice = @log.notice(failure: "could not publish the per-class figures",
+                                    recovery: "the per-class figures are published again")
+      @pressure_notice = @log.notice(failure: "could not read the memory pressure (PSI): the brake's brake_pressure " \
+                                              "counts it as none until it can",
+                                     recovery: "the memory pressure (PSI) is read again")
     end
 
     # Called by the middleware before a job: counts it in (no system call); returns its token.
@@ -137,10 +141,9 @@ module SidekiqRust
     # Writes this process's figures to Redis for `sidekiq_rust report` (Report.fleet). Never raises.
     def publish
       Report.publish(@tag, report(limit: Report::MAX_CLASSES), ttl: 3 * @settings.check_interval)
-      @publish_error = nil
+      @publish_notice.succeeded
     rescue StandardError => e
-      @log.failure("publishing the per-class figures", e) unless @publish_error == e.message
-      @publish_error = e.message
+      @publish_notice.failed(e)
     end
 
     # Sidekiq's :shutdown (TERM): stops the monitor, publishes the figures and, unless the guard's own restart
@@ -198,10 +201,14 @@ module SidekiqRust
 
     private
 
-    # PSI "some" avg10 of this process's cgroup (v2) or the machine; nil where the kernel has none.
+    # PSI "some" avg10 of this process's cgroup (v2) or the machine; nil where the kernel has none, or when it
+    # cannot be read (said once, and once when it can again).
     def pressure
-      Memory.pressure&.fetch(:some_avg10)
-    rescue Error
+      pressure = Memory.pressure&.fetch(:some_avg10)
+      @pressure_notice.succeeded
+      pressure
+    rescue Error => e
+      @pressure_notice.failed(e)
       nil
     end
 

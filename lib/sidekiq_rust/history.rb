@@ -21,19 +21,18 @@ module SidekiqRust
   # A guarded process writes through an instance (Guard calls #record and #event); the Web UI and the metrics read
   # through the class methods. Writing never raises: Redis being down only costs the history.
   class History
-    READINGS_PREFIX = "sidekiq_rust:history:"
-    PROCESS_PREFIX = "sidekiq_rust:process:"
-    INDEX = "sidekiq_rust:processes"
-    EVENTS = "sidekiq_rust:events"
+    READINGS_PREFIX = Keys::HISTORY_READINGS
+    PROCESS_PREFIX = Keys::HISTORY_PROCESS
+    INDEX = Keys::HISTORY_INDEX
+    EVENTS = Keys::HISTORY_EVENTS
     # How far back the readings reach.
     KEEP = 3600
     # Readings kept per process whatever check_interval is (0.5 s and up keep the whole hour).
     MAX_READINGS = 7200
     # Every key expires this long after its last write: a process gone for two hours leaves nothing behind.
-    TTL = 2 * 3600
-    # The event stream keeps about this many events (XADD MAXLEN ~), for this long after the last one.
-    EVENTS_MAX = 1000
-    EVENTS_TTL = 7 * 86_400
+    TTL = Keys::HISTORY_TTL
+    EVENTS_MAX = Keys::EVENTS_MAX
+    EVENTS_TTL = Keys::EVENTS_TTL
     # A process without a reading for this many check intervals (and at least GONE_MIN seconds) is gone.
     GONE_INTERVALS = 3
     GONE_MIN = 15
@@ -51,9 +50,15 @@ module SidekiqRust
       @keep = [(KEEP / @interval).ceil + 1, MAX_READINGS].min
       @started_at = Time.now.to_f
       @last_write = nil
-      @logged_failure = false
+      # A Redis outage must not flood the log from every check: said once, and its end once.
+      @write_notice = FailureNotice.new(@logger, failure: "could not write the memory history",
+                                                 recovery: "the memory history is written again", tag: identity)
       @cgroup = CgroupWatch.new(self, logger: @logger, adapter: adapter, in_flight: in_flight, interval: @interval)
-      @fragmentation = Fragmentation::Sampler.new
+      @fragmentation = Fragmentation::Sampler.new(
+        notice: FailureNotice.new(@logger, failure: "could not read the fragmentation figures (the history keeps " \
+                                                    "the last ones read)",
+                                           recovery: "the fragmentation figures are read again", tag: identity)
+      )
     end
 
     # One reading (bytes), the guard's phase and its brake ({paused:, seconds:} or nil without one), written at
@@ -131,13 +136,11 @@ module SidekiqRust
     end
 
     def write(&block)
-      @adapter.redis { |conn| conn.pipelined(&block) }
+      written = @adapter.redis { |conn| conn.pipelined(&block) }
+      @write_notice.succeeded
+      written
     rescue StandardError => e
-      # Logged once: a Redis outage must not flood the log from every check.
-      unless @logged_failure
-        @logged_failure = true
-        @logger.warn("sidekiq_rust: could not write the memory history: #{e.class}: #{e.message}")
-      end
+      @write_notice.failed(e)
       nil
     end
 

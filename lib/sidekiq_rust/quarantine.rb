@@ -15,9 +15,9 @@ module SidekiqRust
   # job that reaches `quarantine_after` goes to Sidekiq's dead set with an error saying why, and its thread is
   # interrupted before TERM, so that Sidekiq's own shutdown requeue (any fetch, any version) does not push it back.
   class Quarantine
-    KEY_PREFIX = "sidekiq_rust:restarts_in_flight:"
+    KEY_PREFIX = Keys::RESTARTS_IN_FLIGHT
     # A job's count is forgotten this long after the last memory restart it was in flight at.
-    EXPIRY = 86_400
+    EXPIRY = Keys::QUARANTINE_TTL
     # The thread variable through which the guard finds a running job's thread and payload.
     JOB = :sidekiq_rust_job
     # How long the guard waits for a quarantined job's thread to leave the job before TERM.

@@ -14,8 +14,8 @@ module SidekiqRust
   # "allocated_per_job":}, ...]}` with an expiry, at most MAX_CLASSES rows, and lists the identity in the sorted
   # set `sidekiq_rust:class_index` (score: when its key expires), so readers never scan the keyspace.
   module Report
-    KEY_PREFIX = "sidekiq_rust:classes:"
-    INDEX_KEY = "sidekiq_rust:class_index"
+    KEY_PREFIX = Keys::CLASSES
+    INDEX_KEY = Keys::CLASS_INDEX
     # Rows one process publishes.
     MAX_CLASSES = 100
     # A process's figures outlive its last publication by at least this long (a restarted process's too).

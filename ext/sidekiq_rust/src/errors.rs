@@ -17,7 +17,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [
+    const COUNT: usize = 6;
+    const ALL: [Kind; Kind::COUNT] = [
         Kind::Error,
         Kind::NoSuchProcess,
         Kind::PermissionDenied,
@@ -38,7 +39,7 @@ impl Kind {
     }
 }
 
-static CLASSES: OnceLock<[Opaque<ExceptionClass>; 6]> = OnceLock::new();
+static CLASSES: OnceLock<[Opaque<ExceptionClass>; Kind::COUNT]> = OnceLock::new();
 
 pub fn init(ruby: &Ruby, root: &RModule) -> Result<(), Error> {
     let mut found = Vec::with_capacity(Kind::ALL.len());
@@ -54,9 +55,14 @@ pub fn init(ruby: &Ruby, root: &RModule) -> Result<(), Error> {
         })?;
         found.push(Opaque::from(class));
     }
-    if let Ok(classes) = <[Opaque<ExceptionClass>; 6]>::try_from(found) {
-        let _ = CLASSES.set(classes);
-    }
+    let classes = <[Opaque<ExceptionClass>; Kind::COUNT]>::try_from(found).map_err(|_| {
+        Error::new(
+            ruby.exception_load_error(),
+            "SidekiqRust's error classes did not all load (a bug: please report it)",
+        )
+    })?;
+    // Set once per process: a second load of the extension finds the same classes already there.
+    let _ = CLASSES.set(classes);
     Ok(())
 }
 

@@ -31,6 +31,12 @@ module SidekiqRust
         write(:error, message, **fields)
       end
 
+      # A FailureNotice that writes here, with this process's identity: a repeated failure said once, its
+      # recovery once.
+      def notice(failure:, recovery:)
+        FailureNotice.new(@logger, failure: failure, recovery: recovery, tag: @tag)
+      end
+
       def failure(where, error)
         @logger.error("sidekiq_rust: error #{where}: #{error.class}: #{error.message} identity=#{@tag}")
       rescue StandardError

@@ -22,6 +22,9 @@ module SidekiqRust
         @log = log
         @history = history
         @lock = Mutex.new
+        # A measuring reclaim logs nothing: its purge failing is said once (the policy's reclaims say it each time).
+        @purge_notice = log.notice(failure: "the purge of the measuring reclaims went wrong",
+                                   recovery: "the purge of the measuring reclaims works again")
       end
 
       # The reclaim the policy asked for (`action` :reclaim_soft, :reclaim_hard or :reclaim_brake): logs what came
@@ -43,7 +46,8 @@ module SidekiqRust
       def measure(force: false)
         return false unless @native.measure_due?(force)
 
-        run(decide: false)
+        result = run(decide: false)
+        result[:purge_error] ? @purge_notice.failed(result[:purge_error]) : @purge_notice.succeeded
         true
       end
 
