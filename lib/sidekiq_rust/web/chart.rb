@@ -77,11 +77,15 @@ module SidekiqRust
         ].join("\n")
       end
 
-      # [[from, to], ...]: each pause to the resume after it (to the chart's end while still paused).
       def paused_spans
+        self.class.paused_spans(@events, @to)
+      end
+
+      # [[from, to], ...]: each pause of `events` to the resume after it (to `to` while still paused).
+      def self.paused_spans(events, to)
         spans = []
         from = nil
-        @events.sort_by { |e| e[:at] }.each do |event|
+        events.sort_by { |e| e[:at] }.each do |event|
           case event[:type]
           when "pause" then from ||= event[:at]
           when "resume"
@@ -89,7 +93,7 @@ module SidekiqRust
             from = nil
           end
         end
-        spans << [from, @to] if from
+        spans << [from, [to, from].max] if from
         spans
       end
 

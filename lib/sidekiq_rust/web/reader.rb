@@ -1,0 +1,71 @@
+# frozen_string_literal: true
+
+require_relative "../history"
+
+module SidekiqRust
+  module Web
+    # What the Memory tab reads beyond History's page-at-a-time readers, read only (what the guards write, and
+    # how, is History's): every process at once (the fleet's summary and the sort by share of the limit need
+    # them all), the readings of many processes in one pipelined round trip, and the whole event stream, so that
+    # the tab selects events per kind before it truncates (a burst of brake rows must not push the restarts out).
+    module Reader
+      # The most processes the tab reads (a fleet's processes within History::TTL).
+      MAX_PROCESSES = 2000
+      # The stream holds about History::EVENTS_MAX entries (XADD MAXLEN ~ trims whole nodes): read them all.
+      MAX_EVENTS = History::EVENTS_MAX * 2
+
+      # The tab's kinds of event, each the event types it stands for (what `?events=KIND` selects).
+      KINDS = {
+        "restart" => %w[restart],
+        "oom_kill" => %w[oom_kill],
+        "brake" => %w[pause resume],
+        "reclaim" => %w[reclaim],
+        "denial" => %w[denial],
+        "quarantine" => %w[quarantine]
+      }.freeze
+
+      module_function
+
+      # Every process with a history (History.processes rows), in History's order (most recently seen first).
+      def processes(now:, adapter:)
+        History.processes(limit: MAX_PROCESSES, offset: 0, now: now, adapter: adapter)
+      end
+
+      # {identity => [[unix_seconds, bytes], ...]} (oldest first) for `identities`, in one pipelined round trip.
+      def readings(identities, adapter:)
+        identities = identities.uniq
+        return {} if identities.empty?
+
+        lists = adapter.redis do |conn|
+          conn.pipelined do |pipe|
+            identities.each { |id| pipe.call("LRANGE", History::READINGS_PREFIX + id, 0, -1) }
+          end
+        end
+        identities.zip(lists).to_h do |id, lines|
+          [id, Array(lines).map do |line|
+            at, bytes = line.split(" ", 2)
+            [at.to_f, bytes.to_i]
+          end]
+        end
+      end
+
+      # Every event in the stream, newest first (History.events rows).
+      def events(adapter:)
+        History.events(count: MAX_EVENTS, adapter: adapter)
+      end
+
+      # The kind (a KINDS key) of an event row, nil for a type the tab does not know.
+      def kind(event)
+        KINDS.find { |_kind, types| types.include?(event[:type]) }&.first
+      end
+
+      # The newest `per_kind` events of each kind in `kinds` (all kinds when nil), merged newest first: one kind's
+      # burst cannot push another's rows out.
+      def select(events, per_kind:, kinds: nil)
+        wanted = kinds || KINDS.keys
+        events.group_by { |e| kind(e) }.slice(*wanted).values.flat_map { |rows| rows.sort_by { |e| -e[:at] }.first(per_kind) }
+              .sort_by { |e| [-e[:at], e[:id].to_s] }
+      end
+    end
+  end
+end
