@@ -125,6 +125,10 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
       expect(layout["overflowing"]).to eq([])
       expect(layout["summaryBottom"]).to be <= layout["innerHeight"]
       browser.screenshot(File.join(tmp, "memory-tab-1400.png"))
+      %w[sr-grid sr-events].each do |part|
+        browser.execute("document.querySelector('.#{part}').scrollIntoView()")
+        browser.screenshot(File.join(tmp, "memory-tab-1400-#{part.delete_prefix('sr-')}.png"))
+      end
 
       summary = browser.execute("return document.querySelector('.sr-summary').innerText")
       # 11 live: 1 paused by the brake, 1 restarting (over its limit too), 9 serving; 2 gone.
@@ -195,7 +199,13 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
       expect(layout["overflowing"]).to eq([])
       expect(layout["cards"].size).to eq(13)
       expect(layout["cards"].map { |c| c["height"] }.min).to be >= 50 # the small charts keep their height
+      # The tab's own first screen (Sidekiq's summary bar fills the phone's first one).
+      browser.execute("document.querySelector('.sr-memory-tab').scrollIntoView()")
       browser.screenshot(File.join(tmp, "memory-tab-390.png"))
+      %w[sr-grid sr-events sr-classes].each do |part|
+        browser.execute("document.querySelector('.#{part}').scrollIntoView()")
+        browser.screenshot(File.join(tmp, "memory-tab-390-#{part.delete_prefix('sr-')}.png"))
+      end
       browser.visit("#{@web.url}/sidekiq/memory?process=#{CGI.escape('web-1:101:aaa')}")
       detail = browser.execute(DETAIL)
       expect(detail["scrollWidth"]).to be <= detail["innerWidth"]

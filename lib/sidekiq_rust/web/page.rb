@@ -182,6 +182,16 @@ module SidekiqRust
         @over ||= live.select { |p| p[:soft] && p[:memory] > p[:soft] }
       end
 
+      # Live processes the brake holds, the largest share first.
+      def paused
+        live.select { |p| p[:brake] == :paused }
+      end
+
+      # Live processes on their way to a restart, the largest share first.
+      def restarting
+        live.select { |p| RESTARTING.include?(p[:phase].to_s) }
+      end
+
       # Since when a process has been over max_rss: the first reading of its last run of readings over it
       # ([at, whole]: whole when the run starts at its oldest reading, so "at least since").
       def over_since(process)
@@ -198,9 +208,9 @@ module SidekiqRust
       def counts
         @counts ||= {
           serving: live.count { |p| !RESTARTING.include?(p[:phase].to_s) && p[:brake] != :paused },
-          paused: live.count { |p| p[:brake] == :paused },
+          paused: paused.size,
           over: over.size,
-          restarting: live.count { |p| RESTARTING.include?(p[:phase].to_s) },
+          restarting: restarting.size,
           gone: all.count { |p| p[:gone] }
         }
       end

@@ -48,6 +48,7 @@ module SidekiqRust
         parts << limit_line(@soft, :soft, "max_rss") if @soft
         parts << limit_line(@hard, :hard, "hard_max_rss") if @hard && @hard <= @ymax
         parts << memory_path
+        parts << off_scale
         @events.each { |event| parts << marker(event) }
         parts << "</svg>"
         parts.compact.join("\n")
@@ -67,15 +68,19 @@ module SidekiqRust
         end.join(" ")
       end
 
-      # [[from, to, peak], ...]: the spans the readings were over max_rss (to the last reading while still over).
       def over_spans
-        return [] unless @soft
+        self.class.over_spans(@readings, @soft).select { |_from, to, _peak| to >= @from }
+      end
+
+      # [[from, to, peak], ...]: the spans `readings` were over `soft` (to the last reading while still over).
+      def self.over_spans(readings, soft)
+        return [] unless soft
 
         spans = []
         start = nil
         peak = 0
-        @readings.each do |at, bytes|
-          if bytes > @soft
+        readings.each do |at, bytes|
+          if bytes > soft
             start ||= at
             peak = [peak, bytes].max
           elsif start
@@ -84,8 +89,8 @@ module SidekiqRust
             peak = 0
           end
         end
-        spans << [start, @readings.last.first, peak] if start
-        spans.select { |_from, to, _peak| to >= @from }
+        spans << [start, readings.last.first, peak] if start
+        spans
       end
 
       private
@@ -134,6 +139,18 @@ module SidekiqRust
         %(<path class="sr-memory" d="#{path_data}" fill="none" stroke="#{COLORS[:memory]}" stroke-width="1.5" ) +
           %(vector-effect="non-scaling-stroke"><title>#{esc(@label)}: #{mb(last)} at #{clock(last_at)}, peak ) +
           %(#{mb(peak)}</title></path>)
+      end
+
+      # A thick line along the top where the memory was above the chart's scale (HEADROOM times max_rss).
+      def off_scale
+        above = @readings.select { |at, bytes| bytes > @ymax && at >= @from }
+        return nil if above.empty?
+
+        x1 = x(above.first.first)
+        width = format("%.1f", [x(above.last.first) - x1, 2].max)
+        %(<rect class="sr-off-scale" x="#{format('%.1f', x1)}" y="0" width="#{width}" height="3" ) +
+          %(fill="#{COLORS[:over]}"><title>above #{mb(@ymax)} (#{HEADROOM}x max_rss), the top of this chart: ) +
+          %(peak #{mb(above.map(&:last).max)}</title></rect>)
       end
 
       def marker(event)
