@@ -129,6 +129,11 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
         browser.execute("document.querySelector('.#{part}').scrollIntoView()")
         browser.screenshot(File.join(tmp, "memory-tab-1400-#{part.delete_prefix('sr-')}.png"))
       end
+      # The README's picture: the summary and every small chart.
+      browser.resize(1400, 1500)
+      browser.execute("window.scrollTo(0, 0)")
+      expect(browser.execute("return document.documentElement.scrollWidth")).to be <= 1400
+      browser.screenshot(File.join(tmp, "memory-tab-1400-tall.png"))
 
       summary = browser.execute("return document.querySelector('.sr-summary').innerText")
       # 11 live: 1 paused by the brake, 1 restarting (over its limit too), 9 serving; 2 gone.

@@ -51,6 +51,11 @@ class Browser
     request(:post, "/session/#{@session}/execute/sync", script: script, args: args)
   end
 
+  # Resizes the window (a desktop's: at least 500 px wide).
+  def resize(width, height)
+    request(:post, "/session/#{@session}/window/rect", width: width, height: height)
+  end
+
   def text
     execute("return document.body.innerText")
   end
