@@ -66,6 +66,13 @@ RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})
     brake = app.get("/sidekiq/memory?events=brake").body.scan(/<tr class="sr-event sr-event-(\w+)">/).flatten
     expect(brake.size).to eq(SidekiqRust::Web::Page::EVENTS_SHOWN)
     expect(brake.uniq.sort).to eq(%w[pause resume])
+    # The tab's one-round-trip readers (Lua) read what History's own readers do.
+    reader = SidekiqRust::Web::Reader
+    expect(reader.events(adapter: SidekiqRust::SidekiqAdapter))
+      .to eq(SidekiqRust::History.events(count: 5000))
+    expect(reader.readings(%w[restarted:1 braked:1 unknown:1], adapter: SidekiqRust::SidekiqAdapter))
+      .to eq("restarted:1" => SidekiqRust::History.readings("restarted:1"),
+             "braked:1" => SidekiqRust::History.readings("braked:1"), "unknown:1" => [])
     # A process's page: its events only.
     own = app.get("/sidekiq/memory?process=restarted%3A1").body.scan(/<tr class="sr-event sr-event-(\w+)">/).flatten
     expect(own).to eq(%w[restart])
