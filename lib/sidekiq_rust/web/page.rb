@@ -192,6 +192,11 @@ module SidekiqRust
         live.select { |p| RESTARTING.include?(p[:phase].to_s) }
       end
 
+      # Gone processes, the most recently gone first.
+      def gone
+        all.select { |p| p[:gone] }.sort_by { |p| -p[:at] }
+      end
+
       # Since when a process has been over max_rss: the first reading of its last run of readings over it
       # ([at, whole]: whole when the run starts at its oldest reading, so "at least since").
       def over_since(process)
@@ -211,7 +216,7 @@ module SidekiqRust
           paused: paused.size,
           over: over.size,
           restarting: restarting.size,
-          gone: all.count { |p| p[:gone] }
+          gone: gone.size
         }
       end
 
@@ -280,12 +285,15 @@ module SidekiqRust
 
       # The phase a process shows: a live one's phase; a gone one's end (restarted, OOM-killed) or, when its last
       # reading caught a phase on the way to a restart, "gone" and its last serving state, not the stale phase.
-      def phase_text(process)
+      # `short`: without the time.
+      def phase_text(process, short: false)
         return process[:phase].to_s unless process[:gone]
 
         restart = events_of(process[:identity]).find { |e| e[:type] == "restart" }
-        return "restarted (#{restart[:reason]}) at #{clock(restart[:at])}" if restart
-        return "killed by the OOM killer at #{clock(oom_kill_of(process)[:at])}" if oom_kill_of(process)
+        oom = !restart && oom_kill_of(process)
+        at = short ? "" : " at #{clock((restart || oom)[:at])}" if restart || oom
+        return "restarted (#{restart[:reason]})#{at}" if restart
+        return "killed by the OOM killer#{at}" if oom
 
         "gone, last serving"
       end
