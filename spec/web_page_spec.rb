@@ -70,6 +70,8 @@ RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})
     reader = SidekiqRust::Web::Reader
     expect(reader.events(adapter: SidekiqRust::SidekiqAdapter))
       .to eq(SidekiqRust::History.events(count: 5000))
+    expect(reader.processes(now: now, adapter: SidekiqRust::SidekiqAdapter))
+      .to eq(SidekiqRust::History.processes(now: now)).and(satisfy { |rows| rows.size == 2 })
     expect(reader.readings(%w[restarted:1 braked:1 unknown:1], adapter: SidekiqRust::SidekiqAdapter))
       .to eq("restarted:1" => SidekiqRust::History.readings("restarted:1"),
              "braked:1" => SidekiqRust::History.readings("braked:1"), "unknown:1" => [])

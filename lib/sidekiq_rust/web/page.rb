@@ -134,11 +134,14 @@ module SidekiqRust
         Report.top(classes, :retained_per_job, TOP_CLASSES)
       end
 
-      # Readings of this page's processes and of every process over max_rss (for "since when").
+      # Readings of this page's processes and of those the summary says since when they are over max_rss (a
+      # process's page: its own).
       def readings(identity)
-        @readings ||= Reader.readings(processes.map { |p| p[:identity] } + over.map { |p| p[:identity] },
-                                      adapter: @adapter)
-        @readings[identity] || []
+        @readings ||= begin
+          shown = detail? ? [@identity] : processes.map { |p| p[:identity] } + over.first(OVER_SHOWN).map { |p| p[:identity] }
+          Reader.readings(shown, adapter: @adapter)
+        end
+        @readings.fetch(identity) { @readings[identity] = Reader.readings([identity], adapter: @adapter)[identity] || [] }
       end
 
       # The shared time axis of the small charts: from the oldest reading shown (at most History::KEEP ago) to now.
@@ -168,8 +171,7 @@ module SidekiqRust
 
       # The full chart of a process's page.
       def chart(process)
-        readings = Reader.readings([process[:identity]], adapter: @adapter)[process[:identity]] || []
-        Chart.new(readings, soft: process[:soft], hard: process[:hard], events: events_of(process[:identity]),
+        Chart.new(readings(process[:identity]), soft: process[:soft], hard: process[:hard], events: events_of(process[:identity]),
                             label: "#{process[:metric]} of #{process[:identity]}").to_svg
       end
 
