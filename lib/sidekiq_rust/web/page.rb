@@ -76,6 +76,13 @@ module SidekiqRust
         @process ||= all.find { |p| p[:identity] == @identity }
       end
 
+      # A process's identity without its host name (under the host's heading): "12345:0f3a9c2b7d1e".
+      def short_identity(process)
+        host = process[:hostname].to_s
+        short = process[:identity].delete_prefix("#{host}:")
+        host.empty? || short.empty? ? process[:identity] : short
+      end
+
       # memory / max_rss (hard_max_rss without one); nil without a limit.
       def share(process)
         limit = process[:soft] || process[:hard]
