@@ -31,7 +31,8 @@ class Browser
     Timeout.timeout(30) do
       sleep 0.1 until ready?
     end
-    options = { binary: CHROMIUM, args: ARGS + ["--window-size=#{[width, 500].max},#{height}",
+    # CHROMIUM_ARGS: more switches, e.g. "--force-dark-mode --blink-settings=preferredColorScheme=0" (a dark theme).
+    options = { binary: CHROMIUM, args: ARGS + ENV.fetch("CHROMIUM_ARGS", "").split + ["--window-size=#{[width, 500].max},#{height}",
                                                 "--user-data-dir=#{@profile}/data"] }
     # A window is at least 500 px wide: narrower, the page gets a phone's viewport (Chromium's device emulation).
     if width < 500

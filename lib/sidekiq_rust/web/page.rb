@@ -32,7 +32,12 @@ module SidekiqRust
       KIND_LABELS = { "restart" => "restarts", "oom_kill" => "OOM kills", "brake" => "brake",
                       "reclaim" => "reclaims", "denial" => "refused restarts", "quarantine" => "quarantines" }.freeze
 
-      attr_reader :page, :now, :identity, :kind
+      attr_reader :now, :identity, :kind
+
+      # The page asked for, at most the last.
+      def page
+        [@page, pages].min
+      end
 
       def initialize(page: 1, process: nil, events: nil, now: Time.now.to_f, adapter: SidekiqAdapter)
         @page = [page.to_i, 1].max

@@ -17,7 +17,7 @@ module SidekiqRust
       BOTTOM = 2
       # The y axis reaches this many times max_rss: the limit line at two thirds of the height.
       HEADROOM = 1.5
-      COLORS = Chart::COLORS.merge(over: "#c62828", oom: "#6a1b9a", tick: "#e3e3e3").freeze
+      COLORS = Chart::COLORS.merge(over: "#c62828", oom: "#6a1b9a", tick: "#808080").freeze
 
       attr_reader :ymax
 
@@ -41,7 +41,7 @@ module SidekiqRust
       def to_svg
         parts = [%(<svg class="sr-small-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 #{WIDTH} #{HEIGHT}" ) +
                  %(preserveAspectRatio="none" role="img" aria-label="#{esc(@label)}">)]
-        parts << %(<rect x="0" y="0" width="#{WIDTH}" height="#{HEIGHT}" fill="#ffffff" fill-opacity="0.6"/>)
+        parts << %(<rect x="0" y="0" width="#{WIDTH}" height="#{HEIGHT}" fill="#808080" fill-opacity="0.06"/>)
         @ticks.each { |at| parts << tick(at) }
         Chart.paused_spans(@events, @ends_at).each { |from, to| parts << paused_band(from, to) }
         over_spans.each { |span| parts << over_band(*span) }
@@ -105,7 +105,8 @@ module SidekiqRust
 
       def tick(at)
         xx = format("%.1f", x(at))
-        %(<line class="sr-tick" x1="#{xx}" y1="0" x2="#{xx}" y2="#{HEIGHT}" stroke="#{COLORS[:tick]}" stroke-width="1"/>)
+        %(<line class="sr-tick" x1="#{xx}" y1="0" x2="#{xx}" y2="#{HEIGHT}" stroke="#{COLORS[:tick]}" stroke-opacity="0.3" ) +
+          %(stroke-width="1" vector-effect="non-scaling-stroke"/>)
       end
 
       def paused_band(from, to)
