@@ -40,7 +40,13 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
     (until_ago..(minutes * 60)).step(10).reverse_each do |ago|
       history.record(memory.call(ago / 60.0) * mb, ago == until_ago ? phase : :serving, brake: brake, now: now - ago)
     end
+    own_pid(identity)
     history
+  end
+
+  # History writes this process's pid: give each simulated process the pid its identity names.
+  def own_pid(identity)
+    redis_call("HSET", "#{SidekiqRust::History::PROCESS_PREFIX}#{identity}", "pid", identity.split(":")[-2])
   end
 
   def fleet
@@ -96,6 +102,12 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
       innerWidth: window.innerWidth,
       innerHeight: window.innerHeight,
       summaryBottom: summary.bottom + window.scrollY,
+      // The fold: the window's bottom, or the top of a bar fixed to it (Sidekiq's footer).
+      fold: Array.from(document.querySelectorAll("body *")).filter(function (el) {
+        var style = window.getComputedStyle(el);
+        return (style.position === "fixed" || style.position === "sticky") &&
+               el.getBoundingClientRect().top > window.innerHeight / 2;
+      }).reduce(function (fold, el) { return Math.min(fold, el.getBoundingClientRect().top); }, window.innerHeight),
       overflowing: Array.from(document.querySelectorAll(".sr-memory-tab *")).filter(function (el) {
         return el.getBoundingClientRect().right > window.innerWidth + 0.5 && !el.closest(".sr-scroll");
       }).map(function (el) { return el.tagName + "." + el.className; }).slice(0, 5),
@@ -125,7 +137,7 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
       expect(layout["innerWidth"]).to eq(1400)
       expect(layout["scrollWidth"]).to be <= layout["innerWidth"], layout["overflowing"].inspect
       expect(layout["overflowing"]).to eq([])
-      expect(layout["summaryBottom"]).to be <= layout["innerHeight"]
+      expect(layout["summaryBottom"]).to be <= layout["fold"]
       browser.screenshot(File.join(tmp, "memory-tab-1400.png"))
       %w[sr-grid sr-events].each do |part|
         browser.execute("document.querySelector('.#{part}').scrollIntoView()")
@@ -142,8 +154,8 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
       expect(summary).to match(/\b9\s+serving/)
       expect(summary).to match(/\b1\s+paused by the brake/)
       expect(summary).to match(/\b2\s+over max_rss/)
-      expect(summary).to match(/web-1:101:aaa 340% since \d\d:\d\d:\d\d UTC/)
-      expect(summary).to match(/#{Regexp.escape(host)}:201:ddd 120% since \d\d:\d\d:\d\d UTC/)
+      expect(summary).to match(/web-1:101 340% since \d\d:\d\d:\d\d UTC/)
+      expect(summary).to match(/ip-10-0-12-34:201 120% since \d\d:\d\d:\d\d UTC/)
       expect(summary).to match(/\b1\s+restarting/)
       expect(summary).to match(/\b2\s+gone/)
       expect(summary).to include("LeakJob", "3.0MB")
@@ -191,6 +203,43 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
       expect(detail["restarts"]).to eq(1)
       expect(detail["text"]).to include("restarted (soft_limit)")
       expect(detail["text"]).to match(/restart\s+soft_limit: 260MB \(limit 200MB\)/)
+    ensure
+      browser.quit
+    end
+  end
+
+  it "keeps the summary on the first screen with 60 processes on 5 hosts, many of them in trouble, 50 a page" do
+    now = Time.now.to_f
+    hosts = (1..5).map { |i| "ip-10-0-#{i}-#{i * 7}.eu-west-1.compute.internal" }
+    60.times do |i|
+      host = hosts[i % 5]
+      history = SidekiqRust::History.new(settings, identity: "#{host}:#{1000 + i}:#{format('%012x', i * 7919)}",
+                                                   adapter: host_adapter.new(host))
+      memory = (i < 10 ? 250 + (i * 10) : 60 + (i * 2)) * mb # 10 over max_rss (200 MB)
+      phase = i.between?(10, 15) ? :waiting_slot : :serving # 6 restarting
+      brake = i.between?(16, 21) ? { paused: true, seconds: 5.0 } : nil # 6 paused
+      ago = i >= 54 ? 120 : 0 # 6 gone
+      [300, 200, 100].each { |back| history.record(memory * 0.8, :serving, now: now - ago - back) }
+      history.record(memory, phase, brake: brake, now: now - ago)
+      own_pid(history.identity)
+    end
+    browser = Browser.new(width: 1400, height: 900)
+    begin
+      layout = visit(browser, "")
+      expect(layout["scrollWidth"]).to be <= layout["innerWidth"], layout["overflowing"].inspect
+      expect(layout["summaryBottom"]).to be <= layout["fold"]
+      expect(layout["cards"].size).to eq(50)
+      summary = browser.execute("return document.querySelector('.sr-summary').innerText")
+      expect(summary).to match(/\b10\s+over max_rss/)
+      expect(summary).to include("and 6 more") # 4 named
+      expect(summary).to match(/\b6\s+restarting/)
+      expect(summary).to match(/\b6\s+paused by the brake/)
+      expect(summary).to match(/\b6\s+gone/)
+      expect(summary).to match(/\b42\s+serving/) # 54 live, less 6 restarting and 6 paused
+      browser.screenshot(File.join(tmp, "memory-tab-1400-60.png"))
+      layout = visit(browser, "?page=2")
+      expect(layout["cards"].size).to eq(10)
+      expect(layout["scrollWidth"]).to be <= layout["innerWidth"]
     ensure
       browser.quit
     end

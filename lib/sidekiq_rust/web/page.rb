@@ -88,6 +88,13 @@ module SidekiqRust
         host.empty? || short.empty? ? process[:identity] : short
       end
 
+      # A process's name in the summary: its host's first label and its pid ("ip-10-0-5-35:1009"); the link and
+      # its title carry the whole identity.
+      def brief_identity(process)
+        host = process[:hostname].to_s.split(".").first
+        host && process[:pid].to_i.positive? ? "#{host}:#{process[:pid]}" : process[:identity]
+      end
+
       # memory / max_rss (hard_max_rss without one); nil without a limit.
       def share(process)
         limit = process[:soft] || process[:hard]
