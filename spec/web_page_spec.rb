@@ -45,8 +45,12 @@ RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})
     restarted.event(:restart, reason: :soft_limit, memory: 300 * mb, limit: 200 * mb, busy: 1, now: now - 99)
     braked = SidekiqRust::History.new(settings, identity: "braked:1")
     braked.record(190 * mb, :serving, brake: { paused: true, seconds: 1.0 }, now: now - 1)
-    12.times { |i| braked.event(:reclaim, released: 512 * 1024, memory: 190 * mb, still_over: false, now: now - 90 + i) }
-    200.times { |i| braked.event(i.even? ? :pause : :resume, memory: 190 * mb, busy: 2, window: 1, now: now - 60 + (i * 0.25)) }
+    12.times do |i|
+      braked.event(:reclaim, released: 512 * 1024, memory: 190 * mb, still_over: false, now: now - 90 + i)
+    end
+    200.times do |i|
+      braked.event(i.even? ? :pause : :resume, memory: 190 * mb, busy: 2, window: 1, now: now - 60 + (i * 0.25))
+    end
     app = Rack::MockRequest.new(WebServer.app)
 
     body = app.get("/sidekiq/memory").body

@@ -32,8 +32,9 @@ class Browser
       sleep 0.1 until ready?
     end
     # CHROMIUM_ARGS: more switches, e.g. "--force-dark-mode --blink-settings=preferredColorScheme=0" (a dark theme).
-    options = { binary: CHROMIUM, args: ARGS + ENV.fetch("CHROMIUM_ARGS", "").split + ["--window-size=#{[width, 500].max},#{height}",
-                                                "--user-data-dir=#{@profile}/data"] }
+    args = ARGS + ENV.fetch("CHROMIUM_ARGS", "").split +
+           ["--window-size=#{[width, 500].max},#{height}", "--user-data-dir=#{@profile}/data"]
+    options = { binary: CHROMIUM, args: args }
     # A window is at least 500 px wide: narrower, the page gets a phone's viewport (Chromium's device emulation).
     if width < 500
       options[:mobileEmulation] = { deviceMetrics: { width: width, height: height, pixelRatio: 1, touch: true,

@@ -119,7 +119,9 @@ module SidekiqRust
       # fleet or of the process of a process's page.
       def timeline
         rows = detail? ? events_of(@identity) : events
-        @kind ? Reader.select(rows, per_kind: EVENTS_SHOWN, kinds: [@kind]) : Reader.select(rows, per_kind: EVENTS_PER_KIND)
+        return Reader.select(rows, per_kind: EVENTS_SHOWN, kinds: [@kind]) if @kind
+
+        Reader.select(rows, per_kind: EVENTS_PER_KIND)
       end
 
       # {kind => events of that kind in the stream} of the fleet or the process.
@@ -157,10 +159,12 @@ module SidekiqRust
       # process's page: its own).
       def readings(identity)
         @readings ||= begin
-          shown = detail? ? [@identity] : processes.map { |p| p[:identity] } + over.first(OVER_SHOWN).map { |p| p[:identity] }
+          shown = detail? ? [@identity] : (processes + over.first(OVER_SHOWN)).map { |p| p[:identity] }
           Reader.readings(shown, adapter: @adapter)
         end
-        @readings.fetch(identity) { @readings[identity] = Reader.readings([identity], adapter: @adapter)[identity] || [] }
+        @readings.fetch(identity) do
+          @readings[identity] = Reader.readings([identity], adapter: @adapter)[identity] || []
+        end
       end
 
       # The shared time axis of the small charts: from the oldest reading shown (at most History::KEEP ago) to now.
@@ -190,8 +194,9 @@ module SidekiqRust
 
       # The full chart of a process's page.
       def chart(process)
-        Chart.new(readings(process[:identity]), soft: process[:soft], hard: process[:hard], events: events_of(process[:identity]),
-                            label: "#{process[:metric]} of #{process[:identity]}").to_svg
+        Chart.new(readings(process[:identity]), soft: process[:soft], hard: process[:hard],
+                                                events: events_of(process[:identity]),
+                                                label: "#{process[:metric]} of #{process[:identity]}").to_svg
       end
 
       def live
@@ -271,8 +276,8 @@ module SidekiqRust
         scale = 400 * 0.8 / limit
         used = [fm[:memory] * scale, 400].min
         color = fm[:memory] > limit ? "#c62828" : "#1f6fd1"
-        [%(<svg class="sr-fleet-bar" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 400 14" preserveAspectRatio="none" ) +
-          %(role="img" aria-label="the live fleet's memory against its max_rss">),
+        [%(<svg class="sr-fleet-bar" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 400 14" ) +
+          %(preserveAspectRatio="none" role="img" aria-label="the live fleet's memory against its max_rss">),
          %(<rect x="0" y="0" width="400" height="14" fill="#9e9e9e" fill-opacity="0.18"/>),
          %(<rect x="0" y="0" width="#{format('%.1f', used)}" height="14" fill="#{color}"><title>#{mb(fm[:memory])} ) +
            %(in use</title></rect>),

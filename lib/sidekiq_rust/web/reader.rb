@@ -110,7 +110,8 @@ module SidekiqRust
       # burst cannot push another's rows out.
       def select(events, per_kind:, kinds: nil)
         wanted = kinds || KINDS.keys
-        events.group_by { |e| kind(e) }.slice(*wanted).values.flat_map { |rows| rows.sort_by { |e| -e[:at] }.first(per_kind) }
+        events.group_by { |e| kind(e) }.slice(*wanted).values
+              .flat_map { |rows| rows.sort_by { |e| -e[:at] }.first(per_kind) }
               .sort_by { |e| [-e[:at], e[:id].to_s] }
       end
     end

@@ -105,8 +105,8 @@ module SidekiqRust
 
       def tick(at)
         xx = format("%.1f", x(at))
-        %(<line class="sr-tick" x1="#{xx}" y1="0" x2="#{xx}" y2="#{HEIGHT}" stroke="#{COLORS[:tick]}" stroke-opacity="0.3" ) +
-          %(stroke-width="1" vector-effect="non-scaling-stroke"/>)
+        %(<line class="sr-tick" x1="#{xx}" y1="0" x2="#{xx}" y2="#{HEIGHT}" stroke="#{COLORS[:tick]}" ) +
+          %(stroke-opacity="0.3" stroke-width="1" vector-effect="non-scaling-stroke"/>)
       end
 
       def paused_band(from, to)
