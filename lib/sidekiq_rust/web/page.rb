@@ -136,7 +136,7 @@ module SidekiqRust
         params = []
         params << "process=#{CGI.escape(@identity)}" if detail?
         params << "events=#{kind}" if kind
-        params.empty? ? "memory" : "memory?#{params.join('&')}"
+        (params.empty? ? "memory" : "memory?#{params.join('&')}") + "#events"
       end
 
       def kind_label(kind)
