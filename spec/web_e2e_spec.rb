@@ -13,15 +13,15 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
   before(:all) { @web = WebServer.new.start }
   after(:all) { @web&.stop }
 
-  # What a person sees of each process row, and of the chart under it.
+  # What a person sees of each process's small chart, and of the chart in it.
   ROWS_SCRIPT = <<~JS
-    return Array.from(document.querySelectorAll("tr.sr-process")).map(function (row) {
-      var chart = row.nextElementSibling;
+    return Array.from(document.querySelectorAll("div.sr-card")).map(function (card) {
+      var chart = card;
       var path = chart.querySelector("svg path.sr-memory");
       return {
-        identity: row.getAttribute("data-identity"),
-        text: row.innerText,
-        opacity: window.getComputedStyle(row).opacity,
+        identity: card.getAttribute("data-identity"),
+        text: card.innerText,
+        opacity: window.getComputedStyle(card).opacity,
         path: path ? path.getAttribute("d") : null,
         soft: chart.querySelectorAll("line.sr-limit-soft").length,
         hard: chart.querySelectorAll("line.sr-limit-hard").length,
@@ -30,6 +30,21 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
         width: chart.querySelector("svg").getBoundingClientRect().width
       };
     });
+  JS
+
+  # A process's page: its full chart.
+  DETAIL_SCRIPT = <<~JS
+    var chart = document.querySelector("svg.sr-chart");
+    var path = chart.querySelector("path.sr-memory");
+    return {
+      text: document.querySelector(".sr-memory-tab").innerText,
+      path: path ? path.getAttribute("d") : null,
+      soft: chart.querySelectorAll("line.sr-limit-soft").length,
+      hard: chart.querySelectorAll("line.sr-limit-hard").length,
+      restarts: chart.querySelectorAll("g.sr-marker-restart").length,
+      restart_titles: Array.from(chart.querySelectorAll("g.sr-marker-restart title")).map(function (t) { return t.textContent; }),
+      width: chart.getBoundingClientRect().width
+    };
   JS
 
   it "shows each process over time with its limits and restart, and serves metrics Prometheus can parse" do
@@ -60,13 +75,15 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
       expect(gone["opacity"].to_f).to be < 0.6 # faded by the tab's stylesheet (loaded under Sidekiq's CSP)
       expect(live["opacity"].to_f).to eq(1.0)
 
-      # The chart: a path through the readings, both limits, the restart marker.
+      # The small chart: a path through the readings, the soft limit (the hard one, at 6x, is above its scale: the
+      # card says it), the restart marker.
       expect(gone["path"]).to match(/\AM[\d.]+,[\d.]+( L[\d.]+,[\d.]+){3,}\z/)
       expect(gone["soft"]).to eq(1)
-      expect(gone["hard"]).to eq(1)
+      expect(gone["hard"]).to eq(0)
       expect(gone["restarts"]).to eq(1)
       expect(gone["restart_titles"].first).to include("restart (soft_limit)")
-      expect(gone["width"]).to be > 300
+      expect(gone["width"]).to be > 200
+      expect(gone["text"]).to include("restarted (soft_limit)") # not the phase its last reading caught
       expect(live["path"]).to start_with("M")
       expect(live["restarts"]).to eq(0)
 
@@ -79,6 +96,18 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
                              "return a.textContent.trim() === 'Memory' && /memory$/.test(a.getAttribute('href')); })"))
         .to be(true)
       browser.screenshot(File.expand_path("../tmp/memory-tab-sidekiq#{Sidekiq::VERSION.to_i}.png", __dir__))
+
+      # The restarted process's page: the full chart, a path through the readings, both limits, the restart marker.
+      browser.visit("#{@web.url}/sidekiq/memory?process=#{CGI.escape(bloated.identity)}")
+      detail = browser.execute(DETAIL_SCRIPT)
+      expect(detail["path"]).to match(/\AM[\d.]+,[\d.]+( L[\d.]+,[\d.]+){3,}\z/)
+      expect(detail["soft"]).to eq(1)
+      expect(detail["hard"]).to eq(1)
+      expect(detail["restarts"]).to eq(1)
+      expect(detail["restart_titles"].first).to include("restart (soft_limit)")
+      expect(detail["width"]).to be > 300
+      expect(detail["text"]).to include("150MB", "900MB", "restarted (soft_limit)")
+      expect(detail["text"]).to match(/restart\s+soft_limit: \d+MB \(limit 150MB\)/)
     ensure
       browser.quit
     end

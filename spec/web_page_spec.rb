@@ -3,29 +3,85 @@
 require "spec_helper"
 require "rack/mock"
 
-# The Memory tab with many processes: paged, 10 a page, the most recently seen first (real redis-server, the Rack
-# app of the Web UI specs).
+# The Memory tab with many processes: paged, 50 a page, the worst share of max_rss first (real redis-server, the
+# Rack app of the Web UI specs).
 RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})" do
   include E2E
 
   let(:settings) { guard_settings(check_interval: 5) }
+  let(:mb) { 1_048_576 }
 
-  it "pages through 25 processes, 10 at a time, newest first" do
+  it "pages through 120 processes, 50 at a time, the worst share of the limit first" do
     now = Time.now.to_f
-    25.times do |i|
-      SidekiqRust::History.new(settings, identity: format("worker-%02d:1", i)).record((i + 1) * 1_048_576, :serving,
-                                                                                     now: now - 25 + i)
+    # The larger the memory, the older the reading: the order is by share of max_rss (200 MB), not by recency.
+    120.times do |i|
+      SidekiqRust::History.new(settings, identity: format("worker-%03d:1", i)).record((i + 1) * mb, :serving,
+                                                                                      now: now - 3 - (i * 0.05))
     end
     app = Rack::MockRequest.new(WebServer.app)
     pages = (1..3).map { |n| app.get("/sidekiq/memory?page=#{n}") }
     expect(pages.map(&:status)).to eq([200, 200, 200])
-    shown = pages.map { |page| page.body.scan(/data-identity="(worker-\d+):1"/).flatten }
-    expect(shown.map(&:size)).to eq([10, 10, 5])
-    expect(shown.flatten).to eq((0..24).map { |i| format("worker-%02d", 24 - i) })
+    shown = pages.map { |page| page.body.scan(/<div class="sr-card[^"]*" data-identity="(worker-\d+):1"/).flatten }
+    expect(shown.map(&:size)).to eq([50, 50, 20])
+    expect(shown.flatten).to eq((0..119).map { |i| format("worker-%03d", 119 - i) })
     expect(pages[0].body).to include("page 1 of 3", "memory?page=2")
     expect(pages[2].body).to include("page 3 of 3", "memory?page=2")
     expect(pages[2].body).not_to include("memory?page=4")
-    expect(pages[0].body.scan("<svg class=\"sr-chart\"").size).to eq(10)
+    expect(pages[0].body.scan("<svg class=\"sr-small-chart\"").size).to eq(50)
+    # The summary counts the whole fleet, not the page.
+    expect(pages[2].body).to match(%r{<span class="sr-count">120</span> serving})
+    # Each small chart links to its process's page, which has the full chart.
+    expect(pages[0].body).to include("memory?process=worker-119%3A1")
+    detail = app.get("/sidekiq/memory?process=worker-119%3A1")
+    expect(detail.status).to eq(200)
+    expect(detail.body.scan("<svg class=\"sr-chart\"").size).to eq(1)
+    expect(detail.body).to include("120MB")
+  end
+
+  it "selects events per kind before it truncates: brake rows never push the restarts out" do
+    now = Time.now.to_f
+    restarted = SidekiqRust::History.new(settings, identity: "restarted:1")
+    restarted.record(300 * mb, :waiting_slot, now: now - 100)
+    restarted.event(:restart, reason: :soft_limit, memory: 300 * mb, limit: 200 * mb, busy: 1, now: now - 99)
+    braked = SidekiqRust::History.new(settings, identity: "braked:1")
+    braked.record(190 * mb, :serving, brake: { paused: true, seconds: 1.0 }, now: now - 1)
+    12.times do |i|
+      braked.event(:reclaim, released: 512 * 1024, memory: 190 * mb, still_over: false, now: now - 90 + i)
+    end
+    200.times do |i|
+      braked.event(i.even? ? :pause : :resume, memory: 190 * mb, busy: 2, window: 1, now: now - 60 + (i * 0.25))
+    end
+    app = Rack::MockRequest.new(WebServer.app)
+
+    body = app.get("/sidekiq/memory").body
+    types = body.scan(/<tr class="sr-event sr-event-(\w+)">/).flatten
+    expect(types.count("restart")).to eq(1)
+    expect(types.count("reclaim")).to eq(12)
+    expect(types.count { |t| %w[pause resume].include?(t) }).to eq(SidekiqRust::Web::Page::EVENTS_PER_KIND)
+    expect(body).to include("memory?events=restart", "restarts (1)", "brake (200)", "reclaims (12)")
+    # The gone process shows how it ended, not the phase its last reading caught.
+    expect(body).to include("restarted (soft_limit) at")
+    expect(body).not_to match(/<span class="sr-phase"[^>]*>waiting_slot/)
+    # What the reclaimed total sums.
+    expect(body).to include("12 reclaims, 6 MB in all")
+
+    restarts = app.get("/sidekiq/memory?events=restart").body.scan(/<tr class="sr-event sr-event-(\w+)">/).flatten
+    expect(restarts).to eq(%w[restart])
+    brake = app.get("/sidekiq/memory?events=brake").body.scan(/<tr class="sr-event sr-event-(\w+)">/).flatten
+    expect(brake.size).to eq(SidekiqRust::Web::Page::EVENTS_SHOWN)
+    expect(brake.uniq.sort).to eq(%w[pause resume])
+    # The tab's one-round-trip readers (Lua) read what History's own readers do.
+    reader = SidekiqRust::Web::Reader
+    expect(reader.events(adapter: SidekiqRust::SidekiqAdapter))
+      .to eq(SidekiqRust::History.events(count: 5000))
+    expect(reader.processes(now: now, adapter: SidekiqRust::SidekiqAdapter))
+      .to eq(SidekiqRust::History.processes(now: now)).and(satisfy { |rows| rows.size == 2 })
+    expect(reader.readings(%w[restarted:1 braked:1 unknown:1], adapter: SidekiqRust::SidekiqAdapter))
+      .to eq("restarted:1" => SidekiqRust::History.readings("restarted:1"),
+             "braked:1" => SidekiqRust::History.readings("braked:1"), "unknown:1" => [])
+    # A process's page: its events only.
+    own = app.get("/sidekiq/memory?process=restarted%3A1").body.scan(/<tr class="sr-event sr-event-(\w+)">/).flatten
+    expect(own).to eq(%w[restart])
   end
 
   it "shades the spans the memory brake held fetching, and lists them in the timeline" do

@@ -21,7 +21,8 @@ module SidekiqRust
       view = File.read(VIEW)
       css = File.read(CSS)
       app.get "/memory" do
-        @memory_page = SidekiqRust::Web::Page.new(page: request.params["page"])
+        @memory_page = SidekiqRust::Web::Page.new(page: request.params["page"], process: request.params["process"],
+                                                 events: request.params["events"])
         erb(view)
       end
       app.get "/memory/memory.css" do

@@ -14,13 +14,14 @@ class Browser
   CHROMIUM = ENV.fetch("CHROMIUM", "/usr/bin/chromium")
   # Headless, no sandbox (root in a container), and none of the background connections this closed network refuses.
   ARGS = %w[--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking
-            --disable-component-update --disable-sync --disable-dev-shm-usage --window-size=1400,1800].freeze
+            --disable-component-update --disable-sync --disable-dev-shm-usage].freeze
 
   def self.available?
     File.executable?(CHROMEDRIVER) && File.executable?(CHROMIUM)
   end
 
-  def initialize
+  # width x height: the viewport (a 1,400 px desktop by default; 390 x 844 is a phone's).
+  def initialize(width: 1400, height: 1800)
     @profile = Dir.mktmpdir("sidekiq_rust-chromium")
     @port = free_port
     @log = File.join(@profile, "chromedriver.log")
@@ -30,8 +31,16 @@ class Browser
     Timeout.timeout(30) do
       sleep 0.1 until ready?
     end
-    capabilities = { browserName: "chrome",
-                     "goog:chromeOptions": { binary: CHROMIUM, args: ARGS + ["--user-data-dir=#{@profile}/data"] } }
+    # CHROMIUM_ARGS: more switches, e.g. "--force-dark-mode --blink-settings=preferredColorScheme=0" (a dark theme).
+    args = ARGS + ENV.fetch("CHROMIUM_ARGS", "").split +
+           ["--window-size=#{[width, 500].max},#{height}", "--user-data-dir=#{@profile}/data"]
+    options = { binary: CHROMIUM, args: args }
+    # A window is at least 500 px wide: narrower, the page gets a phone's viewport (Chromium's device emulation).
+    if width < 500
+      options[:mobileEmulation] = { deviceMetrics: { width: width, height: height, pixelRatio: 1, touch: true,
+                                                     mobile: true } }
+    end
+    capabilities = { browserName: "chrome", "goog:chromeOptions": options }
     @session = request(:post, "/session", capabilities: { alwaysMatch: capabilities })["sessionId"]
   end
 
@@ -42,6 +51,11 @@ class Browser
   # Runs `script` (a function body; `arguments` holds args) in the page and returns its value.
   def execute(script, *args)
     request(:post, "/session/#{@session}/execute/sync", script: script, args: args)
+  end
+
+  # Resizes the window (a desktop's: at least 500 px wide).
+  def resize(width, height)
+    request(:post, "/session/#{@session}/window/rect", width: width, height: height)
   end
 
   def text

@@ -5,8 +5,8 @@ require "cgi"
 module SidekiqRust
   module Web
     # One process's memory over time as an SVG drawn on the server (no JavaScript): the readings as a path, the
-    # soft and hard limits as dashed lines, reclaims as green dots, restarts as red vertical lines and the spans the
-    # memory brake held fetching as shaded bands, each with a
+    # soft and hard limits as dashed lines, reclaims as green dots, restarts as red vertical lines, the spans the
+    # memory brake held fetching and the spans over the soft limit as shaded bands, each with a
     # <title> tooltip. Colours are SVG presentation attributes, not style attributes, so a strict
     # Content-Security-Policy (Sidekiq 8: no inline style) does not block them.
     class Chart
@@ -39,6 +39,7 @@ module SidekiqRust
                  %(width="#{WIDTH}" height="#{HEIGHT}" role="img" aria-label="#{esc(@label)}">)]
         parts << axes
         paused_spans.each { |from, to| parts << paused_band(from, to) }
+        SmallChart.over_spans(@readings, @soft).each { |from, to, peak| parts << over_band(from, to, peak) }
         parts << limit_line(@soft, :soft, "soft limit") if @soft
         parts << limit_line(@hard, :hard, "hard limit") if @hard
         parts << memory_path
@@ -77,11 +78,15 @@ module SidekiqRust
         ].join("\n")
       end
 
-      # [[from, to], ...]: each pause to the resume after it (to the chart's end while still paused).
       def paused_spans
+        self.class.paused_spans(@events, @to)
+      end
+
+      # [[from, to], ...]: each pause of `events` to the resume after it (to `to` while still paused).
+      def self.paused_spans(events, to)
         spans = []
         from = nil
-        @events.sort_by { |e| e[:at] }.each do |event|
+        events.sort_by { |e| e[:at] }.each do |event|
           case event[:type]
           when "pause" then from ||= event[:at]
           when "resume"
@@ -89,7 +94,7 @@ module SidekiqRust
             from = nil
           end
         end
-        spans << [from, @to] if from
+        spans << [from, [to, from].max] if from
         spans
       end
 
@@ -99,6 +104,15 @@ module SidekiqRust
         %(<rect class="sr-paused" x="#{format('%.1f', x1)}" y="#{TOP}" width="#{width}" ) +
           %(height="#{HEIGHT - TOP - BOTTOM}" fill="#{COLORS[:paused]}" fill-opacity="0.18">) +
           %(<title>brake: fetching paused #{format('%.1f', to - from)}s from #{clock(from)}</title></rect>)
+      end
+
+      def over_band(from, to, peak)
+        x1 = x(from)
+        width = format("%.1f", [x(to) - x1, 1].max)
+        %(<rect class="sr-over" x="#{format('%.1f', x1)}" y="#{TOP}" width="#{width}" ) +
+          %(height="#{HEIGHT - TOP - BOTTOM}" fill="#{COLORS[:hard]}" fill-opacity="0.12">) +
+          %(<title>over the soft limit (#{mb(@soft)}) from #{clock(from)} for #{format('%.0f', to - from)}s, peak ) +
+          %(#{mb(peak)}</title></rect>)
       end
 
       def limit_line(bytes, kind, name)
