@@ -51,7 +51,8 @@ module SidekiqRust
         when "glibc"
           arena_max = SidekiqRust::Allocator.stats[:arena_max]
           if arena_max
-            Check.new(name: "allocator", status: :pass, saw: "#{prefix}glibc #{info[:version]} with arena_max=#{arena_max}")
+            Check.new(name: "allocator", status: :pass,
+                      saw: "#{prefix}glibc #{info[:version]} with arena_max=#{arena_max}")
           else
             Check.new(name: "allocator", status: :warn,
                       saw: "#{prefix}glibc #{info[:version]} malloc, no MALLOC_ARENA_MAX (up to 8 arenas per core)",
