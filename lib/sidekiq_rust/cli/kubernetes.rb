@@ -89,8 +89,14 @@ module SidekiqRust
         parser.on("-C", "--config FILE") { |v| options.config_file = v }
         parser.on("-t", "--timeout N", Integer) { |v| options.timeout = positive(v, "--timeout") }
         parser.on("-r", "--require FILE") { |v| options.requires << v }
-        parser.on("--max-rss SIZE") { |v| options.given << "--max-rss" && options.max_rss = v }
-        parser.on("--hard-max-rss SIZE") { |v| options.given << "--hard-max-rss" && options.hard_max_rss = v }
+        parser.on("--max-rss SIZE") do |v|
+          options.max_rss = v
+          options.given << "--max-rss"
+        end
+        parser.on("--hard-max-rss SIZE") do |v|
+          options.hard_max_rss = v
+          options.given << "--hard-max-rss"
+        end
         parser.on("--shutdown-wait N", Float) { |v| options.shutdown_wait = v }
         parser.on("--kill-after N", Float) { |v| options.kill_after = positive(v, "--kill-after") }
         parser.on("--[no-]jemalloc") { |v| options.jemalloc = v }
