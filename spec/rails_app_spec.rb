@@ -120,9 +120,35 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
     expect(status.exitstatus).to eq(0), out
     expect(out).to match(%r{create\s+config/initializers/sidekiq_rust\.rb})
     expect(out).to match(%r{create\s+config/sidekiq\.yml})
-    expect(out).to include('require "sidekiq_rust/web"', "authenticate", "mount SidekiqRust::Metrics::App",
+    expect(out).to include('require "sidekiq_rust/web"', "Rack::Auth::Basic", "authenticate :user",
+                           "mount sidekiq_web_auth.call(SidekiqRust::Metrics::App)",
                            "bundle exec sidekiq_rust exec -- sidekiq -C config/sidekiq.yml",
                            "bundle exec sidekiq_rust doctor")
+    # Step 2 as printed, pasted into config/routes.rb: both mounts answer 401 without the credentials, the
+    # metrics 200 with them.
+    printed = out.lines.map(&:chomp)
+    first = printed.index { |line| line.include?('require "sidekiq/web"') }
+    last = printed.index { |line| line.include?("mount sidekiq_web_auth.call(SidekiqRust::Metrics::App)") }
+    snippet = printed[first..last].map { |line| line.delete_prefix("     ") }
+    File.write(File.join(@app, "config/routes.rb"),
+               "Rails.application.routes.draw do\n#{snippet.map { |l| "  #{l}".rstrip }.join("\n")}\nend\n")
+    probe = <<~RUBY
+      r = Rack::MockRequest.new(Rails.application)
+      get = ->(path, credentials = nil) do
+        headers = { "HTTP_HOST" => "localhost" }
+        headers["HTTP_AUTHORIZATION"] = "Basic " + [credentials].pack("m0") if credentials
+        r.get(path, headers).status
+      end
+      print [get.("/sidekiq_rust/metrics"), get.("/sidekiq"), get.("/sidekiq_rust/metrics", "ops:wrong"),
+             get.("/sidekiq_rust/metrics", "ops:s3cret")].join(" ")
+    RUBY
+    out, status = in_app({ "SIDEKIQ_WEB_USER" => "ops", "SIDEKIQ_WEB_PASSWORD" => "s3cret" }, RbConfig.ruby,
+                         "bin/rails", "runner", probe)
+    expect(status.exitstatus).to eq(0), out
+    expect(out).to end_with("401 401 401 200")
+    out, status = in_app({}, RbConfig.ruby, "bin/rails", "runner", probe.sub("ops:s3cret", "ops:"))
+    expect(out).to end_with("401 401 401 401"), out # no credentials set: nobody gets in
+
     # Sidekiq's own file, its ERB kept for Sidekiq to read: concurrency from RAILS_MAX_THREADS, the default queue.
     yml = File.read(sidekiq_yml)
     expect(yml).to include(%(:concurrency: <%= ENV.fetch("RAILS_MAX_THREADS", 5) %>\n:queues:\n  - default\n))
