@@ -156,7 +156,8 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
       out, status = in_app(env.merge("SIDEKIQ_MAX_RSS" => "1GB"), RbConfig.ruby, EXE, "doctor", "--no-redis", "--json")
       expect(status.exitstatus).to eq(0), out
       checks = JSON.parse(out[out.index("{")..])["checks"].to_h { |c| [c["name"], c] }
-      expect(checks["sidekiq"]["saw"]).to eq("#{sidekiq_yml} (development): concurrency #{concurrency}, timeout not set")
+      expect(checks["sidekiq"]["saw"])
+        .to eq("#{sidekiq_yml} (development): concurrency #{concurrency}, timeout not set")
       expect(checks["db pool"]["status"]).to eq("pass")
     end
     text = File.read(initializer)
@@ -215,6 +216,9 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
     end
     begin
       Timeout.timeout(60) { sleep 0.2 until File.exist?(log) && File.read(log).include?("guard started") }
+      # `exec` replaced itself with Sidekiq (the same pid), whose concurrency is RAILS_MAX_THREADS.
+      heartbeat = eventually(timeout: 20, what: "its heartbeat") { live_processes.find { |p| p["pid"] == pid } }
+      expect(heartbeat["concurrency"]).to eq(4)
     rescue Timeout::Error
       raise "sidekiq did not start the guard within 60s:\n#{File.read(log)}"
     ensure
