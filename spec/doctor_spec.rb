@@ -41,7 +41,7 @@ RSpec.describe SidekiqRust::Doctor do
         out = ruby_output("require %q(json); puts SidekiqRust::Doctor.allocator(ENV).to_h.to_json",
                           env: { "LD_PRELOAD" => link })
         expect(JSON.parse(out)).to include("status" => "pass",
-                                           "saw" => a_string_matching(/\Athis process: jemalloc 5\.\S+ \(preloaded\)\z/))
+                                           "saw" => a_string_matching(/\Ajemalloc 5\.\S+ \(preloaded\)\z/))
       end
     end
 

@@ -41,10 +41,10 @@ module SidekiqRust
         Check.new(name: "allocator", status: :warn, saw: "#{saw} (not jemalloc: #{named})", todo: todo)
       end
 
-      # Judges this process (the doctor's own Ruby, or a booting Sidekiq's), saying why when given.
+      # Judges this process: the doctor's own Ruby, saying `why`, or (without one) a booting Sidekiq's.
       def this_process(env, why = nil)
         info = SidekiqRust::Allocator.info
-        prefix = why ? "this process (#{why}): " : "this process: "
+        prefix = why ? "this process (#{why}): " : ""
         case info[:name]
         when "jemalloc"
           Check.new(name: "allocator", status: :pass, saw: "#{prefix}jemalloc #{info[:version]} (#{info[:source]})")
