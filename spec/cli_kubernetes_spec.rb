@@ -21,6 +21,35 @@ RSpec.describe SidekiqRust::CLI::Kubernetes do
     deployment.dig("spec", "template", "spec", "containers", 0)
   end
 
+  # The header's comment as one line.
+  def header
+    out.string.lines.take_while { |line| line.start_with?("#") }.map { |line| line.delete_prefix("# ").chomp }.join(" ")
+  end
+
+  # The generated initializer's limits (lib/generators/sidekiq_rust/install/templates/initializer.rb.tt through
+  # SidekiqRust::OPTIONS), in a file to load with -r.
+  def generated_initializer(dir)
+    path = File.join(dir, "sidekiq_rust.rb")
+    lines = SidekiqRust::OPTIONS.select(&:env).map do |option|
+      if option.env_fallback
+        "  c.#{option.key} = ENV.fetch(#{option.env.inspect}) { #{option.env_fallback} }"
+      else
+        "  c.#{option.key} = ENV[#{option.env.inspect}]"
+      end
+    end
+    File.write(path, "SidekiqRust.configure do |c|\n#{lines.join("\n")}\nend\n")
+    path
+  end
+
+  # Runs the block with these variables in ENV (the app's initializer reads ENV), restored after.
+  def with_env(values)
+    saved = values.keys.to_h { |k| [k, ENV[k]] }
+    values.each { |k, v| ENV[k] = v }
+    yield
+  ensure
+    saved.each { |k, v| ENV[k] = v }
+  end
+
   it "prints a Deployment whose limit, grace period and preStop agree with Sidekiq's timeout and the guard" do
     d = deployment_for("--name", "workers", "--image", "registry.example/app:1", "--memory", "512Mi", "-t", "30",
                        "--shutdown-wait", "20")
@@ -37,7 +66,10 @@ RSpec.describe SidekiqRust::CLI::Kubernetes do
     expect(grace).to eq(65)
     expect(grace).to be > 30 + 20
     expect(out.string).to start_with("# Sidekiq under sidekiq_rust")
-    expect(out.string).to include('max_rss "80%", hard_max_rss "90%", shutdown_wait 20, kill_after 45')
+    # No app given: what the generated initializer sets in a container, and no hard_max_rss of its own.
+    expect(header).to include('max_rss "80%", hard_max_rss none (not set), shutdown_wait 20, kill_after 45. ' \
+                              "From the generated initializer in a container")
+    expect(c).not_to have_key("env")
   end
 
   it "never ends the grace period before the guard's KILL, and runs plain sidekiq with --no-jemalloc" do
@@ -61,7 +93,52 @@ RSpec.describe SidekiqRust::CLI::Kubernetes do
       d = deployment_for("-C", File.join(dir, "sidekiq.yml"), "-r", File.join(dir, "init.rb"))
       expect(container(d)["command"].last(4)).to eq(["-C", File.join(dir, "sidekiq.yml"), "-t", "40"])
       expect(d.dig("spec", "template", "spec", "terminationGracePeriodSeconds")).to eq(30 + 40 + 15)
-      expect(out.string).to include('max_rss "70%", hard_max_rss "85%", shutdown_wait 30, kill_after 55')
+      expect(header).to include('max_rss "70%", hard_max_rss "85%", shutdown_wait 30, kill_after 55. ' \
+                                "From the app's configuration (-r #{File.join(dir, 'init.rb')})")
+    end
+  end
+
+  # Issue 26: `kubernetes -r ./config/environment` on the generated initializer with SIDEKIQ_MAX_RSS set failed
+  # with `hard_max_rss is "90%"; expected a limit above max_rss (1024MB)`: "90%" was the command's own default.
+  it "takes the app's limits and SIDEKIQ_* variables as they are, assuming no hard_max_rss the app does not have" do
+    Dir.mktmpdir do |dir|
+      initializer = generated_initializer(dir)
+      with_env("SIDEKIQ_MAX_RSS" => "1GB", "SIDEKIQ_HARD_MAX_RSS" => nil) do
+        command = described_class.new(out: out, err: err, env: { "SIDEKIQ_MAX_RSS" => "1GB", "HOME" => "/root" })
+        expect(command.run(["-r", initializer, "--memory", "1536Mi"])).to eq(0), err.string
+      end
+      d = YAML.safe_load(out.string)
+      expect(header).to include('max_rss "1GB", hard_max_rss none (not set), shutdown_wait 60, kill_after 40. ' \
+                                "From the app's configuration (-r #{initializer}).")
+      expect(header).not_to include("90%")
+      # The pods get the variable the app read here, and nothing it did not set.
+      expect(container(d)["env"]).to eq([{ "name" => "SIDEKIQ_MAX_RSS", "value" => "1GB" }])
+
+      # Both limits from the environment, no app: taken as the generated initializer would take them.
+      out.truncate(0)
+      out.rewind
+      command = described_class.new(out: out, err: err, env: { "SIDEKIQ_MAX_RSS" => "600MB",
+                                                               "SIDEKIQ_HARD_MAX_RSS" => "800MB",
+                                                               "SIDEKIQ_WEB_PASSWORD" => "secret" })
+      expect(command.run([])).to eq(0), err.string
+      expect(header).to include('max_rss "600MB", hard_max_rss "800MB"')
+      # Only the guard's variables: another SIDEKIQ_* may be a secret.
+      expect(container(YAML.safe_load(out.string))["env"])
+        .to eq([{ "name" => "SIDEKIQ_MAX_RSS", "value" => "600MB" }, { "name" => "SIDEKIQ_HARD_MAX_RSS", "value" => "800MB" }])
+      expect(out.string).not_to include("secret")
+
+      # A limit the container cannot hold is refused, naming where it came from.
+      SidekiqRust.reset_configuration
+      File.write(File.join(dir, "fixed.rb"), "SidekiqRust.configure { |c| c.max_rss = \"1GB\" }\n")
+      expect(described_class.new(out: out, err: err, env: {}).run(["-r", File.join(dir, "fixed.rb")])).to eq(2)
+      fixed = File.join(dir, "fixed.rb")
+      expect(err.string).to include("max_rss (1024MB, from the app's configuration (-r #{fixed})) must be below " \
+                                    "--memory (1024MB)")
+      # A file that configures no guard.
+      SidekiqRust.reset_configuration
+      File.write(File.join(dir, "empty.rb"), "")
+      expect(described_class.new(out: out, err: err, env: {}).run(["-r", File.join(dir, "empty.rb")])).to eq(2)
+      expect(err.string).to include("calls no SidekiqRust.configure")
     end
   end
 
@@ -76,7 +153,7 @@ RSpec.describe SidekiqRust::CLI::Kubernetes do
 
   it "refuses settings the container cannot hold, as `systemd` refuses an early KILL" do
     expect(command.run(%w[--max-rss 600 --hard-max-rss 700 --memory 512Mi])).to eq(2)
-    expect(err.string).to include("max_rss (600MB) must be below --memory (512MB)")
+    expect(err.string).to include("max_rss (600MB, from --max-rss) must be below --memory (512MB)")
     expect(command.run(%w[-t 30 --kill-after 20])).to eq(2)
     expect(err.string).to include("--kill-after (20) must exceed --timeout (30)")
     expect(command.run(%w[--memory lots])).to eq(2)

@@ -51,6 +51,48 @@ RSpec.describe SidekiqRust::CLI::Systemd do
     expect(err2.string).to include("--malloc-arena-max ignored")
   end
 
+  # Issue 26: `systemd --jemalloc` wrote no Environment=SIDEKIQ_MAX_RSS, so the unit ran at the initializer's
+  # fallback (1GB), whatever the environment it was written from said.
+  it "carries the guard's SIDEKIQ_* variables set here into Environment= lines, an --environment of the same name " \
+     "winning, and no other SIDEKIQ_* variable" do
+    env = { "SIDEKIQ_MAX_RSS" => "1.5GB", "SIDEKIQ_HARD_MAX_RSS" => "1800MB", "SIDEKIQ_WEB_PASSWORD" => "secret" }
+    unit = described_class.new(out: out, err: err, env: env).unit(described_class.new(env: env).parse(["--jemalloc"]))
+    expect(unit).to include("ExecStart=/usr/bin/env bundle exec sidekiq_rust exec -- sidekiq -t 25\n" \
+                            "Environment=SIDEKIQ_MAX_RSS=1.5GB\nEnvironment=SIDEKIQ_HARD_MAX_RSS=1800MB\n")
+    expect(unit).not_to include("secret", "The guard's limits")
+    given = described_class.new(env: env).parse(["--environment", "SIDEKIQ_MAX_RSS=2GB"])
+    expect(described_class.new(env: env).unit(given).scan(/^Environment=.*$/))
+      .to eq(["Environment=SIDEKIQ_MAX_RSS=2GB", "Environment=SIDEKIQ_HARD_MAX_RSS=1800MB"])
+    expect(described_class.new(env: {}).unit(described_class.new(env: {}).parse([]))).not_to include("Environment=")
+  end
+
+  it "takes the app's configuration with -r: its kill_after, and its limits in a comment, assuming none it lacks" do
+    Dir.mktmpdir do |dir|
+      File.write(File.join(dir, "init.rb"), <<~RUBY)
+        SidekiqRust.configure do |c|
+          c.max_rss = ENV.fetch("SIDEKIQ_MAX_RSS", "1GB")
+          c.hard_max_rss = ENV["SIDEKIQ_HARD_MAX_RSS"]
+          c.kill_after = 70
+        end
+      RUBY
+      unit = unit_for("-r", File.join(dir, "init.rb"), "-t", "30")
+      init = File.join(dir, "init.rb")
+      expect(unit).to start_with("# The guard's limits, from the app's configuration (-r #{init}): max_rss \"1GB\", " \
+                                 "hard_max_rss none (not set).\n\n[Unit]\n")
+      expect(unit).to include("TimeoutStopSec=75\n") # the app's kill_after 70 + 5, above 30 + 15
+      SidekiqRust.reset_configuration
+      File.write(File.join(dir, "share.rb"), "SidekiqRust.configure { |c| c.max_rss = \"80%\" }\n")
+      expect(described_class.new(out: StringIO.new, err: err).run(["-r", File.join(dir, "share.rb")])).to eq(0)
+      expect(SidekiqRust.configuration.max_rss).to eq("80%")
+      expect(described_class.new.unit(command.parse(["-r", File.join(dir, "share.rb")])))
+        .to include("add MemoryMax=, or the guard will not start")
+      expect(command.run(["-r", File.join(dir, "missing.rb")])).to eq(2)
+      expect(err.string).to include("-r #{File.join(dir, 'missing.rb')}: cannot load it")
+    ensure
+      SidekiqRust.reset_configuration
+    end
+  end
+
   it "takes -t from Sidekiq's configuration file, in the section of the unit's environment, as sidekiq would" do
     Dir.mktmpdir do |app|
       FileUtils.mkdir_p(File.join(app, "config"))

@@ -36,8 +36,9 @@ RSpec.describe SidekiqRust::CLI::Top do
 
     text = run_top("--once")
     expect(text).to match(/2 process\(es\), busy 0\/4/)
-    # LIVE, ALLOCFREE, HEAPFRAG: what each guard recorded (every 30 s; "-" until its first reading).
-    expect(text).to match(/^\S+\s+\S+\s+#{a.pid}\s+0\/2\s+\d+MB\s+\d+MB\s+\d+MB\s+live\s+run\s+-\s+(\d+MB|-)\s+(\d+MB|-)\s+(\d+%|-)$/)
+    # LIMIT: the guard's max_rss. LIVE, ALLOCFREE, HEAPFRAG: what each guard recorded (every 30 s). Each "-" until
+    # the guard's first reading; "~" marks a LIVE measured before the RSS beside it.
+    expect(text).to match(/^\S+\s+\S+\s+#{a.pid}\s+0\/2\s+\d+MB\s+(8000MB|-)\s+\d+MB\s+\d+MB\s+live\s+run\s+-\s+(~?\d+MB|-)\s+(\d+MB|-)\s+(\d+%|-)$/)
     expect(text).to match(/^\S+\s+\S+\s+#{b.pid}\s+0\/2 /)
 
     rows = rows_by_pid
@@ -65,7 +66,49 @@ RSpec.describe SidekiqRust::CLI::Top do
 
     Process.kill(:TSTP, a.pid) # quiet; the heartbeat shows it within one beat
     eventually(timeout: 15, what: "a shown quiet") { rows_by_pid[a.pid]["quiet"] }
-    expect(run_top("--once")).to match(/#{a.pid}\s+0\/2\s+\d+MB\s+\d+MB\s+\d+MB\s+live\s+quiet/)
+    expect(run_top("--once")).to match(/#{a.pid}\s+0\/2\s+\d+MB\s+(8000MB|-)\s+\d+MB\s+\d+MB\s+live\s+quiet/)
+  end
+
+  # Issue 26: no limit column, and a LIVE figure (measured every 30 s) that could exceed the RSS read now.
+  it "shows each process's limit, and a LIVE figure no staler than its RSS: capped at it and marked when older" do
+    mb = 1024 * 1024
+    units = ->(bytes) { SidekiqRust::Units.mb(bytes) }
+    a = sidekiq("a", guard: { "max_rss" => 900, "hard_max_rss" => 1200 })
+    wait_for_fleet(1)
+    row = eventually(timeout: 20, what: "a's guard record with LIVE") do
+      rows_by_pid[a.pid].then { |r| r if r && r["live"] }
+    end
+    expect(row).to include("max_rss" => 900 * mb, "hard_max_rss" => 1200 * mb, "memory_source" => "live")
+    expect(row["live"]).to be_between(1, row["rss"])
+    expect(row["live_age"]).to be >= 0
+    expect(row["live_stale"]).to eq(row["live_age"] > 0.5) # its check_interval
+    expect(run_top("--once")).to match(/^\S+\s+\S+\s+#{a.pid}\s+0\/2\s+\d+MB\s+900MB\s+\d+MB\s+\d+MB\s+live /)
+
+    # Killed, the process leaves its heartbeat (for up to 60 s) and its guard record as they were: its RSS is
+    # now the heartbeat's, read at its beat, and what the record says is set against that.
+    identity = a.identity
+    Process.kill(:KILL, a.pid)
+    a.wait_exit
+    beat = redis_call("HGET", identity, "beat")
+    key = SidekiqRust::History::PROCESS_PREFIX + identity
+    rss = rows_by_pid[a.pid]["rss"]
+    # Measured at the beat: shown as measured.
+    redis_call("HSET", key, "live", (rss / 2).to_s, "live_at", beat)
+    expect(rows_by_pid[a.pid]).to include("memory_source" => "heartbeat", "live" => rss / 2, "live_age" => 0,
+                                          "live_stale" => false)
+    text = run_top("--once")
+    expect(text).to match(/#{a.pid}\s+0\/2\s+#{units.(rss)}\s+900MB\s+-\s+-\s+beat\s+\S+\s+-\s+#{units.(rss / 2)} /)
+    expect(text).not_to include("~")
+    # Measured 20 s before the beat, and above its RSS (memory given back since): capped at the RSS, and marked.
+    redis_call("HSET", key, "live", (rss * 2).to_s, "live_at", (beat.to_f - 20).to_s)
+    expect(rows_by_pid[a.pid]).to include("live" => rss, "live_age" => 20.0, "live_stale" => true)
+    text = run_top("--once")
+    expect(text).to match(/#{a.pid}\s+0\/2\s+#{units.(rss)}\s+900MB\s+-\s+-\s+beat\s+\S+\s+-\s+~#{units.(rss)} /)
+    expect(text).to include("(~ LIVE measured before its RSS was read, by up to 30 s; capped at the RSS)")
+    # A record written before its guard recorded when LIVE was measured: its age is unknown, so it is stale.
+    redis_call("HSET", key, "live", (rss / 2).to_s)
+    redis_call("HDEL", key, "live_at")
+    expect(rows_by_pid[a.pid]).to include("live" => rss / 2, "live_age" => nil, "live_stale" => true)
   end
 
   it "redraws every --interval, clearing the screen, until interrupted" do

@@ -44,6 +44,46 @@ RSpec.describe SidekiqRust::Doctor do
                                            "saw" => a_string_matching(/\Ajemalloc 5\.\S+ \(preloaded\)\z/))
       end
     end
+
+    # The doctor's own Ruby is not what runs the jobs: it judges the app's live guarded processes, from what each
+    # recorded in Redis (History's "allocator"), and itself only when none is live, saying which it judged.
+    it "judges the app's live guarded processes (real ones, under jemalloc and glibc), itself only when none is live" do
+      redis = ["--redis-url", "unix://#{redis_server.socket}", "--json", "--no-app"]
+      allocator = lambda do |*args|
+        out, err, status = sidekiq_rust("doctor", *args, env: Allocators::GLIBC_ENV) # the doctor itself on glibc
+        expect(status.exitstatus).to eq(0), err + out
+        JSON.parse(out)["checks"].find { |c| c["name"] == "allocator" }
+      end
+      guard = { "max_rss" => 8000, "check_interval" => 0.5 }
+      jemalloc = sidekiq("jemalloc", guard: guard, env: Allocators.jemalloc_env)
+      eventually(timeout: 20, what: "the jemalloc process's record") { SidekiqRust::History.processes.size == 1 }
+      expect(allocator.call(*redis)).to eq("name" => "allocator", "status" => "pass", "todo" => nil,
+                                           "saw" => "1 live guarded process(es): 1 on jemalloc")
+
+      glibc = sidekiq("glibc", guard: guard, env: Allocators::GLIBC_ENV)
+      eventually(timeout: 20, what: "the glibc process's record") { SidekiqRust::History.processes.size == 2 }
+      mixed = allocator.call(*redis)
+      expect(mixed).to include("status" => "warn", "saw" => "2 live guarded process(es): 1 on glibc, 1 on jemalloc " \
+                                                            "(not jemalloc: #{glibc.identity})")
+      # The advice's command is the one the generator prints.
+      command = SidekiqRust::Doctor::Allocator::JEMALLOC_COMMAND
+      expect(mixed["todo"]).to include("`#{command}`", "MALLOC_ARENA_MAX=2")
+      next_steps = File.expand_path("../lib/generators/sidekiq_rust/install/templates/next_steps.txt", __dir__)
+      expect(File.read(next_steps)).to include("     #{command}\n")
+
+      # A process gone (no reading for GONE_MIN seconds) is not judged; with none live, the doctor judges itself.
+      [jemalloc, glibc].each(&:stop)
+      gone_at = Time.now.to_f - SidekiqRust::History::GONE_MIN - 60
+      SidekiqRust::History.processes.each do |p|
+        redis_call("HSET", SidekiqRust::History::PROCESS_PREFIX + p[:identity], "at", gone_at.to_s)
+      end
+      alone = allocator.call(*redis)
+      expect(alone).to include("status" => "warn",
+                               "saw" => a_string_starting_with("this process (no guarded process is live): glibc"))
+      expect(alone["todo"]).to include("`#{command}`")
+      expect(allocator.call("--no-redis", "--json", "--no-app")["saw"])
+        .to start_with("this process (the guarded processes were not read): glibc")
+    end
   end
 
   describe "db pool, against a real ActiveRecord pool (sqlite3)" do

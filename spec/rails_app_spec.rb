@@ -95,17 +95,71 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
     expect(redis_call("LLEN", "queue:default")).to eq(0)
   end
 
-  it "`bin/rails generate sidekiq_rust:install` writes the initializer with every key, says what to do next, and " \
-     "refuses to overwrite it without --force" do
+  # A directory with a `sidekiq` that runs the suite's Sidekiq version, to put first in PATH: the printed start
+  # command without `bundle exec` (the fixture app has no Gemfile; its boot.rb picks the gems).
+  def sidekiq_on_path
+    bin = File.join(@app, "test_bin")
+    FileUtils.mkdir_p(bin)
+    File.write(File.join(bin, "sidekiq"), <<~RUBY)
+      #!#{RbConfig.ruby}
+      gem "sidekiq", ENV.fetch("SIDEKIQ_VERSION")
+      load Gem.bin_path("sidekiq", "sidekiq")
+    RUBY
+    File.chmod(0o755, File.join(bin, "sidekiq"))
+    "#{bin}:#{ENV.fetch('PATH')}"
+  end
+
+  it "`bin/rails generate sidekiq_rust:install` writes the initializer with every key and config/sidekiq.yml, " \
+     "says what to do next, and refuses to overwrite either without --force" do
     # Only Rails' generator lookup loads the generator: requiring the gem loads no Rails.
     expect(ruby_output("print defined?(Rails).inspect, defined?(SidekiqRust::Generators).inspect")).to eq("nilnil")
     initializer = File.join(@app, "config/initializers/sidekiq_rust.rb")
-    FileUtils.rm(initializer)
+    sidekiq_yml = File.join(@app, "config/sidekiq.yml")
+    FileUtils.rm([initializer, sidekiq_yml]) # as in a fresh app: neither `rails new` nor Sidekiq writes them
     out, status = in_app({}, RbConfig.ruby, "bin/rails", "generate", "sidekiq_rust:install")
     expect(status.exitstatus).to eq(0), out
     expect(out).to match(%r{create\s+config/initializers/sidekiq_rust\.rb})
-    expect(out).to include('require "sidekiq_rust/web"', "authenticate", "mount SidekiqRust::Metrics::App",
-                           "bundle exec sidekiq_rust exec -- sidekiq")
+    expect(out).to match(%r{create\s+config/sidekiq\.yml})
+    expect(out).to include('require "sidekiq_rust/web"', "Rack::Auth::Basic", "authenticate :user",
+                           "mount sidekiq_web_auth.call(SidekiqRust::Metrics::App)",
+                           "bundle exec sidekiq_rust exec -- sidekiq -C config/sidekiq.yml",
+                           "bundle exec sidekiq_rust doctor")
+    # Step 2 as printed, pasted into config/routes.rb: both mounts answer 401 without the credentials, the
+    # metrics 200 with them.
+    printed = out.lines.map(&:chomp)
+    first = printed.index { |line| line.include?('require "sidekiq/web"') }
+    last = printed.index { |line| line.include?("mount sidekiq_web_auth.call(SidekiqRust::Metrics::App)") }
+    snippet = printed[first..last].map { |line| line.delete_prefix("     ") }
+    File.write(File.join(@app, "config/routes.rb"),
+               "Rails.application.routes.draw do\n#{snippet.map { |l| "  #{l}".rstrip }.join("\n")}\nend\n")
+    probe = <<~RUBY
+      r = Rack::MockRequest.new(Rails.application)
+      get = ->(path, credentials = nil) do
+        headers = { "HTTP_HOST" => "localhost" }
+        headers["HTTP_AUTHORIZATION"] = "Basic " + [credentials].pack("m0") if credentials
+        r.get(path, headers).status
+      end
+      print [get.("/sidekiq_rust/metrics"), get.("/sidekiq"), get.("/sidekiq_rust/metrics", "ops:wrong"),
+             get.("/sidekiq_rust/metrics", "ops:s3cret")].join(" ")
+    RUBY
+    out, status = in_app({ "SIDEKIQ_WEB_USER" => "ops", "SIDEKIQ_WEB_PASSWORD" => "s3cret" }, RbConfig.ruby,
+                         "bin/rails", "runner", probe)
+    expect(status.exitstatus).to eq(0), out
+    expect(out).to end_with("401 401 401 200")
+    out, status = in_app({}, RbConfig.ruby, "bin/rails", "runner", probe.sub("ops:s3cret", "ops:"))
+    expect(out).to end_with("401 401 401 401"), out # no credentials set: nobody gets in
+
+    # Sidekiq's own file, its ERB kept for Sidekiq to read: concurrency from RAILS_MAX_THREADS, the default queue.
+    yml = File.read(sidekiq_yml)
+    expect(yml).to include(%(:concurrency: <%= ENV.fetch("RAILS_MAX_THREADS", 5) %>\n:queues:\n  - default\n))
+    [[{}, 5], [{ "RAILS_MAX_THREADS" => "4" }, 4]].each do |env, concurrency|
+      out, status = in_app(env.merge("SIDEKIQ_MAX_RSS" => "1GB"), RbConfig.ruby, EXE, "doctor", "--no-redis", "--json")
+      expect(status.exitstatus).to eq(0), out
+      checks = JSON.parse(out[out.index("{")..])["checks"].to_h { |c| [c["name"], c] }
+      expect(checks["sidekiq"]["saw"])
+        .to eq("#{sidekiq_yml} (development): concurrency #{concurrency}, timeout not set")
+      expect(checks["db pool"]["status"]).to eq("pass")
+    end
     text = File.read(initializer)
     # Every key of the Configuration: the limits set from the environment, the others commented with their default.
     commented = text.scan(/^  # c\.(\w+) = (.+)$/).to_h
@@ -128,26 +182,49 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
     expect(status.exitstatus).not_to eq(0)
     expect(out).to include('max_rss is "300 megs"')
 
-    # An existing initializer stays as it is without --force, and is rewritten with it.
+    # An app's own config/sidekiq.yml (Sidekiq ran before the gem came) is left as it is and said so; the
+    # generator goes on and writes the initializer.
+    FileUtils.rm(initializer)
+    File.write(sidekiq_yml, ":concurrency: 3\n:queues:\n  - critical\n  - default\n")
+    out, status = in_app({}, RbConfig.ruby, "bin/rails", "generate", "sidekiq_rust:install")
+    expect(status.exitstatus).to eq(0), out
+    expect(out).to match(%r{exist\s+config/sidekiq\.yml \(the app's own, left as it is; --force replaces it\)})
+    expect(out).to match(%r{create\s+config/initializers/sidekiq_rust\.rb})
+    expect(File.read(sidekiq_yml)).to eq(":concurrency: 3\n:queues:\n  - critical\n  - default\n")
+    expect(File.read(initializer)).to eq(text)
+
+    # An existing initializer: the generator refuses and writes nothing without --force; with it, both files are
+    # rewritten.
     File.write(initializer, "#{text}# edited by the app\n")
     out, status = in_app({}, RbConfig.ruby, "bin/rails", "generate", "sidekiq_rust:install")
     expect(status.exitstatus).to eq(1), out
     expect(out).to include("config/initializers/sidekiq_rust.rb already exists", "--force")
     expect(File.read(initializer)).to end_with("# edited by the app\n")
+    expect(File.read(sidekiq_yml)).to include("critical")
     out, status = in_app({}, RbConfig.ruby, "bin/rails", "generate", "sidekiq_rust:install", "--force")
     expect(status.exitstatus).to eq(0), out
     expect(File.read(initializer)).to eq(text)
+    expect(File.read(sidekiq_yml)).to eq(yml)
 
-    # Sidekiq at the app's root starts the guard it configures.
-    pid, log = start_sidekiq("SIDEKIQ_MAX_RSS" => "900MB")
+    # The printed start command, at the app's root (without `bundle exec`: the fixture has no Gemfile), starts
+    # Sidekiq on the generated file, under jemalloc, with the guard the initializer configures.
+    log = File.join(@app, "sidekiq.log")
+    pid = Bundler.with_unbundled_env do
+      Process.spawn(app_env("SIDEKIQ_MAX_RSS" => "900MB", "RAILS_MAX_THREADS" => "4", "PATH" => sidekiq_on_path),
+                    RbConfig.ruby, EXE, "exec", "--", "sidekiq", "-C", "config/sidekiq.yml",
+                    chdir: @app, out: log, err: [:child, :out])
+    end
     begin
       Timeout.timeout(60) { sleep 0.2 until File.exist?(log) && File.read(log).include?("guard started") }
+      # `exec` replaced itself with Sidekiq (the same pid), whose concurrency is RAILS_MAX_THREADS.
+      heartbeat = eventually(timeout: 20, what: "its heartbeat") { live_processes.find { |p| p["pid"] == pid } }
+      expect(heartbeat["concurrency"]).to eq(4)
     rescue Timeout::Error
       raise "sidekiq did not start the guard within 60s:\n#{File.read(log)}"
     ensure
       Terminate.child(pid)
     end
-    expect(File.read(log)).to match(/guard started .*limit=900MB hard_limit=none/)
+    expect(File.read(log)).to match(/guard started .*limit=900MB hard_limit=none allocator=jemalloc /)
   end
 
   it "doctor at the app's root loads the app and reads config/sidekiq.yml" do

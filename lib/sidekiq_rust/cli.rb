@@ -2,6 +2,7 @@
 
 require_relative "../sidekiq_rust"
 require_relative "cli/command"
+require_relative "cli/app_configuration"
 require_relative "cli/exec"
 require_relative "cli/doctor"
 require_relative "cli/systemd"

@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require_relative "doctor/allocator"
 require_relative "doctor/container"
 require_relative "doctor/brake"
 require_relative "doctor/fragmentation"
@@ -33,43 +34,27 @@ module SidekiqRust
     #   timeout:           Sidekiq's shutdown timeout, -t (default: Sidekiq's own setting)
     #   timeout_stop_sec:  the systemd unit's TimeoutStopSec, when there is one
     #   redis:             false to leave Redis out (e.g. at boot, when Sidekiq checks it itself)
+    #   fleet:             true to judge the allocator of the app's live guarded processes (History, in Redis)
+    #                      rather than this process's (the command line's doctor; a booting Sidekiq judges itself)
     #   cgroup, oom, pressure: Memory.cgroup, Memory.cgroup_oom and Memory.pressure, for tests
     def run(settings: configured_settings, concurrency: nil, timeout: nil, timeout_stop_sec: nil, redis: true,
-            cgroup: Memory.cgroup, oom: Memory.cgroup_oom, pressure: Memory.pressure, env: ENV)
+            fleet: false, cgroup: Memory.cgroup, oom: Memory.cgroup_oom, pressure: Memory.pressure, env: ENV)
       timeout ||= sidekiq_timeout
-      checks = [allocator(env), activerecord_pool(concurrency || sidekiq_concurrency), limits(settings, cgroup),
+      processes = redis ? recorded_processes : nil
+      allocator = fleet ? Allocator.check(processes: processes, env: env) : Allocator.this_process(env)
+      checks = [allocator, activerecord_pool(concurrency || sidekiq_concurrency), limits(settings, cgroup),
                 Container.check(settings, cgroup: cgroup, oom: oom, pressure: pressure),
                 Brake.check(settings, rss: Memory.rss, concurrency: concurrency || sidekiq_concurrency),
                 timeouts(settings.is_a?(Settings) ? settings : nil, timeout, timeout_stop_sec)]
       checks << redis_check if redis
-      checks << Fragmentation.check(processes: redis ? recorded_processes : nil)
+      checks << Fragmentation.check(processes: processes)
       checks << gc_environment(env)
       checks
     end
 
+    # The allocator check of this process (Allocator.check judges the guarded processes).
     def allocator(env)
-      info = Allocator.info
-      case info[:name]
-      when "jemalloc"
-        Check.new(name: "allocator", status: :pass, saw: "jemalloc #{info[:version]} (#{info[:source]})")
-      when "glibc"
-        arena_max = Allocator.stats[:arena_max]
-        if arena_max
-          Check.new(name: "allocator", status: :pass, saw: "glibc #{info[:version]} with arena_max=#{arena_max}")
-        else
-          Check.new(name: "allocator", status: :warn,
-                    saw: "glibc #{info[:version]} malloc, no MALLOC_ARENA_MAX (up to 8 arenas per core)",
-                    todo: "threaded Sidekiq bloats on glibc: run under jemalloc (`sidekiq_rust exec -- " \
-                          "bundle exec sidekiq`) or set MALLOC_ARENA_MAX=2#{preload_hint(env)}")
-        end
-      else
-        Check.new(name: "allocator", status: :warn, saw: "unknown malloc from #{info[:library]}",
-                  todo: "sidekiq_rust reclaims memory on glibc and jemalloc only; Allocator.purge is unavailable")
-      end
-    end
-
-    def preload_hint(env)
-      env["LD_PRELOAD"].to_s.empty? ? "" : " (LD_PRELOAD is #{env['LD_PRELOAD']}, but it is not a jemalloc)"
+      Allocator.this_process(env)
     end
 
     def activerecord_pool(concurrency)

@@ -69,8 +69,9 @@ module SidekiqRust
     end
   
     # The figures a process records in its history hash ("live", "allocator_free", "heap_fragmentation",
-    # "ruby_heap"; "" where unknown), read at most every EVERY seconds. Never raises: a failed read keeps the last
-    # figures, and says so through `notice` (a FailureNotice, nil: not said).
+    # "ruby_heap"; "" where unknown), read at most every EVERY seconds, and "live_at", the time they were read
+    # (the hash's "at" is its last reading's: `top` tells a LIVE figure older than the RSS beside it). Never
+    # raises: a failed read keeps the last figures, and says so through `notice` (a FailureNotice, nil: not said).
     class Sampler
       def initialize(every: EVERY, notice: nil)
         @every = every
@@ -85,7 +86,8 @@ module SidekiqRust
         @at = now
         figures = Fragmentation.read
         @fields = { "live" => figures[:live].to_s, "allocator_free" => figures[:allocator_free].to_s,
-                    "heap_fragmentation" => figures[:heap_fragmentation].to_s, "ruby_heap" => figures[:ruby_heap].to_s }
+                    "heap_fragmentation" => figures[:heap_fragmentation].to_s, "ruby_heap" => figures[:ruby_heap].to_s,
+                    "live_at" => now.round(3).to_s }
         @notice&.succeeded
         @fields
       rescue StandardError => e

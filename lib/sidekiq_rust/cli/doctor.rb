@@ -15,7 +15,8 @@ module SidekiqRust
         Usage: sidekiq_rust doctor [options]
 
         Checks what usually goes wrong with Sidekiq memory and shutdowns, and says what to do:
-          allocator  jemalloc active (linked or preloaded)? glibc without MALLOC_ARENA_MAX?
+          allocator  the app's live guarded processes (what each recorded in Redis): on jemalloc? Without one
+                     live (or with --no-redis), this process: jemalloc, or glibc with MALLOC_ARENA_MAX?
           db pool    ActiveRecord's pool >= Sidekiq's concurrency (when ActiveRecord is loaded: use --require)
           limits     the guard's max_rss / hard_max_rss below the container's memory limit
           container  the memory cgroup: its limit, room for the hard limit under it, whether an OOM kill takes one
@@ -58,7 +59,8 @@ module SidekiqRust
         load_app(options)
         configure_redis(options.redis_url) if options.redis
         checks = SidekiqRust::Doctor.run(concurrency: options.concurrency, timeout: options.timeout,
-                                         timeout_stop_sec: options.timeout_stop_sec, redis: options.redis, env: @env)
+                                         timeout_stop_sec: options.timeout_stop_sec, redis: options.redis,
+                                         fleet: true, env: @env)
         checks.unshift(file_check)
         print_checks(checks, options.json)
         checks.any?(&:problem?) ? EXIT_PROBLEMS : EXIT_OK

@@ -16,7 +16,9 @@ module SidekiqRust
 
         Prints a Deployment of Sidekiq pods, one process per container:
           resources.limits.memory        the container's limit (--memory); the guard's max_rss / hard_max_rss
-                                         ("80%" / "90%" by default) are shares of it, checked to be below it
+                                         are checked to be below it
+          env                            SIDEKIQ_MAX_RSS and SIDEKIQ_HARD_MAX_RSS (what the generated initializer
+                                         reads) when set here, so that the pods run with the limits checked
           terminationGracePeriodSeconds  the preStop's wait + Sidekiq's timeout + 15 s, and never shorter than the
                                          guard's kill_after + 5 s
           preStop                        quiets Sidekiq (TSTP to PID 1) and waits the guard's shutdown_wait, so that
@@ -26,6 +28,11 @@ module SidekiqRust
                                          (--no-jemalloc: plain `bundle exec sidekiq`)
         Without a supervisor in the container, the guard's restart is a clean exit (status 0) and the kubelet starts
         the container again in the same pod (restartPolicy Always).
+
+        The guard's settings: the command line's, else the app's (-r ./config/environment: its SidekiqRust.configure,
+        as it resolves in this environment), else what the generated initializer sets in a container
+        (SIDEKIQ_MAX_RSS, else "80%"; SIDEKIQ_HARD_MAX_RSS, else none). No hard_max_rss is assumed where none is
+        set: the header says so.
 
         Options:
               --name NAME            the Deployment's name and label (default: sidekiq)
@@ -39,8 +46,9 @@ module SidekiqRust
                                      RACK_ENV, production when unset, else 25)
           -r, --require FILE         load FILE first (e.g. ./config/environment), to take the guard's settings from
                                      the app's SidekiqRust.configure (repeatable)
-              --max-rss SIZE         the guard's max_rss (default: the app's, else "80%")
-              --hard-max-rss SIZE    the guard's hard_max_rss (default: the app's, else "90%")
+              --max-rss SIZE         the guard's max_rss (default: the app's, else SIDEKIQ_MAX_RSS, else "80%")
+              --hard-max-rss SIZE    the guard's hard_max_rss (default: the app's, else SIDEKIQ_HARD_MAX_RSS, else
+                                     none)
               --shutdown-wait N      the guard's shutdown_wait, seconds (default: the app's, else 60)
               --kill-after N         the guard's kill_after, above the timeout (default: the app's, else timeout + 15)
               --no-jemalloc          run plain `bundle exec sidekiq`
@@ -50,10 +58,13 @@ module SidekiqRust
       TEXT
 
       Options = Struct.new(:help, :name, :image, :replicas, :memory, :cpu, :config_file, :timeout, :requires,
-                           :max_rss, :hard_max_rss, :shutdown_wait, :kill_after, :jemalloc, keyword_init: true)
+                           :max_rss, :hard_max_rss, :shutdown_wait, :kill_after, :jemalloc, :app, :given,
+                           keyword_init: true)
 
       DEFAULT_TIMEOUT = 25
       DEFAULT_MEMORY = "1Gi"
+      # The generated initializer's max_rss in a container when SIDEKIQ_MAX_RSS is unset.
+      CONTAINER_MAX_RSS = "80%"
       # Kubernetes quantities (binary and decimal) and the units the guard's settings take.
       QUANTITY = /\A(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|KB|MB|GB|TB)?\z/i
       BINARY = { "k" => 1024, "m" => 1024**2, "g" => 1024**3, "t" => 1024**4 }.freeze
@@ -66,7 +77,8 @@ module SidekiqRust
 
       def parse(argv)
         options = Options.new(help: false, name: "sidekiq", image: "your-app-image:latest", replicas: 2,
-                              memory: quantity(DEFAULT_MEMORY), cpu: "500m", requires: [], jemalloc: true)
+                              memory: quantity(DEFAULT_MEMORY), cpu: "500m", requires: [], jemalloc: true,
+                              given: [])
         parser = OptionParser.new
         parser.on("-h", "--help") { options.help = true }
         parser.on("--name NAME") { |v| options.name = dns_name(v) }
@@ -77,8 +89,14 @@ module SidekiqRust
         parser.on("-C", "--config FILE") { |v| options.config_file = v }
         parser.on("-t", "--timeout N", Integer) { |v| options.timeout = positive(v, "--timeout") }
         parser.on("-r", "--require FILE") { |v| options.requires << v }
-        parser.on("--max-rss SIZE") { |v| options.max_rss = v }
-        parser.on("--hard-max-rss SIZE") { |v| options.hard_max_rss = v }
+        parser.on("--max-rss SIZE") do |v|
+          options.max_rss = v
+          options.given << "--max-rss"
+        end
+        parser.on("--hard-max-rss SIZE") do |v|
+          options.hard_max_rss = v
+          options.given << "--hard-max-rss"
+        end
         parser.on("--shutdown-wait N", Float) { |v| options.shutdown_wait = v }
         parser.on("--kill-after N", Float) { |v| options.kill_after = positive(v, "--kill-after") }
         parser.on("--[no-]jemalloc") { |v| options.jemalloc = v }
@@ -89,14 +107,20 @@ module SidekiqRust
 
       private
 
-      # Fills what the command line did not give: the file's timeout, the app's guard settings, the defaults;
-      # then checks that they agree.
+      # Fills what the command line did not give: the file's timeout, the app's guard settings (with -r), else what
+      # the generated initializer sets in a container; then checks that they agree. Never a hard_max_rss of its own.
       def complete(options)
         options.timeout ||= file_timeout(options) || DEFAULT_TIMEOUT
-        options.requires.each { |file| require File.expand_path(file) }
-        app = SidekiqRust.configuration
-        options.max_rss ||= app&.max_rss || "80%"
-        options.hard_max_rss ||= app&.hard_max_rss || "90%"
+        options.app = AppConfiguration.new(options.requires, @env)
+        if (app = options.app.configuration)
+          options.max_rss ||= app.max_rss ||
+                              raise(UsageError, "#{options.app.source} sets no max_rss: set it (the generated " \
+                                                "initializer reads SIDEKIQ_MAX_RSS), or give --max-rss")
+          options.hard_max_rss ||= app.hard_max_rss
+        else
+          options.max_rss ||= options.app.variables.fetch("SIDEKIQ_MAX_RSS", CONTAINER_MAX_RSS)
+          options.hard_max_rss ||= options.app.variables["SIDEKIQ_HARD_MAX_RSS"]
+        end
         options.shutdown_wait ||= app&.shutdown_wait || Configuration.new.shutdown_wait
         options.kill_after = Configuration.kill_after(options.kill_after || app&.kill_after, options.timeout)
         check(options)
@@ -114,9 +138,20 @@ module SidekiqRust
         [[:max_rss, settings.max_rss], [:hard_max_rss, settings.hard_max_rss]].each do |key, bytes|
           next if bytes.nil? || bytes < options.memory
 
-          raise UsageError, "#{key} (#{Units.mb(bytes)}) must be below --memory (#{Units.mb(options.memory)}): the " \
-                            "kernel would OOM-kill the container before the guard restarts it"
+          raise UsageError, "#{key} (#{Units.mb(bytes)}, #{origin(options, key)}) must be below --memory " \
+                            "(#{Units.mb(options.memory)}): the kernel would OOM-kill the container before the " \
+                            "guard restarts it; give a larger --memory, or a lower #{key} (e.g. a share: \"80%\")"
         end
+      end
+
+      # Where a limit came from, for the refusal: "from the app's configuration (-r ./config/environment)".
+      def origin(options, key)
+        flag = "--#{key.to_s.tr('_', '-')}"
+        return "from #{flag}" if options.given.include?(flag)
+        return "from #{options.app.source}" if options.app.given?
+
+        variable = "SIDEKIQ_#{key.upcase}"
+        options.app.variables.key?(variable) ? "from #{variable}" : "the generated initializer's default"
       end
 
       # The guard's limits as it would resolve them in a container of --memory.

@@ -47,8 +47,9 @@ module SidekiqRust
 
       def container
         memory = "#{(@options.memory / MIB.to_f).ceil}Mi"
+        env = variables.empty? ? {} : { "env" => variables.map { |name, value| { "name" => name, "value" => value } } }
         {
-          "name" => @options.name, "image" => @options.image, "command" => command,
+          "name" => @options.name, "image" => @options.image, "command" => command, **env,
           "resources" => { "requests" => { "memory" => memory, "cpu" => @options.cpu },
                            "limits" => { "memory" => memory } },
           "lifecycle" => { "preStop" => { "exec" => { "command" => [
@@ -62,9 +63,39 @@ module SidekiqRust
         @options.jemalloc ? ["bundle", "exec", "sidekiq_rust", "exec", "--", *sidekiq] : ["bundle", "exec", *sidekiq]
       end
 
+      # What the guard's settings are and where they come from; a hard_max_rss nobody set is said to be none.
+      def settings_text
+        hard = @options.hard_max_rss ? @options.hard_max_rss.inspect : "none (not set)"
+        settings = "max_rss #{@options.max_rss.inspect}, hard_max_rss #{hard}, shutdown_wait " \
+                   "#{Units.seconds(@options.shutdown_wait)}, kill_after #{Units.seconds(@options.kill_after)}"
+        app = @options.app
+        source = if app&.given?
+                   app.source
+                 else
+                   "the generated initializer in a container: SIDEKIQ_MAX_RSS, else \"80%\"; SIDEKIQ_HARD_MAX_RSS, " \
+                     "else none (-r ./config/environment takes the app's own)"
+                 end
+        given = Array(@options.given)
+        source += "; #{given.join(' and ')} from the command line, in the env below" unless given.empty?
+        "The guard's settings this assumes: #{settings}. From #{source}."
+      end
+
+      # The variables of the guard's settings for the container: those set where the command ran, and the limits
+      # given on its command line (the generated initializer reads them).
+      def variables
+        found = @options.app ? @options.app.variables.dup : {}
+        given = Array(@options.given)
+        found["SIDEKIQ_MAX_RSS"] = @options.max_rss.to_s if given.include?("--max-rss")
+        found["SIDEKIQ_HARD_MAX_RSS"] = @options.hard_max_rss.to_s if given.include?("--hard-max-rss")
+        found
+      end
+
+      # `text` as comment lines of at most 116 characters.
+      def comment(text)
+        text.scan(/\S.{0,112}(?=\s|\z)/).map { |line| "# #{line}\n" }.join
+      end
+
       def header
-        settings = "max_rss #{@options.max_rss.inspect}, hard_max_rss #{@options.hard_max_rss.inspect}, " \
-                   "shutdown_wait #{Units.seconds(@options.shutdown_wait)}, kill_after #{Units.seconds(@options.kill_after)}"
         other = if @options.replicas == 1
                   "# replicas 1: set require_other_process = false, or the sole process restarts only at the hard\n" \
                     "# limit (the queue waits a few seconds while it restarts)."
@@ -72,9 +103,7 @@ module SidekiqRust
                   "# require_other_process counts the fleet's live Sidekiq processes in Redis, every pod's: a soft-\n" \
                     "# limit restart waits until another process serves: with one process per pod, another pod's."
                 end
-        <<~TEXT
-          # Sidekiq under sidekiq_rust (`sidekiq_rust kubernetes`). The guard's settings this assumes, to keep in
-          # SidekiqRust.configure: #{settings}.
+        comment("Sidekiq under sidekiq_rust (`sidekiq_rust kubernetes`). #{settings_text}") + <<~TEXT
           # The guard's restart is a clean exit; the kubelet starts the container again in the same pod (its
           # restart back-off applies to clean exits too: a process restarting more often than every 10 minutes
           # waits 10 s, 20 s, 40 s, ...).

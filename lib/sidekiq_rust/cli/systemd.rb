@@ -17,6 +17,11 @@ module SidekiqRust
         KillSignal=SIGTERM, and a TimeoutStopSec long enough for Sidekiq to push unfinished jobs back
         (max(timeout + 15, kill_after + 5) seconds).
 
+        The guard's settings the app reads from the environment go into Environment= lines: SIDEKIQ_MAX_RSS and
+        SIDEKIQ_HARD_MAX_RSS (what the generated initializer reads) when set where this command runs (an
+        --environment line of the same name wins). With -r ./config/environment, it takes the guard's kill_after
+        from the app and says in a comment which limits the app sets (none assumed where it sets none).
+
         Options:
               --name NAME              the unit's name in --instances' install comment (default: sidekiq)
               --working-directory DIR  the app's directory (default: the current directory)
@@ -27,7 +32,10 @@ module SidekiqRust
                                        working directory's config/sidekiq.yml, which sidekiq reads itself)
           -t, --timeout N              Sidekiq's shutdown timeout, -t, whole seconds (default: the file's
                                        timeout for the unit's RAILS_ENV/APP_ENV/RACK_ENV, else 25)
-              --kill-after N           the guard's kill_after, above the timeout (default: timeout + 15)
+              --kill-after N           the guard's kill_after, above the timeout (default: the app's, else
+                                       timeout + 15)
+          -r, --require FILE           load FILE first (e.g. ./config/environment), to take the guard's settings
+                                       from the app's SidekiqRust.configure (repeatable)
               --environment KEY=VALUE  an Environment= line, quoted when VALUE has spaces (repeatable)
               --malloc-arena-max N     Environment=MALLOC_ARENA_MAX=N (glibc)
               --jemalloc               run the command through `bundle exec sidekiq_rust exec --`, which
@@ -40,7 +48,8 @@ module SidekiqRust
       TEXT
 
       Options = Struct.new(:help, :name, :working_directory, :exec_start, :user, :config_file, :timeout,
-                           :kill_after, :environment, :malloc_arena_max, :jemalloc, :instances, keyword_init: true)
+                           :kill_after, :environment, :malloc_arena_max, :jemalloc, :instances, :requires, :app,
+                           keyword_init: true)
 
       DEFAULT_TIMEOUT = 25
 
@@ -51,7 +60,7 @@ module SidekiqRust
 
       def parse(argv)
         options = Options.new(help: false, name: "sidekiq", working_directory: Dir.pwd, environment: [],
-                              jemalloc: false)
+                              jemalloc: false, requires: [])
         parser = OptionParser.new
         parser.on("-h", "--help") { options.help = true }
         parser.on("--name NAME") { |v| options.name = unit_name(v) }
@@ -65,8 +74,13 @@ module SidekiqRust
         parser.on("--malloc-arena-max N", Integer) { |v| options.malloc_arena_max = positive(v, "--malloc-arena-max") }
         parser.on("--jemalloc") { options.jemalloc = true }
         parser.on("--instances N", Integer) { |v| options.instances = positive(v, "--instances") }
+        parser.on("-r", "--require FILE") { |v| options.requires << v }
         parse_all(parser, argv)
-        options.timeout ||= file_timeout(options) || DEFAULT_TIMEOUT unless options.help
+        return options if options.help
+
+        options.timeout ||= file_timeout(options) || DEFAULT_TIMEOUT
+        options.app = AppConfiguration.new(options.requires, @env)
+        options.kill_after ||= options.app.configuration&.kill_after
         check_kill_after(options)
         options
       end
@@ -104,6 +118,7 @@ module SidekiqRust
         template = !options.instances.nil?
         lines = []
         lines.concat(install_comment(options)) if template
+        lines.concat(limits_comment(options.app)) if options.app&.given?
         lines << "[Unit]"
         lines << "Description=Sidekiq#{template ? ' %i' : ''} (memory guard: sidekiq_rust)"
         lines << "After=network.target"
@@ -172,8 +187,12 @@ module SidekiqRust
         "bundle exec sidekiq#{config} -t #{options.timeout}"
       end
 
+      # The given --environment pairs, then the guard's variables set here that they do not name.
       def environment_lines(options)
-        lines = options.environment.map { |pair| environment_line(pair) }
+        given = options.environment.map { |pair| pair.split("=", 2).first }
+        variables = options.app ? options.app.variables.reject { |name, _| given.include?(name) } : {}
+        pairs = options.environment + variables.map { |name, value| "#{name}=#{value}" }
+        lines = pairs.map { |pair| environment_line(pair) }
         if options.jemalloc
           @err.puts("sidekiq_rust systemd: --malloc-arena-max ignored: it tunes glibc, and --jemalloc replaces it") if
             options.malloc_arena_max
@@ -181,6 +200,17 @@ module SidekiqRust
           lines << environment_line("MALLOC_ARENA_MAX=#{options.malloc_arena_max}")
         end
         lines
+      end
+
+      # Which limits the app sets (none assumed where it sets none), and what a share of a limit needs under systemd.
+      def limits_comment(app)
+        config = app.configuration
+        hard = config.hard_max_rss ? config.hard_max_rss.inspect : "none (not set)"
+        lines = ["# The guard's limits, from #{app.source}: max_rss #{config.max_rss.inspect}, hard_max_rss #{hard}."]
+        if [config.max_rss, config.hard_max_rss].any? { |limit| limit.to_s.end_with?("%") }
+          lines << "# A share (\"80%\") is of the unit's memory limit: add MemoryMax=, or the guard will not start."
+        end
+        lines << ""
       end
 
       def install_comment(options)

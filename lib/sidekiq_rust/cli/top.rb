@@ -21,6 +21,11 @@ module SidekiqRust
         Largest RSS first. In a memory cgroup (a container), a line for it: limit, working set, OOM kills, and the
         memory pressure (PSI some/full avg10: the share of the last 10 s in which tasks stalled on memory).
 
+        From each process's guard record: LIMIT, its max_rss ("-": no guard); LIVE, ALLOCFREE and HEAPFRAG, what
+        it measured of its fragmentation (every 30 s). LIVE is never shown staler than the RSS beside it: a figure
+        measured more than one check interval before that RSS was read is marked "~" and capped at the RSS (the
+        process may have given memory back since); --json gives its age (live_age, seconds).
+
         Options:
               --interval SECONDS  refresh period (default: 2)
               --once              print one frame and exit
@@ -36,7 +41,11 @@ module SidekiqRust
 
       # Restart slots looked at beyond one per live process (see Fleet.all_holders).
       SLOT_MARGIN = 32
-      NO_FRAGMENTATION = { live: nil, allocator_free: nil, heap_fragmentation: nil }.freeze
+      # What a guard record gives a row; nil without a guard (or before its first reading).
+      NO_RECORD = { max_rss: nil, hard_max_rss: nil, live: nil, live_age: nil, live_stale: nil, allocator_free: nil,
+                    heap_fragmentation: nil }.freeze
+      # The fields top reads of a guard's record (History::PROCESS_PREFIX + identity).
+      RECORD_FIELDS = %w[soft hard live live_at interval allocator_free heap_fragmentation].freeze
 
       def execute(options)
         connect(options.redis_url)
@@ -76,26 +85,46 @@ module SidekiqRust
       # pss:, uss:, memory_source:, quiet:, paused:, restart_slot:} (bytes); paused: its memory brake holds
       # fetching. memory_source "live": rss, pss, uss read now
       # from /proc (this host); "heartbeat": rss from Sidekiq's heartbeat, pss and uss nil (other hosts, or a
-      # process gone since its beat). live:, allocator_free:, heap_fragmentation: what the process's guard last
-      # recorded (nil: not recorded, or unknown).
-      def rows
+      # process gone since its beat). From the process's guard record (nil: no guard, or unknown): max_rss:,
+      # hard_max_rss: (its limits), live: (the allocator's bytes in use, at most rss), live_age: (seconds between
+      # its measure and the rss's), live_stale: (true when measured more than one check interval before the rss:
+      # live is then capped at rss), allocator_free:, heap_fragmentation:.
+      def rows(now: Time.now.to_f)
         processes = SidekiqAdapter.processes
         holders = Fleet.all_holders(processes.size + SLOT_MARGIN)
         here = SidekiqAdapter.hostname
         paused = paused_marks(processes)
-        recorded = fragmentation(processes.size)
+        records = guard_records(processes)
         processes.map do |process|
+          tag = SidekiqAdapter.tag_of(process)
           pid = process["pid"].to_i
           memory = (process["hostname"] == here && local_memory(pid)) ||
                    { rss: process["rss"].to_i * 1024, pss: nil, uss: nil, memory_source: "heartbeat" }
+          rss_at = memory[:memory_source] == "live" ? now : process["beat"].to_f
           {
-            identity: SidekiqAdapter.tag_of(process), hostname: process["hostname"], pid: pid,
+            identity: tag, hostname: process["hostname"], pid: pid,
             busy: process["busy"].to_i, concurrency: process["concurrency"].to_i, **memory,
-            quiet: process.stopping?, paused: paused.include?(SidekiqAdapter.tag_of(process)),
-            restart_slot: holders.include?(SidekiqAdapter.tag_of(process)),
-            **recorded.fetch(SidekiqAdapter.tag_of(process), NO_FRAGMENTATION)
+            quiet: process.stopping?, paused: paused.include?(tag), restart_slot: holders.include?(tag),
+            **record_figures(records[tag], memory[:rss], rss_at)
           }
         end.sort_by { |row| -row[:rss] }
+      end
+
+      # A row's figures from its guard record (RECORD_FIELDS' values), the LIVE figure set against the RSS read
+      # at `rss_at`: capped at it, and stale when measured more than one check interval before it (a record
+      # without live_at, written before it was recorded, is stale).
+      def record_figures(record, rss, rss_at)
+        return NO_RECORD unless record
+
+        soft, hard, live, live_at, interval, allocator_free, heap_fragmentation =
+          record.map { |v| v.to_s.empty? ? nil : v }
+        figures = NO_RECORD.merge(max_rss: soft&.to_i, hard_max_rss: hard&.to_i,
+                                  allocator_free: allocator_free&.to_i, heap_fragmentation: heap_fragmentation&.to_f)
+        return figures unless live
+
+        age = live_at && [rss_at - live_at.to_f, 0].max.round(1)
+        stale = age.nil? || age > interval.to_f
+        figures.merge(live: [live.to_i, rss].min, live_age: age, live_stale: stale)
       end
 
       def summary(rows)
@@ -142,14 +171,18 @@ module SidekiqRust
                         time: now.strftime("%H:%M:%S"), n: s[:processes], busy: s[:busy], conc: s[:concurrency],
                         rss: mb(s[:rss]), quiet: s[:quiet], paused: s[:paused], slots: s[:restart_slots])]
         lines << cgroup_line(cgroup) if cgroup
-        lines << format("%-32s %-16s %8s %9s %9s %9s %9s %-4s %-6s %-4s %9s %9s %9s", "IDENTITY", "HOST", "PID",
-                        "BUSY", "RSS", "PSS", "USS", "SRC", "STATE", "SLOT", "LIVE", "ALLOCFREE", "HEAPFRAG")
-        rows.first(limit).each do |r|
-          lines << format("%-32s %-16s %8d %9s %9s %9s %9s %-4s %-6s %-4s %9s %9s %9s", r[:identity],
+        lines << format("%-32s %-16s %8s %9s %9s %9s %9s %9s %-4s %-6s %-4s %10s %9s %9s", "IDENTITY", "HOST", "PID",
+                        "BUSY", "RSS", "LIMIT", "PSS", "USS", "SRC", "STATE", "SLOT", "LIVE", "ALLOCFREE", "HEAPFRAG")
+        shown = rows.first(limit)
+        shown.each do |r|
+          lines << format("%-32s %-16s %8d %9s %9s %9s %9s %9s %-4s %-6s %-4s %10s %9s %9s", r[:identity],
                           r[:hostname].to_s[0, 16], r[:pid], "#{r[:busy]}/#{r[:concurrency]}", mb(r[:rss]),
-                          mb(r[:pss]), mb(r[:uss]), r[:memory_source] == "live" ? "live" : "beat", state(r),
-                          r[:restart_slot] ? "yes" : "-", mb(r[:live]), mb(r[:allocator_free]),
+                          mb(r[:max_rss]), mb(r[:pss]), mb(r[:uss]), r[:memory_source] == "live" ? "live" : "beat",
+                          state(r), r[:restart_slot] ? "yes" : "-", live(r), mb(r[:allocator_free]),
                           r[:heap_fragmentation] ? "#{(r[:heap_fragmentation] * 100).round}%" : "-")
+        end
+        if shown.any? { |r| r[:live] && r[:live_stale] }
+          lines << "(~ LIVE measured before its RSS was read, by up to #{Fragmentation::EVERY} s; capped at the RSS)"
         end
         lines << "(#{rows.size - limit} more not shown: --limit #{rows.size})" if rows.size > limit
         lines << "(no Sidekiq process is alive)" if rows.empty?
@@ -164,12 +197,25 @@ module SidekiqRust
         row[:paused] ? "paused" : "run"
       end
 
-      # What each guarded process last recorded of its fragmentation (History, every 30 s): {identity =>
-      # {live:, allocator_free:, heap_fragmentation:}}.
-      def fragmentation(count)
-        History.processes(limit: count + SLOT_MARGIN).to_h do |p|
-          [p[:identity], p.slice(:live, :allocator_free, :heap_fragmentation)]
+      # The LIVE cell: "~" marks a figure staler than the RSS beside it.
+      def live(row)
+        return "-" unless row[:live]
+
+        row[:live_stale] ? "~#{mb(row[:live])}" : mb(row[:live])
+      end
+
+      # Each process's guard record (History's hash, written at each reading), RECORD_FIELDS' values:
+      # {identity => [String or nil, ...]}, no entry for a process without one.
+      def guard_records(processes)
+        return {} if processes.empty?
+
+        tags = processes.map { |p| SidekiqAdapter.tag_of(p) }
+        values = SidekiqAdapter.redis do |conn|
+          conn.pipelined do |pipe|
+            tags.each { |tag| pipe.call("HMGET", History::PROCESS_PREFIX + tag, *RECORD_FIELDS) }
+          end
         end
+        tags.zip(values).reject { |_, fields| fields.nil? || fields.compact.empty? }.to_h
       end
 
       # The identities whose brake holds fetching (Brake's marks in Redis).

@@ -7,13 +7,22 @@ module SidekiqRust
   module Generators
     # `bin/rails generate sidekiq_rust:install`: writes config/initializers/sidekiq_rust.rb (every key of
     # SidekiqRust::OPTIONS: the limits read from SIDEKIQ_MAX_RSS and SIDEKIQ_HARD_MAX_RSS, the others commented
-    # with their default) and prints the next steps. Refuses to overwrite an
-    # existing initializer unless given --force. Only Rails' generator lookup loads this file.
+    # with their default) and config/sidekiq.yml (what the printed start command reads), and prints the next
+    # steps. Only Rails' generator lookup loads this file.
+    #
+    # Without --force, it overwrites neither file:
+    # - an existing initializer means the generator ran already (or the app configured the gem by hand): it
+    #   refuses, writes nothing and exits 1;
+    # - an existing config/sidekiq.yml is the app's own Sidekiq configuration (its queues, weights and
+    #   concurrency), the usual case when Sidekiq ran before the gem came: it is left as it is, said so, and the
+    #   generator goes on (the printed command reads it as it is).
     class InstallGenerator < Rails::Generators::Base
       INITIALIZER = "config/initializers/sidekiq_rust.rb"
+      SIDEKIQ_CONFIG = "config/sidekiq.yml"
 
       source_root File.expand_path("templates", __dir__)
-      desc "Creates #{INITIALIZER} (the memory guard's settings, each with its default) and prints the next steps"
+      desc "Creates #{INITIALIZER} (the memory guard's settings, each with its default) and #{SIDEKIQ_CONFIG} " \
+           "(unless the app has one), and prints the next steps"
 
       # A refusal (the initializer exists) exits 1, as a failed command should.
       def self.exit_on_failure?
@@ -26,6 +35,15 @@ module SidekiqRust
                              "run `bin/rails generate sidekiq_rust:install --force` to overwrite it"
         end
         template "initializer.rb.tt", INITIALIZER
+      end
+
+      # Copied, not rendered: its ERB is Sidekiq's, read at each start.
+      def create_sidekiq_config
+        if File.exist?(File.join(destination_root, SIDEKIQ_CONFIG)) && !options[:force]
+          say_status :exist, "#{SIDEKIQ_CONFIG} (the app's own, left as it is; --force replaces it)", :blue
+          return
+        end
+        copy_file "sidekiq.yml", SIDEKIQ_CONFIG
       end
 
       def show_next_steps
