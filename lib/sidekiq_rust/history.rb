@@ -171,28 +171,8 @@ module SidekiqRust
         end
       end
 
-      # The readings of one process, oldest first: [[unix_seconds Float, bytes Integer], ...].
-      def readings(identity, adapter: SidekiqAdapter)
-        adapter.redis { |conn| conn.call("LRANGE", READINGS_PREFIX + identity, 0, -1) }.map do |line|
-          at, bytes = line.split(" ", 2)
-          [at.to_f, bytes.to_i]
-        end
-      end
-
-      # The newest `count` events, newest first: {id:, type:, identity:, at:, reason:, data: Hash}.
-      def events(count: 50, identity: nil, adapter: SidekiqAdapter)
-        entries = adapter.redis { |conn| conn.call("XREVRANGE", EVENTS, "+", "-", "COUNT", count) }
-        rows = entries.map do |id, fields|
-          f = fields.is_a?(Hash) ? fields : fields.each_slice(2).to_h
-          { id: id, type: f["type"], identity: f["identity"], at: f["at"].to_f, reason: f["reason"],
-            data: parse_json(f["data"]) }
-        end
-        identity ? rows.select { |row| row[:identity] == identity } : rows
-      end
-
-      # The fleet's per-class figures, largest retained per job first:
-      private
-
+      # One process's row (as `processes` gives them) from its hash in Redis (the Memory tab's reader reads the
+      # hashes its own way).
       def process_row(identity, hash, now)
         interval = hash["interval"].to_f
         at = hash["at"].to_f
@@ -213,6 +193,27 @@ module SidekiqRust
           gone: now - at > [GONE_INTERVALS * interval, GONE_MIN].max
         }
       end
+
+      # The readings of one process, oldest first: [[unix_seconds Float, bytes Integer], ...].
+      def readings(identity, adapter: SidekiqAdapter)
+        adapter.redis { |conn| conn.call("LRANGE", READINGS_PREFIX + identity, 0, -1) }.map do |line|
+          at, bytes = line.split(" ", 2)
+          [at.to_f, bytes.to_i]
+        end
+      end
+
+      # The newest `count` events, newest first: {id:, type:, identity:, at:, reason:, data: Hash}.
+      def events(count: 50, identity: nil, adapter: SidekiqAdapter)
+        entries = adapter.redis { |conn| conn.call("XREVRANGE", EVENTS, "+", "-", "COUNT", count) }
+        rows = entries.map do |id, fields|
+          f = fields.is_a?(Hash) ? fields : fields.each_slice(2).to_h
+          { id: id, type: f["type"], identity: f["identity"], at: f["at"].to_f, reason: f["reason"],
+            data: parse_json(f["data"]) }
+        end
+        identity ? rows.select { |row| row[:identity] == identity } : rows
+      end
+
+      private
 
       # :paused, :fetching, or nil for a process without the brake.
       def brake_field(value)

@@ -29,11 +29,9 @@ module SidekiqRust
 
       # Every process with a history (History.processes rows), in History's order (most recently seen first): the
       # index and every process's hash in one reply (300 processes: 30 ms, was 450 ms through a pipeline of
-      # HGETALLs), shaped by History's own row code; History.processes where that is not at hand.
+      # HGETALLs), shaped by History's own row code (History.process_row); History.processes on a Redis without
+      # scripting.
       def processes(now:, adapter:)
-        return History.processes(limit: MAX_PROCESSES, offset: 0, now: now, adapter: adapter) unless
-          History.respond_to?(:process_row, true)
-
         json = adapter.redis do |conn|
           conn.call("EVAL", PROCESSES_SCRIPT, 1, History::INDEX, MAX_PROCESSES, History::PROCESS_PREFIX)
         end
@@ -43,7 +41,7 @@ module SidekiqRust
         entries.filter_map do |identity, fields|
           next unless fields.is_a?(Array) && !fields.empty? # the hash expired
 
-          History.send(:process_row, identity, fields.each_slice(2).to_h, now)
+          History.process_row(identity, fields.each_slice(2).to_h, now)
         end
       rescue StandardError # a Redis without scripting
         History.processes(limit: MAX_PROCESSES, offset: 0, now: now, adapter: adapter)
