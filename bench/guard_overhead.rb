@@ -3,7 +3,7 @@
 # Per-job cost of the guard's middleware, side by side in one run, on a heap of 250,000 live objects, at a high
 # job rate (jobs back to back):
 #   - no middleware          (the job alone)
-#   - SidekiqRust::ProcessKiller (class, jid, run time and the thread's allocation counter recorded in Rust; an
+#   - SidekiqRust::Middleware (class, jid, run time and the thread's allocation counter recorded in Rust; an
 #                             RSS read only when the last one is 20 ms old; no GC)
 #   - the previous approach  (one RSS read, a pread of /proc/self/statm, after every job)
 #   - a hand-written killer  (GC.start + an RSS read from /proc/PID/status after every job, the common pattern)
@@ -56,7 +56,7 @@ best = Hash.new(Float::INFINITY)
 5.times do
   best[:none] = [best[:none], per_job_ns(200_000) { JOB["args"].first + 1 }].min
   best[:guard] = [best[:guard], per_job_ns(200_000) do
-    SidekiqRust::ProcessKiller.new.call(WORKER, JOB, "default") { JOB["args"].first + 1 }
+    SidekiqRust::Middleware.new.call(WORKER, JOB, "default") { JOB["args"].first + 1 }
   end].min
   best[:read] = [best[:read], per_job_ns(200_000) do
     ReadPerJobKiller.new.call(WORKER, JOB, "default") { JOB["args"].first + 1 }
@@ -74,7 +74,7 @@ puts "guard_overhead: Ruby #{RUBY_VERSION}, allocator #{SidekiqRust::Allocator.n
 puts "| middleware | ns per job | added by the middleware |"
 puts "|---|---:|---:|"
 puts format("| none | %.0f | - |", best[:none])
-puts format("| SidekiqRust::ProcessKiller | %.0f | %.0f ns |", best[:guard], guard_cost)
+puts format("| SidekiqRust::Middleware | %.0f | %.0f ns |", best[:guard], guard_cost)
 puts format("| one RSS read per job (the previous ProcessKiller) | %.0f | %.0f ns |", best[:read], read_cost)
 puts format("| GC.start + RSS read per job | %.0f | %.0f ns |", best[:gc], gc_cost)
 puts

@@ -10,8 +10,8 @@ require_relative "sidekiq_rust/memory"
 require_relative "sidekiq_rust/allocator"
 require_relative "sidekiq_rust/configuration"
 require_relative "sidekiq_rust/store/keys"
-require_relative "sidekiq_rust/sidekiq_adapter"
-require_relative "sidekiq_rust/sidekiq_config_file"
+require_relative "sidekiq_rust/sidekiq/adapter"
+require_relative "sidekiq_rust/sidekiq/config_file"
 require_relative "sidekiq_rust/fleet"
 require_relative "sidekiq_rust/quarantine"
 require_relative "sidekiq_rust/history"
@@ -20,9 +20,9 @@ require_relative "sidekiq_rust/report"
 require_relative "sidekiq_rust/fragmentation"
 require_relative "sidekiq_rust/verdict"
 require_relative "sidekiq_rust/brake"
-require_relative "sidekiq_rust/brake_fetch"
+require_relative "sidekiq_rust/sidekiq/fetch"
 require_relative "sidekiq_rust/guard"
-require_relative "sidekiq_rust/process_killer"
+require_relative "sidekiq_rust/sidekiq/middleware"
 require_relative "sidekiq_rust/doctor"
 require_relative "sidekiq_rust/jemalloc"
 
@@ -62,7 +62,7 @@ module SidekiqRust
     # does not set keeps its value) and checks the form of every value, raising ConfigurationError on a typo.
     # What depends on the environment (a percentage of the cgroup limit, the required max_rss) is resolved when
     # the guard starts in a Sidekiq server, and nowhere else: a Rails console, `rails runner` or
-    # `assets:precompile` is never stopped by it. Once per process, registers the ProcessKiller middleware and
+    # `assets:precompile` is never stopped by it. Once per process, registers the Middleware (job counting) and
     # the lifecycle hooks in Sidekiq's server configuration. Returns the Configuration.
     def configure
       require "sidekiq"
@@ -144,7 +144,7 @@ module SidekiqRust
     end
 
     def first_in(chain)
-      chain.prepend(ProcessKiller) unless chain.exists?(ProcessKiller)
+      chain.prepend(Middleware) unless chain.exists?(Middleware)
     end
 
     def register

@@ -13,7 +13,7 @@ RSpec.describe "the memory guard with Sidekiq capsules (Sidekiq #{Sidekiq::VERSI
 
   it "counts every capsule's threads in the concurrency the doctor compares with" do
     process = sidekiq("capsuled", guard: { "max_rss" => 8000 }, concurrency: 2, env: { "E2E_CAPSULE" => "3" })
-    process.wait_for_log(/e2e: ProcessKiller in 3 of 3 chain\(s\), concurrency 5/)
+    process.wait_for_log(/e2e: Middleware in 3 of 3 chain\(s\), concurrency 5/)
   end
 
   it "waits for a job of another capsule before TERM: the busy count covers every capsule" do

@@ -21,7 +21,7 @@ RSpec.describe SidekiqRust::CLI::Systemd do
       "KillSignal=SIGTERM", "TimeoutStopSec=50", "[Install]", "WantedBy=multi-user.target"
     )
     stop_sec = Integer(unit[/^TimeoutStopSec=(\d+)$/, 1])
-    expect(SidekiqRust::Doctor.timeouts(nil, 30.0, stop_sec).status).to eq(:pass)
+    expect(SidekiqRust::Doctor::TimeoutsCheck.check(nil, 30.0, stop_sec).status).to eq(:pass)
   end
 
   it "never stops sooner than the guard's kill_after, and keeps absolute commands as given" do
@@ -29,7 +29,7 @@ RSpec.describe SidekiqRust::CLI::Systemd do
     expect(unit).to include("TimeoutStopSec=95\n", "ExecStart=/opt/app/bin/sidekiq -C config/sidekiq.yml\n")
     guard = SidekiqRust::Configuration.new
     guard.kill_after = 90.0
-    expect(SidekiqRust::Doctor.timeouts(guard, 25.0, 95).status).to eq(:pass)
+    expect(SidekiqRust::Doctor::TimeoutsCheck.check(guard, 25.0, 95).status).to eq(:pass)
   end
 
   it "runs a relative command through /usr/bin/env, rounds a fractional kill_after up, makes the directory absolute" do

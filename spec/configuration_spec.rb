@@ -192,7 +192,7 @@ RSpec.describe SidekiqRust::Configuration do
       expect(SidekiqRust.settings.max_rss).to eq(1024 * mb)
       expect(Sidekiq.server?).to be_falsey
       chain = Sidekiq::VERSION.to_i >= 7 ? Sidekiq.default_configuration.server_middleware : Sidekiq.server_middleware
-      expect(chain.exists?(SidekiqRust::ProcessKiller)).to be(false)
+      expect(chain.exists?(SidekiqRust::Middleware)).to be(false)
       expect(SidekiqRust.guard).to be_nil
       expect(SidekiqRust.report).to eq([])
     end

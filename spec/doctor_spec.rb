@@ -66,7 +66,7 @@ RSpec.describe SidekiqRust::Doctor do
       expect(mixed).to include("status" => "warn", "saw" => "2 live guarded process(es): 1 on glibc, 1 on jemalloc " \
                                                             "(not jemalloc: #{glibc.identity})")
       # The advice's command is the one the generator prints.
-      command = SidekiqRust::Doctor::Allocator::JEMALLOC_COMMAND
+      command = SidekiqRust::Doctor::AllocatorCheck::JEMALLOC_COMMAND
       expect(mixed["todo"]).to include("`#{command}`", "MALLOC_ARENA_MAX=2")
       next_steps = File.expand_path("../lib/generators/sidekiq_rust/install/templates/next_steps.txt", __dir__)
       expect(File.read(next_steps)).to include("     #{command}\n")
@@ -105,7 +105,7 @@ RSpec.describe SidekiqRust::Doctor do
     end
 
     it "skips it when ActiveRecord is not loaded" do
-      expect(described_class.activerecord_pool(10).status).to eq(:skip)
+      expect(described_class::DbPoolCheck.check(10).status).to eq(:skip)
     end
   end
 
@@ -185,7 +185,7 @@ RSpec.describe SidekiqRust::Doctor do
 
     it "fails the limits when this environment cannot resolve the configuration (a percentage, no cgroup limit)" do
       error = SidekiqRust::ConfigurationError.new('sidekiq_rust: max_rss is "80%"; expected ... has none')
-      check = described_class.limits(error, nil)
+      check = described_class::LimitsCheck.check(error, nil)
       expect(check.status).to eq(:fail)
       expect(check.saw).to include("the guard would not start here", "max_rss is \"80%\"")
     end
@@ -199,44 +199,44 @@ RSpec.describe SidekiqRust::Doctor do
     end
 
     it "passes limits below the container limit and fails the others" do
-      expect(described_class.limits(settings(max_rss: "700MB", hard_max_rss: "900MB"), cgroup).status).to eq(:pass)
-      check = described_class.limits(settings(max_rss: "700MB", hard_max_rss: "2GB"), cgroup)
+      expect(described_class::LimitsCheck.check(settings(max_rss: "700MB", hard_max_rss: "900MB"), cgroup).status).to eq(:pass)
+      check = described_class::LimitsCheck.check(settings(max_rss: "700MB", hard_max_rss: "2GB"), cgroup)
       expect(check.status).to eq(:fail)
       expect(check.saw).to include("hard_max_rss not below the cgroup limit 1024MB")
       expect(check.todo).to include("OOM")
-      expect(described_class.limits(settings(max_rss: "1GB"), cgroup).saw).to include("max_rss not below")
+      expect(described_class::LimitsCheck.check(settings(max_rss: "1GB"), cgroup).saw).to include("max_rss not below")
     end
 
     it "passes without a cgroup limit and warns without a guard" do
-      expect(described_class.limits(settings, nil).status).to eq(:pass)
-      expect(described_class.limits(nil, cgroup).status).to eq(:warn)
+      expect(described_class::LimitsCheck.check(settings, nil).status).to eq(:pass)
+      expect(described_class::LimitsCheck.check(nil, cgroup).status).to eq(:warn)
     end
   end
 
   describe "timeouts" do
     it "fails a kill_after that does not exceed Sidekiq's timeout" do
-      check = described_class.timeouts(settings(kill_after: 20), 25.0, nil)
+      check = described_class::TimeoutsCheck.check(settings(kill_after: 20), 25.0, nil)
       expect(check.status).to eq(:fail)
       expect(check.todo).to include("kill_after (20.0s) must exceed Sidekiq's timeout (25.0s)")
     end
 
     it "fails a systemd TimeoutStopSec too close to Sidekiq's timeout, passes a consistent one" do
-      expect(described_class.timeouts(settings, 25.0, 26).todo).to include("TimeoutStopSec (26s)")
-      expect(described_class.timeouts(settings, 25.0, 40).status).to eq(:pass)
-      expect(described_class.timeouts(nil, 25.0, nil).saw).to eq("Sidekiq timeout 25.0s")
+      expect(described_class::TimeoutsCheck.check(settings, 25.0, 26).todo).to include("TimeoutStopSec (26s)")
+      expect(described_class::TimeoutsCheck.check(settings, 25.0, 40).status).to eq(:pass)
+      expect(described_class::TimeoutsCheck.check(nil, 25.0, nil).saw).to eq("Sidekiq timeout 25.0s")
     end
   end
 
   describe "redis, against a real redis-server" do
     it "passes noeviction, fails another policy, fails when unreachable" do
-      expect(described_class.redis_check).to have_attributes(status: :pass, saw: a_string_matching(/round trip \d/))
+      expect(described_class::RedisCheck.check).to have_attributes(status: :pass, saw: a_string_matching(/round trip \d/))
       redis_server.command("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
-      failed = described_class.redis_check
+      failed = described_class::RedisCheck.check
       expect(failed.status).to eq(:fail)
       expect(failed.saw).to include("allkeys-lru")
       expect(failed.todo).to include("noeviction")
       redis_server.stop
-      expect(described_class.redis_check).to have_attributes(status: :fail, saw: a_string_including("unreachable"))
+      expect(described_class::RedisCheck.check).to have_attributes(status: :fail, saw: a_string_including("unreachable"))
     ensure
       redis_server.start unless redis_server.running?
     end
@@ -252,15 +252,15 @@ RSpec.describe SidekiqRust::Doctor do
 
     it "says where the brake pauses and resumes, and warns when a booted process is above resume_at" do
       mb = 1024 * 1024
-      check = SidekiqRust::Doctor::Brake.check(brake_settings, rss: 300 * mb, concurrency: 5)
+      check = SidekiqRust::Doctor::BrakeCheck.check(brake_settings, rss: 300 * mb, concurrency: 5)
       expect(check.status).to eq(:pass)
       expect(check.saw).to eq("pauses fetching at 900MB (brake_at 0.9), fetches again below 800MB (resume_at 0.8), " \
                               "or at memory pressure 20%; this process 300MB, concurrency 5")
-      high = SidekiqRust::Doctor::Brake.check(brake_settings, rss: 850 * mb, concurrency: 5)
+      high = SidekiqRust::Doctor::BrakeCheck.check(brake_settings, rss: 850 * mb, concurrency: 5)
       expect(high.status).to eq(:warn)
       expect(high.todo).to include("Raise max_rss")
-      expect(SidekiqRust::Doctor::Brake.check(brake_settings(brake: false), rss: 1, concurrency: 5).status).to eq(:info)
-      expect(SidekiqRust::Doctor::Brake.check(nil, rss: 1, concurrency: 5).status).to eq(:skip)
+      expect(SidekiqRust::Doctor::BrakeCheck.check(brake_settings(brake: false), rss: 1, concurrency: 5).status).to eq(:info)
+      expect(SidekiqRust::Doctor::BrakeCheck.check(nil, rss: 1, concurrency: 5).status).to eq(:skip)
     end
   end
 
@@ -272,7 +272,7 @@ RSpec.describe SidekiqRust::Doctor do
     let(:calm) { { some_avg10: 0.5, full_avg10: 0.0, source: "/c/memory.pressure" } }
 
     def container(settings, cgroup: self.cgroup, oom: self.oom, pressure: calm)
-      described_class::Container.check(settings, cgroup: cgroup, oom: oom, pressure: pressure)
+      described_class::ContainerCheck.check(settings, cgroup: cgroup, oom: oom, pressure: pressure)
     end
 
     it "passes limits under the cgroup's with room for the hard limit, and says whether an OOM kill takes the group" do
@@ -311,7 +311,7 @@ RSpec.describe SidekiqRust::Doctor do
 
   describe "fragmentation" do
     let(:mb) { 1024 * 1024 }
-    let(:check) { SidekiqRust::Doctor::Fragmentation }
+    let(:check) { SidekiqRust::Doctor::FragmentationCheck }
 
     it "reads the guarded processes' records, and warns about the most fragmented with what to try" do
       processes = [
@@ -338,7 +338,7 @@ RSpec.describe SidekiqRust::Doctor do
 
   describe "gc env" do
     it "reports the variables in effect without judging them" do
-      check = described_class.gc_environment("RUBY_GC_HEAP_GROWTH_FACTOR" => "1.1", "HOME" => "/root")
+      check = described_class::GcEnvCheck.check("RUBY_GC_HEAP_GROWTH_FACTOR" => "1.1", "HOME" => "/root")
       expect(check.status).to eq(:info)
       expect(check.saw).to eq("RUBY_GC_HEAP_GROWTH_FACTOR=1.1")
     end

@@ -13,7 +13,7 @@ RSpec.describe "the memory guard in real Sidekiq processes (Sidekiq #{Sidekiq::V
 
   it "registers the middleware once even when configured twice" do
     a = sidekiq("a", guard: roomy)
-    a.wait_for_log(/ProcessKiller registered 1 time\(s\)/)
+    a.wait_for_log(/Middleware registered 1 time\(s\)/)
     expect(a.log.scan("guard started").size).to eq(1)
   end
 

@@ -10,7 +10,7 @@ require_relative "guard/monitor"
 require_relative "guard/explanation"
 
 module SidekiqRust
-  # The memory guard of one Sidekiq process: the job hooks (ProcessKiller calls them) and what the guard's parts
+  # The memory guard of one Sidekiq process: the job hooks (the Middleware calls them) and what the guard's parts
   # share. Rust decides (Native::Guard, a pure state machine over the readings); the Executor carries out each
   # action it returns and reports the outcome back (see Guard::Executor for the table); the Monitor reads memory
   # every check_interval; Restart, Reclaimer, Brake and Log do one thing each. A supervisor (systemd

@@ -5,7 +5,7 @@ require "json"
 module SidekiqRust
   # Raised by the guard into the thread of a job it quarantines (a poison pill), while the process is quiet and
   # before TERM, so that the job ends and Sidekiq's shutdown has nothing of it to requeue. Like Sidekiq::Shutdown
-  # it is no StandardError: a job's own `rescue => e` does not swallow it. ProcessKiller, first in the chain,
+  # it is no StandardError: a job's own `rescue => e` does not swallow it. the Middleware, first in the chain,
   # rescues it: the job counts as done for Sidekiq, and it already is in the dead set.
   class Quarantined < ::Exception # rubocop:disable Lint/InheritException
   end

@@ -53,11 +53,11 @@ end
 
 Sidekiq.configure_server do |config|
   config.on(:startup) do
-    killers = config.server_middleware.entries.count { |e| e.klass == SidekiqRust::ProcessKiller }
-    Sidekiq.logger.info("e2e: ProcessKiller registered #{killers} time(s)")
+    killers = config.server_middleware.entries.count { |e| e.klass == SidekiqRust::Middleware }
+    Sidekiq.logger.info("e2e: Middleware registered #{killers} time(s)")
     chains = SidekiqRust::SidekiqAdapter.server_chains(config)
-    with_killer = chains.count { |chain| chain.exists?(SidekiqRust::ProcessKiller) }
-    Sidekiq.logger.info("e2e: ProcessKiller in #{with_killer} of #{chains.size} chain(s), " \
+    with_killer = chains.count { |chain| chain.exists?(SidekiqRust::Middleware) }
+    Sidekiq.logger.info("e2e: Middleware in #{with_killer} of #{chains.size} chain(s), " \
                         "concurrency #{SidekiqRust::SidekiqAdapter.concurrency(config)}")
   end
 end

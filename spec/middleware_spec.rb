@@ -5,7 +5,7 @@ require "logger"
 require "stringio"
 
 # The middleware and the guard in this process, without Redis: dry-run settings, so nothing is signalled.
-RSpec.describe SidekiqRust::ProcessKiller do
+RSpec.describe SidekiqRust::Middleware do
   let(:log) { StringIO.new }
   let(:on_restart) { ->(_event) { raise "the team's callback is broken" } }
   let(:guard) { SidekiqRust.guard }

@@ -5,7 +5,7 @@ module SidekiqRust
     # The `container` check: the memory cgroup's limit, whether max_rss is under it with room left for the hard
     # limit, what the kernel does at the limit (OOM-kill one process, or every process of the group), the OOM
     # kills so far and the memory pressure.
-    module Container
+    module ContainerCheck
       # Less room than this between the hard limit and the cgroup's (a share of the limit) is too little: memory
       # that grows fast passes both between two of the guard's checks.
       MIN_ROOM = 0.05

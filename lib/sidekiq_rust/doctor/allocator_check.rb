@@ -6,7 +6,7 @@ module SidekiqRust
     # "allocator"), or of this process when none is live (or Redis was left out), saying which it judged. Threaded
     # Sidekiq bloats on glibc's per-thread arenas; jemalloc (`sidekiq_rust exec`) or MALLOC_ARENA_MAX=2 keep it
     # down.
-    module Allocator
+    module AllocatorCheck
       # The start command the generator prints (lib/generators/sidekiq_rust/install/templates/next_steps.txt).
       JEMALLOC_COMMAND = "bundle exec sidekiq_rust exec -- sidekiq -C config/sidekiq.yml"
       GLIBC_TODO = "threaded Sidekiq bloats on glibc: run it under jemalloc (`#{JEMALLOC_COMMAND}`) or set " \

@@ -5,7 +5,7 @@ module SidekiqRust
     # The `fragmentation` check: fragmentation against live memory in the guarded processes, as each recorded it
     # (History, every 30 s), or in this process when none has: the allocator's free bytes and Ruby's heap empty
     # slots, and what to try when they hold a large share (Verdict's thresholds).
-    module Fragmentation
+    module FragmentationCheck
       module_function
 
       # `processes`: History.processes (nil: Redis left out or unreachable); `here`: SidekiqRust::Fragmentation.read.

@@ -5,7 +5,7 @@ module SidekiqRust
     # The `brake` check: where the memory brake pauses and resumes, and whether this process (the app booted as
     # Sidekiq boots it, with --require) already uses more than resume_at: a Sidekiq process of the app would then
     # pause at its first reading and the brake let go after its first reclaim, so the brake would never work.
-    module Brake
+    module BrakeCheck
       module_function
 
       # `settings`: Settings (or nil / a ConfigurationError, which the limits check reports); `rss`: this

@@ -7,7 +7,7 @@ module SidekiqRust
   # raises into the job: a failure inside the guard is logged by the guard. With the quarantine on, the job's
   # payload is in a thread variable while it runs, so that the guard can send a poison pill to the dead set and
   # end it (SidekiqRust::Quarantined, rescued here: for Sidekiq the job is done).
-  class ProcessKiller
+  class Middleware
     def call(_job_instance, job, _queue)
       guard = SidekiqRust.guard
       return yield unless guard
@@ -25,4 +25,7 @@ module SidekiqRust
       end
     end
   end
+
+  # The middleware's old name (it counts jobs for the guard, it kills nothing), kept for apps that name it.
+  ProcessKiller = Middleware
 end

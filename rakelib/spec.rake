@@ -1,0 +1,99 @@
+# frozen_string_literal: true
+
+namespace :spec do
+  SidekiqRustMatrix::ENTRIES.each do |entry|
+    desc "Run the RSpec suite in matrix entry #{entry.name}: #{entry.description}"
+    task entry.name => "matrix:compile:#{entry.name}" do
+      run_in_entry(entry, "bundle", "exec", "rspec")
+    end
+  end
+end
+
+# How many RSpec jobs (one matrix entry's suite, or its allocator specs under the preload) run at once: one a
+# core, as each job may run real Sidekiq processes whose timing the specs watch. SIDEKIQ_RUST_SPEC_JOBS=1 runs
+# them one after the other.
+SPEC_JOBS_AT_ONCE = Integer(ENV.fetch("SIDEKIQ_RUST_SPEC_JOBS", Etc.nprocessors.to_s))
+
+# The plain suite of every entry (every spec file, as `spec:NAME` runs them) but the examples tagged `solo: true`.
+def add_plain_jobs(jobs)
+  SidekiqRustMatrix::ENTRIES.each do |entry|
+    add_entry_job(jobs, entry, "spec:#{entry.name}", "--tag", "~solo")
+  end
+end
+
+# The examples tagged `solo: true` (figures that a second busy core spoils), in every entry, each job with no
+# other beside it: added last, as a job `alone` waits for the running ones to end.
+def add_solo_jobs(jobs)
+  SidekiqRustMatrix::ENTRIES.each do |entry|
+    add_entry_job(jobs, entry, "spec:solo:#{entry.name}", "--tag", "solo", alone: true)
+  end
+end
+
+# The solo examples that are also tagged `allocator: true` (spec_helper derives `solo_allocator`), under the
+# bundled jemalloc, each job alone.
+def add_preload_solo_jobs(jobs)
+  SidekiqRustMatrix::ENTRIES.each do |entry|
+    add_entry_job(jobs, entry, "spec:solo:preload:#{entry.name}", "--tag", "solo_allocator",
+                  env: { "LD_PRELOAD" => PRELOAD_JEMALLOC }, alone: true)
+  end
+end
+
+# In every entry, the specs tagged `allocator: true` (what depends on the allocator) but the solo ones, with the
+# bundled jemalloc preloaded into the suite and every process it starts.
+def add_preload_jobs(jobs)
+  SidekiqRustMatrix::ENTRIES.each do |entry|
+    add_entry_job(jobs, entry, "spec:preload:#{entry.name}", "--tag", "allocator", "--tag", "~solo",
+                  env: { "LD_PRELOAD" => PRELOAD_JEMALLOC })
+  end
+end
+
+def add_entry_job(jobs, entry, name, *rspec_args, env: {}, alone: false)
+  require_entry_ruby(entry)
+  Bundler.with_unbundled_env do
+    jobs.add(name, ENV.to_h.merge(entry.env).merge(env), "bundle", "exec", "rspec", *rspec_args, alone: alone)
+  end
+end
+
+def run_spec_jobs
+  jobs = SpecJobs.new(at_once: SPEC_JOBS_AT_ONCE)
+  yield jobs
+  abort "spec jobs failed (their output above, and in #{SpecJobs::LOG_DIR})" unless jobs.run
+end
+
+desc "Run the RSpec suite in every matrix entry (bin/matrix --list), SIDEKIQ_RUST_SPEC_JOBS at a time " \
+     "(default: one a core)"
+task spec: ALL_ENTRIES_COMPILED do
+  run_spec_jobs do |jobs|
+    add_plain_jobs(jobs)
+    add_solo_jobs(jobs)
+  end
+end
+
+namespace :spec do
+  desc "Run the specs tagged allocator: true in every matrix entry, each Ruby running the bundled jemalloc " \
+       "(LD_PRELOAD)"
+  task preload: ALL_ENTRIES_COMPILED do
+    run_spec_jobs do |jobs|
+      add_preload_jobs(jobs)
+      add_preload_solo_jobs(jobs)
+    end
+  end
+
+  desc "spec and spec:preload together, SIDEKIQ_RUST_SPEC_JOBS at a time (part of the default task)"
+  task all: ALL_ENTRIES_COMPILED do
+    run_spec_jobs do |jobs|
+      add_plain_jobs(jobs)
+      add_preload_jobs(jobs)
+      add_solo_jobs(jobs)
+      add_preload_solo_jobs(jobs)
+    end
+  end
+
+  desc "Run the chaos suite (spec/chaos/*_chaos.rb: faults against supervised Sidekiq processes) in every matrix " \
+       "entry, one entry after the other and nothing else beside it (part of the default task)"
+  task chaos: ALL_ENTRIES_COMPILED do
+    SidekiqRustMatrix::ENTRIES.each do |entry|
+      run_in_entry(entry, "bundle", "exec", "rspec", *Dir["spec/chaos/*_chaos.rb"].sort)
+    end
+  end
+end
