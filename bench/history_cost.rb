@@ -68,8 +68,8 @@ begin
 
   events_before = usage("sidekiq_rust:events")
   history = SidekiqRust::History.new(settings(5), identity: "bench-ev:1")
-  event = { event: :restart, reason: "soft_limit", identity: "bench-ev:1", hostname: "bench", pid: 1, metric: :rss,
-            memory: 1_100_000_000, limit: 1_073_741_824, hard_limit: 2_147_483_648, busy: 3,
+  event = { event: :restart, reason: "max_rss", identity: "bench-ev:1", hostname: "bench", pid: 1, metric: :rss,
+            memory: 1_100_000_000, max_rss: 1_073_741_824, hard_max_rss: 2_147_483_648, busy: 3,
             in_flight: Array.new(3) { |i| { class: "SomeJob#{i}", jid: "0123456789abcdef0123456#{i}", running_s: 12.5 } },
             top_retained: Array.new(5) { |i| { class: "SomeJob#{i}", jobs: 100, retained_per_job: 1_000_000 } },
             top_growth: Array.new(5) { |i| { class: "SomeJob#{i}", jobs: 100, growth_per_job: 10_000_000 } },

@@ -108,7 +108,7 @@ module SidekiqRust
       @guard.start_monitor
       logger = settings.logger || SidekiqAdapter.logger
       logger.info("sidekiq_rust: guard started identity=#{SidekiqAdapter.own_tag} metric=#{settings.metric} " \
-                  "limit=#{Units.mb(settings.max_rss)} hard_limit=#{Units.mb(settings.hard_max_rss)} " \
+                  "max_rss=#{Units.mb(settings.max_rss)} hard_max_rss=#{Units.mb(settings.hard_max_rss)} " \
                   "allocator=#{Allocator.name} kill_after=#{@guard.kill_after}s dry_run=#{settings.dry_run} " \
                   "brake=#{brake_text(@guard)}")
       log_doctor(logger, sidekiq_config) if settings.doctor_on_boot

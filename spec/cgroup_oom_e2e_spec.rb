@@ -65,24 +65,29 @@ RSpec.describe "real memory cgroups: the kernel's OOM killer vs the guard (Sidek
     kills = Prometheus.samples(families, "sidekiq_rust_cgroup_oom_kills_total").map { |x| x["value"] }
     expect(kills.max).to eq(s.oom_kills.to_f)
     expect(Prometheus.samples(families, "sidekiq_rust_memory_pressure_some_avg10")).not_to be_empty
-    page = Rack::MockRequest.new(WebServer.app).get("/sidekiq/memory")
+    web = Rack::MockRequest.new(WebServer.app)
+    page = web.get("/sidekiq/memory")
     expect(page.body).to include("sr-event-oom_kill", "OOM killer killed", "LeakJob")
-    expect(page.body.scan(%r{<td class="sr-number sr-oom-kills">(\d+)</td>}).flatten.map(&:to_i).max)
+    # Each process's page shows its cgroup's counter and pressure.
+    details = SidekiqRust::History.processes.map do |process|
+      web.get("/sidekiq/memory", params: { "process" => process[:identity] }).body
+    end
+    expect(details.flat_map { |body| body.scan(%r{<dd class="sr-oom-kills">(\d+)</dd>}).flatten.map(&:to_i) }.max)
       .to eq(s.oom_kills)
-    expect(page.body).to match(%r{<td class="sr-number sr-pressure">\d+\.\d\d%</td>})
+    expect(details.join).to match(%r{<dd class="sr-pressure">\d+\.\d\d%</dd>})
     s.report("1 process, no guard")
   end
 
   it "with the guard, one process: restarts gracefully before the kernel kills, loses no job" do
     s = run(size: 1, limit_mb: 300, guard: CgroupScenario::SOLE)
     # The guard found the cgroup from inside it (a nested path) and took 80% of its real limit.
-    expect(s.processes.first.log).to match(/guard started identity=\S+ metric=cgroup limit=240MB hard_limit=270MB/)
+    expect(s.processes.first.log).to match(/guard started identity=\S+ metric=cgroup max_rss=240MB hard_max_rss=270MB/)
     expect(s.oom_kills).to eq(0)
     expect(s.killed).to be_empty
     expect(s.lost).to eq(0)
     expect(s.restarts).to be >= 1
     expect(s.exited.map { |p| p.status.exitstatus }.uniq).to eq([0])
-    expect(s.logs).to match(/restarting: quiet \(TSTP\).*reason=(soft|hard)_limit/)
+    expect(s.logs).to match(/restarting: quiet \(TSTP\).*reason=(max_rss|hard_max_rss)/)
     expect(oom_events).to be_empty
     s.report("1 process, guard")
   end
@@ -100,7 +105,7 @@ RSpec.describe "real memory cgroups: the kernel's OOM killer vs the guard (Sidek
   # Two processes share the cgroup's limit: 80% of it between them (CgroupScenario::FLEET).
   it "with the guard, a 2-process fleet in one cgroup: no OOM kill, no job lost, graceful restarts" do
     s = run(size: 2, limit_mb: 400, guard: CgroupScenario::FLEET)
-    expect(s.processes.first.log).to match(/guard started identity=\S+ metric=rss limit=160MB hard_limit=180MB/)
+    expect(s.processes.first.log).to match(/guard started identity=\S+ metric=rss max_rss=160MB hard_max_rss=180MB/)
     expect(s.oom_kills).to eq(0)
     expect(s.killed).to be_empty
     expect(s.lost).to eq(0)

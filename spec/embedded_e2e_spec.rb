@@ -54,7 +54,7 @@ RSpec.describe "the memory guard in an embedded Sidekiq (Sidekiq #{Sidekiq::VERS
     expect(host.alive?).to be(true)
     expect(host.log).not_to include("restarting: quiet (TSTP)")
     expect(host.events.size).to eq(1)
-    expect(host.events.first).to include("event" => "restart", "reason" => "soft_limit", "pid" => host.pid)
+    expect(host.events.first).to include("event" => "restart", "reason" => "max_rss", "pid" => host.pid)
 
     eventually(timeout: 90, what: "all 12 jobs done") { done_count == 12 }
     eventually(timeout: 30, what: "the host gone from the ProcessSet") { host_entry(host).nil? }

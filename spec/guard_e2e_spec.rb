@@ -30,11 +30,11 @@ RSpec.describe "the memory guard in real Sidekiq processes (Sidekiq #{Sidekiq::V
 
     status = bloated.wait_exit(timeout: 90)
     expect(status.exitstatus).to eq(0)
-    expect(bloated.log).to match(/restarting: quiet \(TSTP\).*reason=soft_limit in_flight=\S.* top_retained=\S.* top_growth=\S/)
+    expect(bloated.log).to match(/restarting: quiet \(TSTP\).*reason=max_rss in_flight=\S.* top_retained=\S.* top_growth=\S/)
     expect(bloated.log).to match(/restarting: stop \(TERM\)/)
     expect(bloated.log).not_to include("sending KILL")
     expect(bloated.events.size).to eq(1)
-    expect(bloated.events.first).to include("event" => "restart", "reason" => "soft_limit", "dry_run" => false)
+    expect(bloated.events.first).to include("event" => "restart", "reason" => "max_rss", "dry_run" => false)
 
     eventually(timeout: 90, what: "all 40 jobs done") { done_count == 40 }
     expect(steady.alive?).to be(true)
@@ -106,7 +106,7 @@ RSpec.describe "the memory guard in real Sidekiq processes (Sidekiq #{Sidekiq::V
     dry.wait_for_log(/dry run: would restart/)
     sleep 2
     expect(dry.alive?).to be(true)
-    expect(dry.events.first).to include("dry_run" => true, "reason" => "soft_limit")
+    expect(dry.events.first).to include("dry_run" => true, "reason" => "max_rss")
   end
 
   it "KILLs a process whose job hangs past kill_after" do

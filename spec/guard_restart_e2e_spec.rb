@@ -28,9 +28,9 @@ RSpec.describe "the guard's restart decisions in real Sidekiq processes (Sidekiq
     log = alone.log
     expect(log).to match(/reclaimed \d+MB \(GC \+ (purge|no purge)\): still over the limit/)
     expect(log.index("reclaimed")).to be < log.index("restarting: quiet")
-    expect(log).to match(/restarting: quiet \(TSTP\).*reason=hard_limit/)
+    expect(log).to match(/restarting: quiet \(TSTP\).*reason=hard_max_rss/)
     expect(log).not_to include("no other live Sidekiq process")
-    expect(alone.events.first).to include("reason" => "hard_limit")
+    expect(alone.events.first).to include("reason" => "hard_max_rss")
   end
 
   it "counts the settle before TERM from Sidekiq's :quiet event, not from the signal" do
@@ -59,7 +59,7 @@ RSpec.describe "the guard's restart decisions in real Sidekiq processes (Sidekiq
     growing = sidekiq("growing", guard: { "max_rss" => 150, "hard_max_rss" => 300, "require_other_process" => false,
                                           "shutdown_wait" => 60 })
     expect(growing.wait_exit(timeout: 60).exitstatus).to eq(0)
-    expect(growing.log).to match(/restarting: quiet \(TSTP\).*reason=soft_limit/)
+    expect(growing.log).to match(/restarting: quiet \(TSTP\).*reason=max_rss/)
     expect(growing.log).to match(/restarting: stop \(TERM\), over the hard limit while quiet/)
     expect(done_count).to eq(0)
     expect(redis_call("LLEN", "queue:default")).to eq(1) # Sidekiq pushed the job back: not lost

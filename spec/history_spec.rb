@@ -25,23 +25,23 @@ RSpec.describe SidekiqRust::History do
     history.record(150 * 1_048_576, :over_soft, now: Time.now.to_f)
     history.event(:reclaim, released: 40 * 1_048_576, memory: 110 * 1_048_576, still_over: false)
     history.event(:reclaim, released: 2 * 1_048_576, memory: 108 * 1_048_576, still_over: false)
-    history.event(:restart, event: :restart, reason: "hard_limit", memory: 1, on_restart: -> {})
+    history.event(:restart, event: :restart, reason: "hard_max_rss", memory: 1, on_restart: -> {})
     history.event(:denial, denial: :sole_process,
                            message: "over the limit but not restarting: no other live Sidekiq process is serving")
     history.event(:denial, denial: :no_slot, message: "over the limit but not restarting: all 1 restart slot(s) are held")
 
     process = described_class.processes.first
     expect(process).to include(identity: "web-1:4242", pid: Process.pid, memory: 150 * 1_048_576, metric: "rss",
-                               soft: 200 * 1_048_576, hard: 300 * 1_048_576, allocator: SidekiqRust::Allocator.name,
+                               max_rss: 200 * 1_048_576, hard_max_rss: 300 * 1_048_576, allocator: SidekiqRust::Allocator.name,
                                phase: "over_soft", reclaimed_bytes: 42 * 1_048_576, gone: false,
-                               restarts: { "hard_limit" => 1 }, denials: { "sole_process" => 1, "no_slot" => 1 })
+                               restarts: { "hard_max_rss" => 1 }, denials: { "sole_process" => 1, "no_slot" => 1 })
     # Fragmentation against live memory, read in this process with the reading (under either allocator).
     expect(process[:live]).to be_between(1_048_576, SidekiqRust::Memory.rss)
     expect(process[:allocator_free]).to be >= 0
     expect(process[:heap_fragmentation]).to be_between(0.0, 1.0)
     events = described_class.events
     expect(events.map { |e| e[:type] }).to eq(%w[denial denial restart reclaim reclaim])
-    expect(events[2][:data]).to include("reason" => "hard_limit")
+    expect(events[2][:data]).to include("reason" => "hard_max_rss")
     expect(events[2][:data]).not_to have_key("on_restart") # callables are left out
   end
 

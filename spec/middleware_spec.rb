@@ -63,7 +63,7 @@ RSpec.describe SidekiqRust::Middleware do
     expect(run_job { :fine }).to eq(:fine)
     deadline = Time.now + 10
     sleep 0.05 until log.string.include?("on_restart") || Time.now > deadline
-    expect(log.string).to include("dry run: would restart").and include("reason=soft_limit")
+    expect(log.string).to include("dry run: would restart").and include("reason=max_rss")
     expect(log.string).to include("error in on_restart: RuntimeError: the team's callback is broken")
   end
 

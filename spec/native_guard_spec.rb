@@ -61,8 +61,8 @@ RSpec.describe SidekiqRust::Native::Guard do
     expect(guard.window).to eq(5)
     expect(guard.paused?).to be(false)
     reclaim = guard.reclaim(false)
-    expect(reclaim.keys).to eq(%i[action verdict still_over before after purged purge_error measured])
-    expect(reclaim.values_at(:verdict, :still_over)).to eq([nil, false])
+    expect(reclaim.keys).to eq(%i[reason action verdict still_over before after purged purge_error measured])
+    expect(reclaim.values_at(:reason, :verdict, :still_over)).to eq([nil, nil, false])
     expect(reclaim[:action]).to be_nil
     expect(reclaim.values_at(:before, :after)).to all(be > 0)
     expect(reclaim[:purged]).to be(true).or be(false)

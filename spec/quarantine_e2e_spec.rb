@@ -38,7 +38,7 @@ RSpec.describe "the quarantine of a poison-pill job (Sidekiq #{Sidekiq::VERSION}
       .to eq(1)
     expect(fleet.count(/quarantined job ended: GrowJob/)).to eq(1)
     event = fleet.processes.flat_map(&:events).find { |e| e["event"] == "quarantine" }
-    expect(event).to include("reason" => "hard_limit")
+    expect(event).to include("reason" => "hard_max_rss")
     expect(event["quarantined"])
       .to contain_exactly(include("class" => "GrowJob", "jid" => dead.jid, "restarts" => 2))
     expect(done_count).to eq(LIGHT_JOBS) # the poison job never finished

@@ -90,7 +90,7 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
     expect(status.exitstatus).to eq(0), text
     expect(text).to include("ReportJob kept 250MB")
     expect(text).to match(/reclaimed \d+MB .*still over the limit/)
-    expect(text).to match(/restarting: quiet \(TSTP\).*reason=hard_limit/)
+    expect(text).to match(/restarting: quiet \(TSTP\).*reason=hard_max_rss/)
     expect(text).not_to include("no other live Sidekiq process")
     expect(redis_call("LLEN", "queue:default")).to eq(0)
   end
@@ -224,7 +224,7 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
     ensure
       Terminate.child(pid)
     end
-    expect(File.read(log)).to match(/guard started .*limit=900MB hard_limit=none allocator=jemalloc /)
+    expect(File.read(log)).to match(/guard started .*max_rss=900MB hard_max_rss=none allocator=jemalloc /)
   end
 
   it "doctor at the app's root loads the app and reads config/sidekiq.yml" do

@@ -26,7 +26,7 @@ RSpec.describe SidekiqRust::Report do
     expect(payload["classes"].first).to eq("class" => "Job0", "jobs" => 1, "retained_per_job" => 0,
                                            "growth_per_job" => nil, "allocated_per_job" => nil,
                                            "retained_error" => nil, "windows" => 0)
-    expect(redis_call("TTL", "sidekiq_rust:classes:host:1")).to be_between(1, described_class::MIN_TTL)
+    expect(redis_call("TTL", "sidekiq_rust:classes:host:1")).to be_between(1, described_class::KEEP)
     expect(redis_call("TTL", described_class::INDEX_KEY)).to be > 0
     expect(redis_call("ZRANGE", described_class::INDEX_KEY, 0, -1)).to eq(["host:1"])
   end
@@ -38,7 +38,7 @@ RSpec.describe SidekiqRust::Report do
                                     row("NewJob", 1, nil, nil, nil),
                                      row("ChurnJob", 5, 0, 200 * mb, nil)], ttl: 60)
     # A process whose figures expired long ago drops out of the index.
-    described_class.publish("gone:3", [row("OldJob", 1, 99 * mb, 0, 0)], ttl: 60, now: Time.now.to_f - 3600)
+    described_class.publish("gone:3", [row("OldJob", 1, 99 * mb, 0, 0)], ttl: 60, now: Time.now.to_f - 7200)
 
     rows = described_class.fleet
     expect(rows.map { |r| r[:class] }).to eq(%w[LeakJob ChurnJob PingJob NewJob])
@@ -46,6 +46,15 @@ RSpec.describe SidekiqRust::Report do
     expect(rows.first).to eq(row("LeakJob", 40, 5 * mb, 6 * mb, 1000, error: 246_221, windows: 70))
     expect(described_class.fleet(limit: 1).size).to eq(1)
     expect(redis_call("ZRANGE", described_class::INDEX_KEY, 0, -1)).to contain_exactly("a:1", "b:2")
+  end
+
+  it "keeps a process's figures for an hour after its last publication: a restarted process's jobs still count" do
+    described_class.publish("old:1", [row("LeakJob", 240, 3 * mb, nil, nil, error: 100_000, windows: 30)], ttl: 15,
+                                                                                       now: Time.now.to_f - 600)
+    described_class.publish("new:2", [row("LeakJob", 20, 3 * mb, nil, nil, error: 400_000, windows: 4)], ttl: 15)
+    expect(described_class.fleet.first).to include(class: "LeakJob", jobs: 260, retained_per_job: 3 * mb,
+                                                   windows: 34)
+    expect(described_class.processes.map { |p| p[:identity] }).to contain_exactly("old:1", "new:2")
   end
 
   describe "sidekiq_rust report" do

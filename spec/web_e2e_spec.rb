@@ -81,14 +81,14 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
       expect(gone["soft"]).to eq(1)
       expect(gone["hard"]).to eq(0)
       expect(gone["restarts"]).to eq(1)
-      expect(gone["restart_titles"].first).to include("restart (soft_limit)")
+      expect(gone["restart_titles"].first).to include("restart (max_rss)")
       expect(gone["width"]).to be > 200
-      expect(gone["text"]).to include("restarted (soft_limit)") # not the phase its last reading caught
+      expect(gone["text"]).to include("restarted (max_rss)") # not the phase its last reading caught
       expect(live["path"]).to start_with("M")
       expect(live["restarts"]).to eq(0)
 
       # The fleet's timeline and the per-class table.
-      expect(text).to match(/#{Regexp.escape(bloated.identity)}\s+restart\s+soft_limit: \d+MB \(limit 150MB\)/)
+      expect(text).to match(/#{Regexp.escape(bloated.identity)}\s+restart\s+max_rss: \d+MB \(max_rss 150MB\)/)
       # The per-class table from the figures the guards published (sidekiq_rust:classes:IDENTITY).
       expect(text).to match(/BloatJob\s+\d+\s/)
       # The tab in Sidekiq's navigation.
@@ -104,10 +104,10 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
       expect(detail["soft"]).to eq(1)
       expect(detail["hard"]).to eq(1)
       expect(detail["restarts"]).to eq(1)
-      expect(detail["restart_titles"].first).to include("restart (soft_limit)")
+      expect(detail["restart_titles"].first).to include("restart (max_rss)")
       expect(detail["width"]).to be > 300
-      expect(detail["text"]).to include("150MB", "900MB", "restarted (soft_limit)")
-      expect(detail["text"]).to match(/restart\s+soft_limit: \d+MB \(limit 150MB\)/)
+      expect(detail["text"]).to include("150MB", "900MB", "restarted (max_rss)")
+      expect(detail["text"]).to match(/restart\s+max_rss: \d+MB \(max_rss 150MB\)/)
     ensure
       browser.quit
     end
@@ -125,10 +125,10 @@ RSpec.describe "the Memory tab and the metrics of real guarded processes (Sideki
     expect(memory.map { |s| s["labels"] }).to include({ "identity" => steady.identity, "metric" => "rss" })
     expect(memory.find { |s| s["labels"]["identity"] == steady.identity }["value"]).to be > 10 * mb
     expect(Prometheus.samples(families, "sidekiq_rust_limit_bytes")).to include(
-      a_hash_including("labels" => { "identity" => bloated.identity, "kind" => "soft" }, "value" => 150.0 * mb)
+      a_hash_including("labels" => { "identity" => bloated.identity, "kind" => "max_rss" }, "value" => 150.0 * mb)
     )
     expect(Prometheus.samples(families, "sidekiq_rust_restarts_total")).to include(
-      a_hash_including("labels" => { "identity" => bloated.identity, "reason" => "soft_limit" }, "value" => 1.0)
+      a_hash_including("labels" => { "identity" => bloated.identity, "reason" => "max_rss" }, "value" => 1.0)
     )
     bloat_jobs = Prometheus.samples(families, "sidekiq_rust_class_jobs").find { |s| s["labels"] == { "class" => "BloatJob" } }
     expect(bloat_jobs && bloat_jobs["value"]).to be > 0

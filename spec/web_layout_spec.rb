@@ -61,8 +61,8 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
     write("#{host}:204:ggg", host) { |_m| 80 }
     5.times { |i| write("worker-3:30#{i}:h#{i}", "worker-3", minutes: 20) { |m| 40 + (i * 20) + m } }
 
-    restarted.event(:restart, reason: :soft_limit, memory: 250 * mb, limit: 200 * mb, busy: 2, now: now - 1705)
-    gone.event(:restart, reason: :soft_limit, memory: 260 * mb, limit: 200 * mb, busy: 1, now: now - 595)
+    restarted.event(:restart, reason: :max_rss, memory: 250 * mb, max_rss: 200 * mb, busy: 2, now: now - 1705)
+    gone.event(:restart, reason: :max_rss, memory: 260 * mb, max_rss: 200 * mb, busy: 1, now: now - 595)
     40.times do |i|
       reclaimer.event(:reclaim, released: 30 * mb, memory: 140 * mb, still_over: false, now: now - 1750 + (i * 40))
     end
@@ -160,7 +160,7 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
       expect(summary).to match(/\b2\s+gone/)
       expect(summary).to include("LeakJob", "3.0MB")
       expect(summary).not_to include("WorkingSetJob") # retains nothing
-      expect(summary).to include("2 restarts (soft_limit 2)", "0 OOM kills", "151 brake pauses", "40 reclaims")
+      expect(summary).to include("2 restarts (max_rss 2)", "0 OOM kills", "151 brake pauses", "40 reclaims")
 
       cards = layout["cards"]
       expect(cards.size).to eq(13)
@@ -177,7 +177,7 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
       expect(leak["text"]).to include("680MB", "340%", "over since")
       gone = cards.find { |c| c["identity"] == "#{host}:202:eee" }
       expect(gone["text"]).to match(/gone \d+m \d\ds ago/)
-      expect(gone["text"]).to include("restarted (soft_limit)")
+      expect(gone["text"]).to include("restarted (max_rss)")
       expect(gone["text"]).not_to include("waiting_slot")
       expect(gone["restarts"]).to eq(1)
       expect(cards.find { |c| c["identity"] == "#{host}:203:fff" }["text"]).to include("40 reclaims, 1,200 MB in all")
@@ -201,8 +201,8 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
       browser.visit("#{@web.url}/sidekiq/memory?process=#{CGI.escape("#{host}:202:eee")}")
       detail = browser.execute(DETAIL)
       expect(detail["restarts"]).to eq(1)
-      expect(detail["text"]).to include("restarted (soft_limit)")
-      expect(detail["text"]).to match(/restart\s+soft_limit: 260MB \(limit 200MB\)/)
+      expect(detail["text"]).to include("restarted (max_rss)")
+      expect(detail["text"]).to match(/restart\s+max_rss: 260MB \(max_rss 200MB\)/)
     ensure
       browser.quit
     end

@@ -42,7 +42,7 @@ RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})
     now = Time.now.to_f
     restarted = SidekiqRust::History.new(settings, identity: "restarted:1")
     restarted.record(300 * mb, :waiting_slot, now: now - 100)
-    restarted.event(:restart, reason: :soft_limit, memory: 300 * mb, limit: 200 * mb, busy: 1, now: now - 99)
+    restarted.event(:restart, reason: :max_rss, memory: 300 * mb, max_rss: 200 * mb, busy: 1, now: now - 99)
     braked = SidekiqRust::History.new(settings, identity: "braked:1")
     braked.record(190 * mb, :serving, brake: { paused: true, seconds: 1.0 }, now: now - 1)
     12.times do |i|
@@ -60,7 +60,7 @@ RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})
     expect(types.count { |t| %w[pause resume].include?(t) }).to eq(SidekiqRust::Web::Page::EVENTS_PER_KIND)
     expect(body).to include("memory?events=restart", "restarts (1)", "brake (200)", "reclaims (12)")
     # The gone process shows how it ended, not the phase its last reading caught.
-    expect(body).to include("restarted (soft_limit) at")
+    expect(body).to include("restarted (max_rss) at")
     expect(body).not_to match(/<span class="sr-phase"[^>]*>waiting_slot/)
     # What the reclaimed total sums.
     expect(body).to include("12 reclaims, 6 MB in all")

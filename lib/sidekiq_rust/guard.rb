@@ -179,7 +179,7 @@ module SidekiqRust
       {
         event: :restart, reason: reason, identity: @tag, hostname: @adapter.hostname, pid: ::Process.pid,
         metric: @settings.metric, memory: @native.decision_memory.nonzero? || @native.last_memory,
-        limit: @settings.max_rss, hard_limit: @settings.hard_max_rss, busy: @native.busy, dry_run: false,
+        max_rss: @settings.max_rss, hard_max_rss: @settings.hard_max_rss, busy: @native.busy, dry_run: false,
         **@explanation.attribution(rows), **@explanation.verdict(rows)
       }
     end

@@ -9,7 +9,7 @@ module SidekiqRust
   # - `sidekiq_rust:history:IDENTITY`: a list of readings "unix_seconds bytes", the newest last, trimmed to the last
   #   hour (ceil(3600 / check_interval) + 1 entries, at most MAX_READINGS); one write per check_interval at most.
   # - `sidekiq_rust:process:IDENTITY`: a hash: hostname, pid, started_at, at (the last reading's time), memory,
-  #   metric, soft, hard, allocator, phase, interval, brake ("paused", "fetching" or "" without the brake),
+  #   metric, max_rss, hard_max_rss, allocator, phase, interval, brake ("paused", "fetching" or "" without the brake),
   #   brake_seconds (paused so far), the memory cgroup's pressure_some_avg10, pressure_full_avg10 (PSI, percent),
   #   oom_kills (its counter), cgroup (its directory), live, allocator_free, heap_fragmentation and ruby_heap
   #   (Fragmentation, every 30 s) and the in_flight jobs (JSON), and the counters
@@ -112,7 +112,7 @@ module SidekiqRust
       {
         "hostname" => @adapter.hostname, "pid" => ::Process.pid, "started_at" => @started_at.round(3),
         "at" => now.round(3), "memory" => memory.to_i, "metric" => @settings.metric,
-        "soft" => @settings.max_rss, "hard" => @settings.hard_max_rss.to_s, "allocator" => Allocator.name,
+        "max_rss" => @settings.max_rss, "hard_max_rss" => @settings.hard_max_rss.to_s, "allocator" => Allocator.name,
         "phase" => phase, "interval" => @interval, "brake" => brake ? brake_state(brake) : "",
         "brake_seconds" => brake ? brake[:seconds].round(3) : 0
       }.flat_map { |k, v| [k, v.to_s] }
@@ -151,7 +151,7 @@ module SidekiqRust
       end
 
       # The processes, most recently seen first, `offset`/`limit` for paging: Hashes with symbol keys :identity,
-      # :hostname, :pid, :started_at, :at, :memory, :metric, :soft, :hard, :allocator, :phase, :interval,
+      # :hostname, :pid, :started_at, :at, :memory, :metric, :max_rss, :hard_max_rss, :allocator, :phase, :interval,
       # :reclaimed_bytes, :restarts ({reason => n}), :denials ({reason => n}), :quarantined (jobs sent to the dead
       # set), :brake (:paused, :fetching or nil without the brake), :brake_seconds, :pressure_some_avg10,
       # :pressure_full_avg10 (Float, nil: no PSI), :oom_kills (the cgroup's counter, nil: none), :cgroup, :live,
@@ -178,8 +178,8 @@ module SidekiqRust
         at = hash["at"].to_f
         {
           identity: identity, hostname: hash["hostname"], pid: hash["pid"].to_i, started_at: hash["started_at"].to_f,
-          at: at, memory: hash["memory"].to_i, metric: hash["metric"], soft: integer_or_nil(hash["soft"]),
-          hard: integer_or_nil(hash["hard"]), allocator: hash["allocator"], phase: hash["phase"],
+          at: at, memory: hash["memory"].to_i, metric: hash["metric"], max_rss: integer_or_nil(hash["max_rss"]),
+          hard_max_rss: integer_or_nil(hash["hard_max_rss"]), allocator: hash["allocator"], phase: hash["phase"],
           interval: interval, reclaimed_bytes: hash["reclaimed_bytes"].to_i,
           restarts: counters(hash, "restarts:"), denials: counters(hash, "denials:"),
           quarantined: hash["quarantined"].to_i, brake: brake_field(hash["brake"]),

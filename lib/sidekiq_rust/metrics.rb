@@ -17,7 +17,7 @@ module SidekiqRust
     FAMILIES = [
       ["sidekiq_rust_memory_bytes", "gauge", "Memory of a guarded process at its last reading (label metric: what " \
                                              "the limits compare with)"],
-      ["sidekiq_rust_limit_bytes", "gauge", "The guard's soft and hard memory limits"],
+      ["sidekiq_rust_limit_bytes", "gauge", "The guard's memory limits (kind: max_rss, hard_max_rss)"],
       ["sidekiq_rust_up", "gauge", "1 while the process writes readings, 0 once it is gone (kept until its " \
                                    "history expires)"],
       ["sidekiq_rust_last_reading_timestamp_seconds", "gauge", "Unix time of the process's last memory reading"],
@@ -69,8 +69,8 @@ module SidekiqRust
       processes.each do |p|
         id = { "identity" => p[:identity] }
         out << ["sidekiq_rust_memory_bytes", id.merge("metric" => p[:metric]), p[:memory]]
-        out << ["sidekiq_rust_limit_bytes", id.merge("kind" => "soft"), p[:soft]] if p[:soft]
-        out << ["sidekiq_rust_limit_bytes", id.merge("kind" => "hard"), p[:hard]] if p[:hard]
+        out << ["sidekiq_rust_limit_bytes", id.merge("kind" => "max_rss"), p[:max_rss]] if p[:max_rss]
+        out << ["sidekiq_rust_limit_bytes", id.merge("kind" => "hard_max_rss"), p[:hard_max_rss]] if p[:hard_max_rss]
         out << ["sidekiq_rust_up", id, p[:gone] ? 0 : 1]
         out << ["sidekiq_rust_last_reading_timestamp_seconds", id, p[:at]]
         out << ["sidekiq_rust_start_time_seconds", id, p[:started_at]]

@@ -97,7 +97,7 @@ module SidekiqRust
       key: :on_restart, default: nil, form: :callable, native: false, accepted: "callable",
       summary: "Called with a Hash describing each restart (or dry-run decision), e.g. " \
                "->(event) { Rails.logger.warn(event) }.",
-      meaning: "receives `{event:, reason:, identity:, hostname:, pid:, metric:, memory:, limit:, hard_limit:, " \
+      meaning: "receives `{event:, reason:, identity:, hostname:, pid:, metric:, memory:, max_rss:, hard_max_rss:, " \
                "busy:, dry_run:, in_flight:, top_retained:, top_growth:}`; `in_flight: [{class:, jid:, " \
                "running_s:}]`, the tops: rows as in `SidekiqRust.report`"
     ),

@@ -18,8 +18,9 @@ module SidekiqRust
     INDEX_KEY = Keys::CLASS_INDEX
     # Rows one process publishes.
     MAX_CLASSES = 100
-    # A process's figures outlive its last publication by at least this long (a restarted process's too).
-    MIN_TTL = 60
+    # A process's figures outlive its last publication by at least this long, the memory history's span: after a
+    # restart, `report`, the Memory tab and the metrics still count the jobs of the process that restarted.
+    KEEP = 3600
     FIGURES = %i[retained_per_job growth_per_job allocated_per_job].freeze
 
     module_function
@@ -51,7 +52,7 @@ module SidekiqRust
 
     # Writes one process's rows under its identity, with an expiry of `ttl` seconds.
     def publish(identity, rows, ttl:, adapter: SidekiqAdapter, now: Time.now.to_f)
-      ttl = [ttl.ceil, MIN_TTL].max
+      ttl = [ttl.ceil, KEEP].max
       classes = rows.first(MAX_CLASSES).map { |row| row.transform_keys(&:to_s) }
       payload = JSON.generate("identity" => identity, "at" => now, "classes" => classes)
       adapter.redis do |conn|
@@ -61,7 +62,7 @@ module SidekiqRust
       end
     end
 
-    # Every live process's published figures: [{identity:, at:, classes: [rows]}].
+    # Every process's published figures, live or gone within KEEP: [{identity:, at:, classes: [rows]}].
     def processes(adapter: SidekiqAdapter, now: Time.now.to_f)
       payloads = adapter.redis do |conn|
         conn.call("ZREMRANGEBYSCORE", INDEX_KEY, "-inf", now.to_s)

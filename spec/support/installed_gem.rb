@@ -92,10 +92,10 @@ RSpec.shared_examples "an installed sidekiq_rust" do
     push("KeepJob", 250)
     status, log = run_installed_sidekiq(home, path)
     expect(status.exitstatus).to eq(0), log
-    expect(log).to match(/sidekiq_rust: guard started .*limit=150MB hard_limit=200MB/)
+    expect(log).to match(/sidekiq_rust: guard started .*max_rss=150MB hard_max_rss=200MB/)
     expect(log).to include("KeepJob kept 250MB")
     expect(log).to match(/reclaimed \d+MB .*still over the limit/)
-    expect(log).to match(/restarting: quiet \(TSTP\).*reason=hard_limit/)
+    expect(log).to match(/restarting: quiet \(TSTP\).*reason=hard_max_rss/)
     expect(redis_call("LLEN", "queue:default")).to eq(0)
   end
 

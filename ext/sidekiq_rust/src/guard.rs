@@ -174,8 +174,8 @@ impl Guard {
         })
     }
 
-    /// A reclaim (`crate::reclaim`): `{action:, verdict:, still_over:, before:, after:, purged:, purge_error:,
-    /// measured:}`.
+    /// A reclaim (`crate::reclaim`): `{reason:, action:, verdict:, still_over:, before:, after:, purged:,
+    /// purge_error:, measured:}`.
     fn reclaim(ruby: &Ruby, rb_self: &Self, decide: bool) -> Result<RHash, Error> {
         guarded("reclaiming", || {
             crate::reclaim::reclaim(ruby, rb_self, decide)
@@ -189,7 +189,7 @@ impl Guard {
         })
     }
 
-    /// What the restart the policy asks for needs: `{reason: :soft_limit or :hard_limit, refusal: :dry_run,
+    /// What the restart the policy asks for needs: `{reason: :max_rss or :hard_max_rss, refusal: :dry_run,
     /// :embedded or nil, require_other_process:}`; nil when it asks for none.
     fn restart_request(ruby: &Ruby, rb_self: &Self) -> Result<Option<RHash>, Error> {
         guarded("reading the restart request", || {

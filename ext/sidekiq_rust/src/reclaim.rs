@@ -11,8 +11,9 @@ use crate::guard::{read_rss, Guard};
 use crate::named::Named;
 use crate::symbol_enum::symbol;
 
-/// Returns `{action:, verdict:, still_over:, before:, after:, purged:, purge_error:, measured:}`: the policy's
-/// next action (a Symbol or nil) and what it concluded (`verdict`: :back_under, :under_hard, :still_over,
+/// Returns `{reason:, action:, verdict:, still_over:, before:, after:, purged:, purge_error:, measured:}`: why the
+/// policy asked for it (:max_rss, :hard_max_rss or :brake; nil for a measuring reclaim), its next action (a Symbol
+/// or nil) and what it concluded (`verdict`: :back_under, :under_hard, :still_over,
 /// :loop, :resumed or :retained; nil for a measuring reclaim), the metric before and after, whether the
 /// allocator gave memory back, what went wrong in the purge (a String saying why there was none or what part
 /// failed; nil: nothing), and whether its floor closed a window of the per-class retained figure (false when a
@@ -50,6 +51,7 @@ pub fn reclaim(ruby: &Ruby, guard: &Guard, decide: bool) -> Result<RHash, Error>
     };
     let outcome = guard.core().reclaim_finished(readings, decide);
     Named::new(ruby)
+        .with("reason", outcome.reason.map(|r| symbol(ruby, r)))
         .with("action", action_symbol(ruby, outcome.action))
         .with("verdict", outcome.verdict.map(|v| symbol(ruby, v)))
         .with(

@@ -87,10 +87,12 @@ impl Verdict {
     }
 }
 
-/// A reclaim's outcome: the policy's next action, its verdict (None for a measuring reclaim, which the policy
-/// does not see), and whether its floor closed a window of the per-class retained figure.
+/// A reclaim's outcome: why the policy asked for it, its next action and its verdict (None for a measuring
+/// reclaim, which the policy does not see), and whether its floor closed a window of the per-class retained
+/// figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReclaimOutcome {
+    pub reason: Option<Reason>,
     pub action: Action,
     pub verdict: Option<Verdict>,
     pub measured: bool,
@@ -246,16 +248,22 @@ impl GuardCore {
         self.schedule_measure(measured, r.now_ns);
         if !decide {
             return ReclaimOutcome {
+                reason: None,
                 action: Action::None,
                 verdict: None,
                 measured,
             };
         }
+        let reason = match self.policy.phase() {
+            Phase::Reclaiming(reason) => Some(reason),
+            _ => None,
+        };
         let action = self.policy.step(Event::Reclaimed {
             memory: r.after,
             now_ms: r.now_ns / 1_000_000,
         });
         ReclaimOutcome {
+            reason,
             action,
             verdict: Some(self.verdict(action, r.after)),
             measured,

@@ -45,7 +45,7 @@ module SidekiqRust
       NO_RECORD = { max_rss: nil, hard_max_rss: nil, live: nil, live_age: nil, live_stale: nil, allocator_free: nil,
                     heap_fragmentation: nil }.freeze
       # The fields top reads of a guard's record (History::PROCESS_PREFIX + identity).
-      RECORD_FIELDS = %w[soft hard live live_at interval allocator_free heap_fragmentation].freeze
+      RECORD_FIELDS = %w[max_rss hard_max_rss live live_at interval allocator_free heap_fragmentation].freeze
 
       def execute(options)
         connect(options.redis_url)
@@ -116,9 +116,9 @@ module SidekiqRust
       def record_figures(record, rss, rss_at)
         return NO_RECORD unless record
 
-        soft, hard, live, live_at, interval, allocator_free, heap_fragmentation =
+        max_rss, hard_max_rss, live, live_at, interval, allocator_free, heap_fragmentation =
           record.map { |v| v.to_s.empty? ? nil : v }
-        figures = NO_RECORD.merge(max_rss: soft&.to_i, hard_max_rss: hard&.to_i,
+        figures = NO_RECORD.merge(max_rss: max_rss&.to_i, hard_max_rss: hard_max_rss&.to_i,
                                   allocator_free: allocator_free&.to_i, heap_fragmentation: heap_fragmentation&.to_f)
         return figures unless live
 

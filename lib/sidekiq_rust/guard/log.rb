@@ -2,7 +2,7 @@
 
 module SidekiqRust
   class Guard
-    # The guard's log lines: one format for every line ("sidekiq_rust: MESSAGE identity=... rss=... limit=..."),
+    # The guard's log lines: one format for every line ("sidekiq_rust: MESSAGE identity=... rss=... max_rss=..."),
     # the texts that explain a decision (the restart-loop advice, a quarantined job's reason), and the refusals,
     # each said again at most every DENIAL_EVERY seconds unless it changes. Never raises: logging must never break
     # the guard.
@@ -80,7 +80,7 @@ module SidekiqRust
         "#{job[:class]} (jid #{job[:jid]}) exceeded the memory limit in #{job[:restarts]} processes: in flight at " \
           "#{job[:restarts]} memory restarts (quarantine_after = #{@settings.quarantine_after}), the last one " \
           "#{@tag} at #{@settings.metric}=#{Units.mb(memory)} (#{event[:reason]}, limit " \
-          "#{Units.mb(@settings.max_rss)}, hard_limit #{Units.mb(@settings.hard_max_rss)}); not requeued " \
+          "#{Units.mb(@settings.max_rss)}, hard_max_rss #{Units.mb(@settings.hard_max_rss)}); not requeued " \
           "again. Retry it from the dead set once the job or the limit is fixed"
       end
 
@@ -90,7 +90,7 @@ module SidekiqRust
                 quarantined: nil, verdict: nil, purge_error: nil, **_rest)
         parts = ["sidekiq_rust: #{message}", "identity=#{@tag}"]
         parts << "#{@settings.metric}=#{Units.mb(memory)}" if memory
-        parts << "limit=#{Units.mb(@settings.max_rss)} hard_limit=#{Units.mb(@settings.hard_max_rss)}"
+        parts << "max_rss=#{Units.mb(@settings.max_rss)} hard_max_rss=#{Units.mb(@settings.hard_max_rss)}"
         parts << "reason=#{reason}" if reason
         parts << "in_flight=#{in_flight_text(in_flight)}" if in_flight
         parts << "quarantined=#{quarantined_text(quarantined)}" if quarantined

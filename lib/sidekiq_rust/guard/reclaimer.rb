@@ -33,7 +33,7 @@ module SidekiqRust
         result = run(decide: true)
         after = result[:after]
         released = [result[:before] - after, 0].max
-        @history.event(:reclaim, released: released, memory: after, reason: action.to_s.delete_prefix("reclaim_"),
+        @history.event(:reclaim, released: released, memory: after, reason: result[:reason].to_s,
                                  still_over: result[:still_over])
         @log.info("reclaimed #{Units.mb(released)} (GC + #{result[:purged] ? 'purge' : 'no purge'}" \
                   "#{action == :reclaim_brake ? ', brake paused and idle' : ''}): #{VERDICTS.fetch(result[:verdict])}",

@@ -10,7 +10,7 @@ module SidekiqRust
   # | sidekiq_rust:process:IDENTITY              | hash       | HISTORY_TTL after the last write | History         |
   # | sidekiq_rust:processes                     | sorted set | HISTORY_TTL (members trimmed)    | History         |
   # | sidekiq_rust:events                        | stream     | EVENTS_TTL, MAXLEN ~ EVENTS_MAX  | History         |
-  # | sidekiq_rust:classes:IDENTITY              | string     | 3 check_intervals, >= 60 s       | Report          |
+  # | sidekiq_rust:classes:IDENTITY              | string     | an hour after the last write     | Report          |
   # | sidekiq_rust:class_index                   | sorted set | as the newest classes key        | Report          |
   # | sidekiq_rust:restart_slot:N                | string     | shutdown_wait + kill_after + 60  | Fleet           |
   # | sidekiq_rust:memory_restart:HOSTNAME       | string     | loop_window                      | Fleet           |

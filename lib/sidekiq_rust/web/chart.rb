@@ -1,15 +1,17 @@
 # frozen_string_literal: true
 
-require "cgi"
+require_relative "svg_text"
 
 module SidekiqRust
   module Web
     # One process's memory over time as an SVG drawn on the server (no JavaScript): the readings as a path, the
-    # soft and hard limits as dashed lines, reclaims as green dots, restarts as red vertical lines, the spans the
-    # memory brake held fetching and the spans over the soft limit as shaded bands, each with a
+    # max_rss and hard_max_rss as dashed lines, reclaims as green dots, restarts as red vertical lines, the spans the
+    # memory brake held fetching and the spans over max_rss as shaded bands, each with a
     # <title> tooltip. Colours are SVG presentation attributes, not style attributes, so a strict
     # Content-Security-Policy (Sidekiq 8: no inline style) does not block them.
     class Chart
+      include SvgText
+
       WIDTH = 640
       HEIGHT = 160
       # Room for the axis labels.
@@ -21,16 +23,16 @@ module SidekiqRust
                  denial: "#8e8e8e", grid: "#9e9e9e", paused: "#d99a00" }.freeze
 
       # readings: [[unix_seconds, bytes], ...] oldest first; events: History.events rows of this process.
-      def initialize(readings, soft:, hard:, events: [], label: "memory")
+      def initialize(readings, max_rss:, hard_max_rss:, events: [], label: "memory")
         @readings = readings
-        @soft = soft
-        @hard = hard
+        @max_rss = max_rss
+        @hard_max_rss = hard_max_rss
         @events = events
         @label = label
         times = readings.map(&:first) + events.map { |e| e[:at] }
         @from = times.min || 0.0
         @to = [times.max || 1.0, @from + 1].max
-        top = ([@hard, @soft].compact + readings.map(&:last)).max || 1
+        top = ([@hard_max_rss, @max_rss].compact + readings.map(&:last)).max || 1
         @ymax = top * 1.1
       end
 
@@ -39,9 +41,9 @@ module SidekiqRust
                  %(width="#{WIDTH}" height="#{HEIGHT}" role="img" aria-label="#{esc(@label)}">)]
         parts << axes
         paused_spans.each { |from, to| parts << paused_band(from, to) }
-        SmallChart.over_spans(@readings, @soft).each { |from, to, peak| parts << over_band(from, to, peak) }
-        parts << limit_line(@soft, :soft, "soft limit") if @soft
-        parts << limit_line(@hard, :hard, "hard limit") if @hard
+        SmallChart.over_spans(@readings, @max_rss).each { |from, to, peak| parts << over_band(from, to, peak) }
+        parts << limit_line(@max_rss, :soft, "max_rss") if @max_rss
+        parts << limit_line(@hard_max_rss, :hard, "hard_max_rss") if @hard_max_rss
         parts << memory_path
         @events.each { |event| parts << marker(event) }
         parts << "</svg>"
@@ -111,7 +113,7 @@ module SidekiqRust
         width = format("%.1f", [x(to) - x1, 1].max)
         %(<rect class="sr-over" x="#{format('%.1f', x1)}" y="#{TOP}" width="#{width}" ) +
           %(height="#{HEIGHT - TOP - BOTTOM}" fill="#{COLORS[:hard]}" fill-opacity="0.12">) +
-          %(<title>over the soft limit (#{mb(@soft)}) from #{clock(from)} for #{format('%.0f', to - from)}s, peak ) +
+          %(<title>over max_rss (#{mb(@max_rss)}) from #{clock(from)} for #{format('%.0f', to - from)}s, peak ) +
           %(#{mb(peak)}</title></rect>)
       end
 
@@ -146,18 +148,6 @@ module SidekiqRust
             %(fill="#{COLORS[:denial]}"/><title>restart refused (#{esc(event[:reason])}) at ) +
             %(#{clock(event[:at])}</title></g>)
         end
-      end
-
-      def mb(bytes)
-        Units.mb(bytes, none: "-")
-      end
-
-      def clock(at)
-        Time.at(at).utc.strftime("%H:%M:%S")
-      end
-
-      def esc(text)
-        CGI.escapeHTML(text.to_s)
       end
     end
   end

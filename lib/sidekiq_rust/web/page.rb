@@ -97,7 +97,7 @@ module SidekiqRust
 
       # memory / max_rss (hard_max_rss without one); nil without a limit.
       def share(process)
-        limit = process[:soft] || process[:hard]
+        limit = process[:max_rss] || process[:hard_max_rss]
         limit&.positive? ? process[:memory].fdiv(limit) : nil
       end
 
@@ -186,7 +186,7 @@ module SidekiqRust
 
       def small_chart(process)
         from, to = axis
-        SmallChart.new(readings(process[:identity]), from: from, to: to, soft: process[:soft], hard: process[:hard],
+        SmallChart.new(readings(process[:identity]), from: from, to: to, max_rss: process[:max_rss], hard_max_rss: process[:hard_max_rss],
                                                      events: events_of(process[:identity]), ticks: ticks,
                                                      ends_at: process[:gone] ? process[:at] : to,
                                                      label: "#{process[:metric]} of #{process[:identity]}").to_svg
@@ -194,7 +194,7 @@ module SidekiqRust
 
       # The full chart of a process's page.
       def chart(process)
-        Chart.new(readings(process[:identity]), soft: process[:soft], hard: process[:hard],
+        Chart.new(readings(process[:identity]), max_rss: process[:max_rss], hard_max_rss: process[:hard_max_rss],
                                                 events: events_of(process[:identity]),
                                                 label: "#{process[:metric]} of #{process[:identity]}").to_svg
       end
@@ -205,7 +205,7 @@ module SidekiqRust
 
       # Live processes over max_rss, the largest share first.
       def over
-        @over ||= live.select { |p| p[:soft] && p[:memory] > p[:soft] }
+        @over ||= live.select { |p| p[:max_rss] && p[:memory] > p[:max_rss] }
       end
 
       # Live processes the brake holds, the largest share first.
@@ -228,7 +228,7 @@ module SidekiqRust
       def over_since(process)
         rows = readings(process[:identity])
         i = rows.size
-        i -= 1 while i.positive? && rows[i - 1].last > process[:soft]
+        i -= 1 while i.positive? && rows[i - 1].last > process[:max_rss]
         return [process[:at], false] if i == rows.size
 
         [rows[i].first, i.zero?]
@@ -249,8 +249,8 @@ module SidekiqRust
       # The live fleet's memory and the sum of its limits (processes without one left out of the limit's sum).
       def fleet_memory
         @fleet_memory ||= {
-          memory: live.sum { |p| p[:memory] }, soft: live.sum { |p| p[:soft] || 0 },
-          hard: live.sum { |p| p[:hard] || 0 }, processes: live.size
+          memory: live.sum { |p| p[:memory] }, max_rss: live.sum { |p| p[:max_rss] || 0 },
+          hard_max_rss: live.sum { |p| p[:hard_max_rss] || 0 }, processes: live.size
         }
       end
 
@@ -272,7 +272,7 @@ module SidekiqRust
       # The fleet bar: an SVG of the live fleet's memory against the sum of max_rss (at 80% of its width).
       def fleet_bar
         fm = fleet_memory
-        limit = fm[:soft].positive? ? fm[:soft] : [fm[:memory], 1].max
+        limit = fm[:max_rss].positive? ? fm[:max_rss] : [fm[:memory], 1].max
         scale = 400 * 0.8 / limit
         used = [fm[:memory] * scale, 400].min
         color = fm[:memory] > limit ? "#c62828" : "#1f6fd1"
@@ -282,7 +282,7 @@ module SidekiqRust
          %(<rect x="0" y="0" width="#{format('%.1f', used)}" height="14" fill="#{color}"><title>#{mb(fm[:memory])} ) +
            %(in use</title></rect>),
          %(<line x1="320" y1="0" x2="320" y2="14" stroke="#d99a00" stroke-width="2" ) +
-           %(vector-effect="non-scaling-stroke"><title>max_rss, all live processes: #{mb(fm[:soft])}</title></line>),
+           %(vector-effect="non-scaling-stroke"><title>max_rss, all live processes: #{mb(fm[:max_rss])}</title></line>),
          "</svg>"].join("\n")
       end
 
@@ -384,7 +384,7 @@ module SidekiqRust
           "gave back #{mb(data['released'])}, #{mb(data['memory'])} after" \
             "#{data['still_over'] ? ', still over the limit' : ', back under the limit'}"
         when "restart"
-          parts = ["#{event[:reason]}: #{mb(data['memory'])} (limit #{mb(data['limit'])}), busy #{data['busy']}"]
+          parts = ["#{event[:reason]}: #{mb(data['memory'])} (max_rss #{mb(data['max_rss'])}), busy #{data['busy']}"]
           parts << "in flight: #{in_flight(data['in_flight'])}" if data["in_flight"]
           top = data["top_retained"] || data["top_growth"]
           parts << "top: #{top.first(3).map { |j| j['class'] }.join(', ')}" if top.is_a?(Array) && !top.empty?

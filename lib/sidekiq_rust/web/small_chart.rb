@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-require "cgi"
+require_relative "svg_text"
 
 module SidekiqRust
   module Web
@@ -11,6 +11,8 @@ module SidekiqRust
     # kills are vertical lines, each with a <title> tooltip. SVG presentation attributes only (no style
     # attribute: Sidekiq 8's CSP).
     class SmallChart
+      include SvgText
+
       WIDTH = 300
       HEIGHT = 60
       TOP = 2
@@ -23,17 +25,17 @@ module SidekiqRust
 
       # readings: [[unix_seconds, bytes], ...] oldest first; events: History.events rows of this process; ticks:
       # the shared axis's grid times; ends_at: where a pause still on ends (the last reading of a gone process).
-      def initialize(readings, from:, to:, soft:, hard:, events: [], label: "memory", ticks: [], ends_at: to)
+      def initialize(readings, from:, to:, max_rss:, hard_max_rss:, events: [], label: "memory", ticks: [], ends_at: to)
         @readings = readings
         @from = from
         @to = [to, from + 1].max
-        @soft = soft
-        @hard = hard
+        @max_rss = max_rss
+        @hard_max_rss = hard_max_rss
         @events = events
         @label = label
         @ticks = ticks
         @ends_at = ends_at
-        scale = soft || hard
+        scale = max_rss || hard_max_rss
         scale ||= (readings.map(&:last).max || 1) / HEADROOM * 1.1
         @ymax = [scale * HEADROOM, 1].max
       end
@@ -45,8 +47,8 @@ module SidekiqRust
         @ticks.each { |at| parts << tick(at) }
         Chart.paused_spans(@events, @ends_at).each { |from, to| parts << paused_band(from, to) }
         over_spans.each { |span| parts << over_band(*span) }
-        parts << limit_line(@soft, :soft, "max_rss") if @soft
-        parts << limit_line(@hard, :hard, "hard_max_rss") if @hard && @hard <= @ymax
+        parts << limit_line(@max_rss, :soft, "max_rss") if @max_rss
+        parts << limit_line(@hard_max_rss, :hard, "hard_max_rss") if @hard_max_rss && @hard_max_rss <= @ymax
         parts << memory_path
         parts << off_scale
         @events.each { |event| parts << marker(event) }
@@ -69,18 +71,18 @@ module SidekiqRust
       end
 
       def over_spans
-        self.class.over_spans(@readings, @soft).select { |_from, to, _peak| to >= @from }
+        self.class.over_spans(@readings, @max_rss).select { |_from, to, _peak| to >= @from }
       end
 
-      # [[from, to, peak], ...]: the spans `readings` were over `soft` (to the last reading while still over).
-      def self.over_spans(readings, soft)
-        return [] unless soft
+      # [[from, to, peak], ...]: the spans `readings` were over `max_rss` (to the last reading while still over).
+      def self.over_spans(readings, max_rss)
+        return [] unless max_rss
 
         spans = []
         start = nil
         peak = 0
         readings.each do |at, bytes|
-          if bytes > soft
+          if bytes > max_rss
             start ||= at
             peak = [peak, bytes].max
           elsif start
@@ -121,7 +123,7 @@ module SidekiqRust
         x1 = x(from)
         width = format("%.1f", [x(to) - x1, 1].max)
         %(<rect class="sr-over" x="#{format('%.1f', x1)}" y="0" width="#{width}" height="#{HEIGHT}" ) +
-          %(fill="#{COLORS[:over]}" fill-opacity="0.14"><title>over max_rss (#{mb(@soft)}) from #{clock(from)} ) +
+          %(fill="#{COLORS[:over]}" fill-opacity="0.14"><title>over max_rss (#{mb(@max_rss)}) from #{clock(from)} ) +
           %(for #{format('%.0f', to - from)}s, peak #{mb(peak)}</title></rect>)
       end
 
@@ -167,18 +169,6 @@ module SidekiqRust
       def vertical(xx, color, title, klass)
         %(<g class="sr-marker #{klass}"><line x1="#{xx}" y1="0" x2="#{xx}" y2="#{HEIGHT}" stroke="#{COLORS[color]}" ) +
           %(stroke-width="2" vector-effect="non-scaling-stroke"/><title>#{esc(title)}</title></g>)
-      end
-
-      def mb(bytes)
-        Units.mb(bytes, none: "-")
-      end
-
-      def clock(at)
-        Time.at(at).utc.strftime("%H:%M:%S")
-      end
-
-      def esc(text)
-        CGI.escapeHTML(text.to_s)
       end
     end
   end

@@ -173,6 +173,7 @@ fn a_reclaim_says_what_the_policy_concluded() {
     assert_eq!(g.job_reading(900 * MB, S), Action::Reclaim(Reason::Hard));
     g.reclaim_started(900 * MB, S);
     let out = g.reclaim_finished(readings(900 * MB, 450 * MB, S + 10 * MS), true);
+    assert_eq!(out.reason, Some(Reason::Hard));
     assert_eq!(out.action, Action::None);
     assert_eq!(out.verdict, Some(Verdict::BackUnder));
 
@@ -195,7 +196,10 @@ fn a_reclaim_says_what_the_policy_concluded() {
     let mut g = GuardCore::new(settings(), 100 * MB, 0);
     g.reclaim_started(100 * MB, S);
     let out = g.reclaim_finished(readings(100 * MB, 90 * MB, S + MS), false);
-    assert_eq!((out.action, out.verdict), (Action::None, None));
+    assert_eq!(
+        (out.reason, out.action, out.verdict),
+        (None, Action::None, None)
+    );
 }
 
 #[test]

@@ -23,8 +23,8 @@ impl Named for Reason {
 
     fn as_str(self) -> &'static str {
         match self {
-            Reason::Hard => "hard_limit",
-            Reason::Soft => "soft_limit",
+            Reason::Hard => "hard_max_rss",
+            Reason::Soft => "max_rss",
             Reason::Brake => "brake",
         }
     }
