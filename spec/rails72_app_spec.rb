@@ -21,8 +21,8 @@ require "socket"
 RSpec.describe "a fresh Rails 7.2 app on Ruby 3.4 with Sidekiq #{Sidekiq::VERSION}, as the generator says" do
   include E2E
 
-  SIDEKIQ8_ENTRY = Sidekiq::VERSION.to_i >= 8
-  LEAK_JOB = <<~RUBY
+  RAILS72_SIDEKIQ8_ENTRY = Sidekiq::VERSION.to_i >= 8
+  RAILS72_LEAK_JOB = <<~RUBY
     class LeakJob
       include Sidekiq::Job
 
@@ -37,11 +37,11 @@ RSpec.describe "a fresh Rails 7.2 app on Ruby 3.4 with Sidekiq #{Sidekiq::VERSIO
       end
     end
   RUBY
-  JOBS = 60
-  JOB_MB = 15
-  LIMITS = { "SIDEKIQ_MAX_RSS" => "200MB", "SIDEKIQ_HARD_MAX_RSS" => "250MB" }.freeze
+  RAILS72_JOBS = 60
+  RAILS72_JOB_MB = 15
+  RAILS72_LIMITS = { "SIDEKIQ_MAX_RSS" => "200MB", "SIDEKIQ_HARD_MAX_RSS" => "250MB" }.freeze
   # The basic-auth wrapper used when the printed routes use Devise's `authenticate`, which a fresh app lacks.
-  BASIC_AUTH = <<~RUBY.lines.map(&:chomp)
+  RAILS72_BASIC_AUTH = <<~RUBY.lines.map(&:chomp)
     sidekiq_web_auth = lambda do |app|
       Rack::Auth::Basic.new(app, "Sidekiq") do |user, password|
         ActiveSupport::SecurityUtils.secure_compare(user, ENV.fetch("SIDEKIQ_WEB_USER", "")) &
@@ -52,7 +52,8 @@ RSpec.describe "a fresh Rails 7.2 app on Ruby 3.4 with Sidekiq #{Sidekiq::VERSIO
   RUBY
 
   before(:all) do
-    skip "the Rails 7.2 app runs in the sidekiq8 matrix entry (Ruby 3.4, Sidekiq 8.1) only" unless SIDEKIQ8_ENTRY
+    skip "the Rails 7.2 app runs in the sidekiq8 matrix entry (Ruby 3.4, Sidekiq 8.1) only" unless
+      RAILS72_SIDEKIQ8_ENTRY
     out, status = Bundler.with_unbundled_env do
       Open3.capture2e(RbConfig.ruby, "-e", %(gem "railties", "#{FreshRailsApp::RAILS}"; gem "nokogiri"))
     end
@@ -62,7 +63,7 @@ RSpec.describe "a fresh Rails 7.2 app on Ruby 3.4 with Sidekiq #{Sidekiq::VERSIO
     @parent = Dir.mktmpdir("sidekiq_rust-rails72")
     @app = FreshRailsApp.new(@parent).create
     @app.run!("bin/rails", "generate", "sidekiq:job", "leak")
-    @app.write("app/sidekiq/leak_job.rb", LEAK_JOB)
+    @app.write("app/sidekiq/leak_job.rb", RAILS72_LEAK_JOB)
     @generator_out, @generator_status = @app.run("bin/rails", "generate", "sidekiq_rust:install")
     @steps = FreshRailsApp::NextSteps.new(@generator_out) if @generator_status.success?
     @steps_run = []
@@ -96,12 +97,12 @@ RSpec.describe "a fresh Rails 7.2 app on Ruby 3.4 with Sidekiq #{Sidekiq::VERSIO
            raise("the printed `authenticate` block has no `end`:\n#{code.join("\n")}")
     inner = code[(start + 1)...stop].map { |line| line.sub(/\A  /, "") }
                                     .map { |line| line.sub(/mount (\S+) =>/, 'mount sidekiq_web_auth.call(\1) =>') }
-    [code[0...start] + BASIC_AUTH + inner + code[(stop + 1)..], true]
+    [code[0...start] + RAILS72_BASIC_AUTH + inner + code[(stop + 1)..], true]
   end
 
   # The environment of the app's commands: Sidekiq 8 reads REDIS_URL (the suite's redis-server), the limits of step 1.
   def app_env(extra = {})
-    { "REDIS_URL" => "unix://#{redis_server.socket}" }.merge(LIMITS).merge(extra)
+    { "REDIS_URL" => "unix://#{redis_server.socket}" }.merge(RAILS72_LIMITS).merge(extra)
   end
 
   # The path a printed `mount X => "/path"` line gives X.
@@ -192,11 +193,11 @@ RSpec.describe "a fresh Rails 7.2 app on Ruby 3.4 with Sidekiq #{Sidekiq::VERSIO
     end
     wait_for_fleet(2)
 
-    enqueued = @app.run!("bin/rails", "runner", "puts Array.new(#{JOBS}) { LeakJob.perform_async(#{JOB_MB}) }",
-                         env: app_env)
+    enqueue = "puts Array.new(#{RAILS72_JOBS}) { LeakJob.perform_async(#{RAILS72_JOB_MB}) }"
+    enqueued = @app.run!("bin/rails", "runner", enqueue, env: app_env)
     jids = enqueued.lines.map(&:strip).grep(/\A\h{24}\z/)
-    expect(jids.size).to eq(JOBS), enqueued
-    eventually(timeout: 120, what: "#{JOBS} jobs done") { redis_call("SCARD", "leak:done") == JOBS }
+    expect(jids.size).to eq(RAILS72_JOBS), enqueued
+    eventually(timeout: 120, what: "#{RAILS72_JOBS} jobs done") { redis_call("SCARD", "leak:done") == RAILS72_JOBS }
     expect(redis_call("SMEMBERS", "leak:done")).to match_array(jids)
     expect([redis_call("LLEN", "queue:default"), redis_call("ZCARD", "retry"), redis_call("ZCARD", "dead")])
       .to eq([0, 0, 0])
