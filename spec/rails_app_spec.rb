@@ -13,13 +13,14 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
   FIXTURE_APP = File.expand_path("fixtures/rails_app", __dir__)
   EXE = File.expand_path("../exe/sidekiq_rust", __dir__)
 
-  # Rails comes from Debian's ruby-rails (bin/setup); a matrix entry without it (a newer Ruby) skips these.
+  # Rails 6.1 comes from Debian's ruby-rails (bin/setup); a matrix entry without it (a newer Ruby) skips these. Ruby
+  # 3.4 has Rails 7.2 (bin/setup), whose app is spec/rails72_app_spec.rb's: this fixture is a Rails 6.1 app.
   def self.rails_missing_reason
     out, status = Bundler.with_unbundled_env do
-      Open3.capture2e(RbConfig.ruby, "-e", 'require "rails"; require "active_record/railtie"; require "sqlite3"; ' \
-                                           "print Rails.version")
+      Open3.capture2e(RbConfig.ruby, "-e", 'gem "railties", "~> 6.1.0"; require "rails"; ' \
+                                           'require "active_record/railtie"; require "sqlite3"; print Rails.version')
     end
-    status.success? ? nil : "railties cannot be loaded by this Ruby (#{RUBY_VERSION}): #{out.lines.first&.strip}"
+    status.success? ? nil : "Rails 6.1 cannot be loaded by this Ruby (#{RUBY_VERSION}): #{out.lines.first&.strip}"
   end
 
   RAILS_MISSING = rails_missing_reason
