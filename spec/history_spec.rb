@@ -50,6 +50,13 @@ RSpec.describe SidekiqRust::History do
     expect(described_class.processes.first[:gone]).to be(true)
   end
 
+  it "marks a process whose shutdown began as gone at once, keeping its last phase" do
+    history.record(1, :waiting_slot)
+    expect(described_class.processes.first).to include(gone: false, phase: "waiting_slot")
+    history.stopped
+    expect(described_class.processes.first).to include(gone: true, phase: "waiting_slot")
+  end
+
   it "caps the event stream" do
     1300.times { history.event(:reclaim, released: 1, memory: 1) }
     expect(redis_call("XLEN", described_class::EVENTS)).to be <= 1100 # MAXLEN ~ trims whole nodes of 100

@@ -152,6 +152,7 @@ module SidekiqRust
       stop_monitor
       @log.info("shutting down (TERM)", **@explanation.attribution) if phase == :serving
       publish
+      @history.stopped
     end
 
     # A measuring reclaim when due (or at once with `force: true`) while the process serves: GC + purge, the

@@ -82,6 +82,16 @@ module SidekiqRust
       @cgroup.check(now)
     end
 
+    # Sidekiq's shutdown began (TERM, the guard's restart or anyone's): the process is gone from now on for the
+    # readers (the Memory tab, top, the metrics), without waiting GONE_INTERVALS check intervals; its last phase
+    # stays as it was. Never raises.
+    def stopped(now: Time.now.to_f)
+      write do |pipe|
+        pipe.call("HSET", process_key, "stopped_at", now.round(3).to_s)
+        pipe.call("EXPIRE", process_key, TTL)
+      end
+    end
+
     # A guard event: :reclaim (released:, memory:), :restart (the on_restart Hash), :denial (denial: the
     # policy's Symbol, message:, and the on_restart Hash), :quarantine, :pause and :resume (the brake).
     # Appended to the fleet's event stream and counted on the process. Never raises.
@@ -156,8 +166,8 @@ module SidekiqRust
       # set), :brake (:paused, :fetching or nil without the brake), :brake_seconds, :pressure_some_avg10,
       # :pressure_full_avg10 (Float, nil: no PSI), :oom_kills (the cgroup's counter, nil: none), :cgroup, :live,
       # :allocator_free, :ruby_heap (bytes), :heap_fragmentation (0..1; each nil: unknown, see Fragmentation),
-      # :in_flight ([{"class", "jid", "running_s"}]), :gone (true when no reading came for
-      # GONE_INTERVALS check intervals). Processes whose hash expired are left out.
+      # :in_flight ([{"class", "jid", "running_s"}]), :gone (true once its shutdown began, or when no reading came
+      # for GONE_INTERVALS check intervals). Processes whose hash expired are left out.
       def processes(limit: 50, offset: 0, now: Time.now.to_f, adapter: SidekiqAdapter)
         identities = adapter.redis { |conn| conn.call("ZREVRANGE", INDEX, offset, offset + limit - 1) }
         hashes = adapter.redis do |conn|
@@ -190,7 +200,7 @@ module SidekiqRust
           live: integer_or_nil(hash["live"]), allocator_free: integer_or_nil(hash["allocator_free"]),
           heap_fragmentation: float_or_nil(hash["heap_fragmentation"]), ruby_heap: integer_or_nil(hash["ruby_heap"]),
           in_flight: Array(parse_json(hash["in_flight"])),
-          gone: now - at > [GONE_INTERVALS * interval, GONE_MIN].max
+          gone: !hash["stopped_at"].to_s.empty? || now - at > [GONE_INTERVALS * interval, GONE_MIN].max
         }
       end
 
