@@ -57,8 +57,10 @@ module SidekiqRust
       @reclaimer = Reclaimer.new(@native, log: @log, history: @history)
       @restart = Restart.new(self, native: @native, settings: settings, fleet: @fleet, history: @history,
                                    quarantine: Quarantine.new(settings, adapter: adapter), log: @log, adapter: adapter)
-      @brake = @native.brake? ? Brake.new(@native, settings: settings, log: @log, history: @history, adapter: adapter,
-                                           tag: @tag, concurrency: concurrency) : nil
+      @brake = if @native.brake?
+                 Brake.new(@native, settings: settings, log: @log, history: @history, adapter: adapter, tag: @tag,
+                                    concurrency: concurrency)
+               end
       @executor = Executor.new(self, native: @native, restart: @restart, reclaimer: @reclaimer, brake: @brake,
                                      log: @log)
       @monitor = Monitor.new(self, interval: settings.check_interval, log: @log)
