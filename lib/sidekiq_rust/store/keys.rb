@@ -31,7 +31,7 @@ module SidekiqRust
     EVENTS_MAX = 1000
     EVENTS_TTL = 7 * 86_400
 
-    # Report (lib/sidekiq_rust/report.rb): each process's per-class figures, and their index.
+    # Report (lib/sidekiq_rust/attribution/report.rb): each process's per-class figures, and their index.
     CLASSES = "sidekiq_rust:classes:"
     CLASS_INDEX = "sidekiq_rust:class_index"
 
