@@ -8,7 +8,7 @@
 //! Times are nanoseconds since the guard was made, given by the caller (the policy's clock is their
 //! milliseconds), so the tests replay any timeline.
 
-use crate::attribution::{Attribution, ClassFigures, InFlight, Snapshot};
+use crate::attribution::{Attribution, InFlight, Snapshot};
 use crate::names::Named;
 use crate::policy::{Action, Denial, Event, Phase, Policy, Reason, ReclaimResult, ResumeCause};
 use crate::settings::{GuardSettings, Metric, RestartRules};
@@ -381,11 +381,6 @@ impl GuardCore {
 
     pub fn reset_report(&mut self) {
         self.jobs.clear();
-    }
-
-    /// The per-class figures, fitted here (the binding fits a snapshot outside the lock instead).
-    pub fn report(&self) -> Vec<ClassFigures> {
-        self.jobs.report()
     }
 }
 
