@@ -21,21 +21,22 @@ def add_plain_jobs(jobs)
   end
 end
 
-# The examples tagged `solo: true` (figures that a second busy core spoils), in every entry, each job with no
-# other beside it: added last, as a job `alone` waits for the running ones to end.
+# The examples tagged `solo: true` (figures that a second busy core spoils: the per-class attribution, a minute a
+# run), each job with no other beside it, added last (a job `alone` waits for the running ones to end). They
+# measure the allocator, not Sidekiq: they run once under glibc, in the first entry (Ruby 3.1, Sidekiq 6.4), and
+# once under the bundled jemalloc (add_preload_solo_jobs), in the last (Ruby 3.4, Sidekiq 8.1); every entry runs
+# everything else. `bin/matrix NAME -- bundle exec rspec --tag solo` runs them in any entry.
 def add_solo_jobs(jobs)
-  SidekiqRustMatrix::ENTRIES.each do |entry|
-    add_entry_job(jobs, entry, "spec:solo:#{entry.name}", "--tag", "solo", alone: true)
-  end
+  entry = SidekiqRustMatrix::ENTRIES.first
+  add_entry_job(jobs, entry, "spec:solo:#{entry.name}", "--tag", "solo", alone: true)
 end
 
 # The solo examples that are also tagged `allocator: true` (spec_helper derives `solo_allocator`), under the
-# bundled jemalloc, each job alone.
+# bundled jemalloc, alone, in the last entry.
 def add_preload_solo_jobs(jobs)
-  SidekiqRustMatrix::ENTRIES.each do |entry|
-    add_entry_job(jobs, entry, "spec:solo:preload:#{entry.name}", "--tag", "solo_allocator",
-                  env: { "LD_PRELOAD" => PRELOAD_JEMALLOC }, alone: true)
-  end
+  entry = SidekiqRustMatrix::ENTRIES.last
+  add_entry_job(jobs, entry, "spec:solo:preload:#{entry.name}", "--tag", "solo_allocator",
+                env: { "LD_PRELOAD" => PRELOAD_JEMALLOC }, alone: true)
 end
 
 # In every entry, the specs tagged `allocator: true` (what depends on the allocator) but the solo ones, with the
@@ -47,10 +48,14 @@ def add_preload_jobs(jobs)
   end
 end
 
+# Each job's log ends with its slowest examples (what to look at when the run grows).
+PROFILE = %w[--profile 8].freeze
+
 def add_entry_job(jobs, entry, name, *rspec_args, env: {}, alone: false)
   require_entry_ruby(entry)
   Bundler.with_unbundled_env do
-    jobs.add(name, ENV.to_h.merge(entry.env).merge(env), "bundle", "exec", "rspec", *rspec_args, alone: alone)
+    jobs.add(name, ENV.to_h.merge(entry.env).merge(env), "bundle", "exec", "rspec", *rspec_args, *PROFILE,
+             alone: alone)
   end
 end
 

@@ -9,6 +9,7 @@ require "fileutils"
 class SpecJobs
   LOG_DIR = File.expand_path("../tmp/spec-jobs", __dir__)
   RSPEC_TOTALS = /^\d+ examples?, \d+ failures?.*$/
+  FAILURE_LINES = 80
 
   Job = Struct.new(:name, :env, :command, :alone, :log, :pid, :started, :status, :seconds, keyword_init: true) do
     def success?
@@ -17,6 +18,15 @@ class SpecJobs
 
     def totals
       File.read(log).scan(RSPEC_TOTALS).last || "(no RSpec totals)"
+    end
+
+    # RSpec's "Failures:" section (cut at FAILURE_LINES lines) and its "Failed examples:" list, so that the end of
+    # the run's output names what failed.
+    def failures
+      text = File.read(log)
+      section = text[/^Failures:\n.*?(?=^Finished in )/m].to_s.lines.first(FAILURE_LINES).join
+      examples = text.scan(/^rspec \.\/spec\S+.*$/)
+      [section, examples.join("\n")].reject(&:empty?).join("\n")
     end
   end
 
@@ -90,6 +100,9 @@ class SpecJobs
     @out.puts "\n==== spec jobs (#{@at_once} at a time)"
     @jobs.each do |job|
       @out.puts format("%-20s %-30s %s", job.name, outcome(job), job.totals)
+    end
+    @jobs.select { |job| job.status && !job.success? }.each do |job|
+      @out.puts "\n==== what failed in #{job.name}\n#{job.failures}"
     end
     @out.flush
   end

@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "fileutils"
 require "json"
 require "net/http"
 require "socket"
@@ -62,8 +63,9 @@ class Browser
     execute("return document.body.innerText")
   end
 
-  # Saves a PNG of the window.
+  # Saves a PNG of the window (its directory made first).
   def screenshot(path)
+    FileUtils.mkdir_p(File.dirname(path))
     File.binwrite(path, request(:get, "/session/#{@session}/screenshot").unpack1("m")) # base64
   end
 
