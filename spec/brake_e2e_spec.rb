@@ -19,7 +19,7 @@ RSpec.describe "the memory brake in real Sidekiq processes (Sidekiq #{Sidekiq::V
     eventually(timeout: 10, what: "the resume logged") { churner.log.include?("brake: fetching again") }
     log = churner.log
     expect(log).to match(/brake: paused fetching \(at \d+MB, brake_at 270MB\); \d running job\(s\) finish/)
-    expect(log).to match(/reclaimed \d+MB \(GC \+ (purge|no purge), brake paused and idle\): below resume_at/)
+    expect(log).to match(/reclaimed \d+MB \(GC \+ (purge|no purge), brake paused and idle\): fetching again \(below resume_at/)
     expect(log).to match(/brake: fetching again with 1 of 3 thread\(s\), below resume_at; paused \d+\.\ds in all/)
     expect(log.index("brake: paused")).to be < log.index("brake: fetching again")
     expect(log).not_to include("restarting:")
@@ -36,6 +36,51 @@ RSpec.describe "the memory brake in real Sidekiq processes (Sidekiq #{Sidekiq::V
     families = Prometheus.parse(SidekiqRust::Metrics.text)
     expect(Prometheus.samples(families, "sidekiq_rust_brake_seconds_total").sum { |s| s["value"] }).to be > 0
     expect(Prometheus.samples(families, "sidekiq_rust_brake_active").map { |s| s["value"] }).to eq([0.0])
+  end
+
+  # The most RSS (VmRSS, sampled every 50 ms) any of `fleet`'s processes had while the block ran, in bytes.
+  def peak_rss(fleet)
+    peak = 0
+    sampling = true
+    sampler = Thread.new do
+      while sampling
+        fleet.processes.each do |process|
+          status = File.read("/proc/#{process.pid}/status") rescue next # rubocop:disable Style/RescueModifier
+          peak = [peak, status[/^VmRSS:\s+(\d+) kB/, 1].to_i * 1024].max
+        end
+        sleep 0.05
+      end
+    end
+    yield
+    peak
+  ensure
+    sampling = false
+    sampler&.join
+  end
+
+  # The minimal configuration (max_rss alone) on a sole supervised process whose jobs keep what they allocate:
+  # the brake pauses, the running jobs finish, the reclaim gives back nothing, and only a restart can: the
+  # process restarts for the retained memory though it is the only one (paused, it serves nothing).
+  it "restarts a sole process whose memory is retained, saying why; RSS stays near max_rss, every job done once" do
+    fleet = supervise(1, { "max_rss" => 200 }, concurrency: 5)
+    wait_for_fleet(1)
+    peak = peak_rss(fleet) do
+      push("BloatJob", 5, 0.2, count: 80)
+      eventually(timeout: 180, what: "all 80 jobs done") { done_count >= 80 }
+    end
+    fleet.stop
+    warn format("brake e2e (Sidekiq %<v>s, %<a>s): sole process, max_rss 200MB: peak %<p>dMB, %<r>d restart(s)",
+                v: Sidekiq::VERSION, a: SidekiqRust::Allocator.name, p: peak / (1024 * 1024),
+                r: fleet.count(/restarting: quiet/))
+    expect(done_count).to eq(80)
+    expect(redis_call("LLEN", "queue:default")).to eq(0)
+    expect(peak).to be <= 300 * 1024 * 1024 # 1.5 x max_rss
+    expect(fleet.count(/restarting: quiet/)).to be >= 1
+    expect(fleet.logs).to include("memory retained: the brake paused fetching, the running jobs finished and a " \
+                                  "reclaim ran, and memory is still at brake_at; only a restart gives it back")
+    expect(fleet.logs).to match(/restarting: quiet.*reason=retained/)
+    expect(fleet.killed).to be_empty
+    expect(fleet.logs).not_to include("sidekiq_rust: error")
   end
 
   # The restart-loop workload: jobs whose working set at concurrency 3 is twice the limit (3 x 130 MB against

@@ -87,7 +87,7 @@ RSpec.describe "real memory cgroups: the kernel's OOM killer vs the guard (Sidek
     expect(s.lost).to eq(0)
     expect(s.restarts).to be >= 1
     expect(s.exited.map { |p| p.status.exitstatus }.uniq).to eq([0])
-    expect(s.logs).to match(/restarting: quiet \(TSTP\).*reason=(max_rss|hard_max_rss)/)
+    expect(s.logs).to match(/restarting: quiet \(TSTP\).*reason=(max_rss|hard_max_rss|retained)/)
     expect(oom_events).to be_empty
     s.report("1 process, guard")
   end

@@ -22,8 +22,9 @@ RSpec.describe "the memory guard in real Sidekiq processes (Sidekiq #{Sidekiq::V
     a.wait_for_log(/sidekiq_rust doctor: WARN allocator: glibc .* -- threaded Sidekiq bloats on glibc/)
   end
 
+  # The soft limit's restart (without the brake, which would restart it for retained memory at brake_at first).
   it "restarts the process pushed over its limit: it quiets, finishes its job, exits 0; no job is lost" do
-    bloated = sidekiq("bloated", guard: { "max_rss" => 150, "shutdown_wait" => 20 })
+    bloated = sidekiq("bloated", guard: { "max_rss" => 150, "shutdown_wait" => 20, "brake" => false })
     steady = sidekiq("steady", guard: roomy)
     wait_for_fleet(2)
     push("BloatJob", 10, 0.3, count: 40)
@@ -43,12 +44,17 @@ RSpec.describe "the memory guard in real Sidekiq processes (Sidekiq #{Sidekiq::V
     expect(done_by.map { |d| d.split(":").first }.uniq.sort).to eq(%w[bloated steady])
   end
 
+  # The soft limit's rule (the brake, which would restart a paused idle process for retained memory, is off).
   it "does not restart a sole process over its limit, and warns" do
-    alone = sidekiq("alone", guard: tiny)
+    alone = sidekiq("alone", guard: tiny.merge("brake" => false))
     alone.wait_for_log(/over the limit but not restarting: no other live Sidekiq process is serving/)
     sleep 2
     expect(alone.alive?).to be(true)
     expect(alone.log).not_to include("restarting: quiet")
+    # Passing max_rss is said once, with what follows and when.
+    over = "WARN: sidekiq_rust: over max_rss: now: a graceful restart, while another process serves " \
+           "(require_other_process); no hard_max_rss set"
+    expect(alone.log.scan(over).size).to eq(1)
   end
 
   it "never quiets two processes at once with max_concurrent_restarts = 1" do

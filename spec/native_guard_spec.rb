@@ -51,9 +51,9 @@ RSpec.describe SidekiqRust::Native::Guard do
   end
 
   it "reports a reclaim as one call" do
-    expect(described_class.actions).to include(:reclaim_soft, :reclaim_brake, :restart_hard, :quiet, :quarantine,
-                                               :stop_idle, :kill, :pause, :resume, :resume_retained, :widen,
-                                               :warn_loop)
+    expect(described_class.actions).to include(:reclaim_soft, :reclaim_brake, :restart_hard, :restart_retained, :quiet,
+                                               :quarantine, :stop_idle, :kill, :pause, :resume, :resume_idle,
+                                               :resume_retained, :widen, :warn_loop)
     guard = described_class.new(base.merge(concurrency: 5))
     expect(guard.brake?).to be(true)
     expect(described_class.new(base).brake?).to be(false)
@@ -79,7 +79,7 @@ RSpec.describe SidekiqRust::Native::Guard do
   it "pauses the brake on memory pressure at brake_pressure, whatever the memory figure" do
     guard = described_class.new(base.merge(concurrency: 5, brake_pressure: 20))
     guard.pressure = 12.5
-    expect(guard.sample(false)).to match(action: nil, memory: be > 0)
+    expect(guard.sample(false)).to match(action: nil, memory: be > 0, over: nil)
     guard.pressure = 31.0
     expect(guard.sample(false)[:action]).to eq(:pause)
     expect(guard.pressured?).to be(true)

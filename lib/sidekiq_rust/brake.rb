@@ -17,6 +17,14 @@ module SidekiqRust
     PAUSED_PREFIX = Keys::PAUSED
     # A fleet paused all at once is said at most this often (seconds) by each process.
     FLEET_PAUSED_EVERY = 60
+    # Why the brake fetches again, by the policy's action.
+    RESUMED = {
+      resume: "below resume_at",
+      resume_idle: "the running jobs finished and a reclaim brought memory below brake_at; the brake stays on",
+      resume_retained: "no job runs and the pause cannot help: memory pressure that is not this process's to " \
+                       "relieve, or memory retained where no restart can be had (dry run, or an embedded Sidekiq " \
+                       "without its instance); the brake lets go until memory is below resume_at again"
+    }.freeze
 
     def initialize(native, settings:, log:, history:, adapter:, tag:, concurrency:)
       @native = native
@@ -65,8 +73,8 @@ module SidekiqRust
       @lock.synchronize { @holders.size }
     end
 
-    # The policy changed the window (:pause, :resume, :resume_retained, :widen): threads waiting look again,
-    # and a pause or a resume is told (in a thread of its own: it writes to Redis). Never raises.
+    # The policy changed the window (:pause, :resume, :resume_idle, :resume_retained, :widen): threads waiting
+    # look again, and a pause or a resume is told (in a thread of its own: it writes to Redis). Never raises.
     def apply(action)
       @lock.synchronize { @changed.broadcast }
       return if action == :widen
@@ -116,8 +124,7 @@ module SidekiqRust
 
     def resumed(action, memory)
       mark(false)
-      how = action == :resume_retained ? "the running jobs finished and memory stays above resume_at (retained, " \
-                                         "not in flight): the brake lets go until it is below again" : "below resume_at"
+      how = RESUMED.fetch(action)
       @log.info("brake: fetching again with #{@native.window} of #{@concurrency} " \
                 "thread(s), #{how}; paused #{format('%.1f', @native.paused_seconds)}s in all", memory: memory)
       @history.event(:resume, memory: memory, window: @native.window, retained: action == :resume_retained)

@@ -99,6 +99,7 @@ module SidekiqRust
     def check
       @native.pressure = pressure if @brake && @settings.brake_pressure
       sample = @native.sample(false)
+      @log.over_max_rss(sample[:over]) if sample[:over]
       @executor.dispatch(sample[:action]) if sample[:action]
       @brake&.refresh
       @history.record(sample[:memory], phase, brake: @brake&.state)

@@ -157,19 +157,42 @@ impl Guard {
         Ok(action.and_then(|a| action_symbol(ruby, a)))
     }
 
-    /// Reads the metric (and RSS, for the attribution); returns `{action: Symbol or nil, memory:}`. Watchers (the
-    /// monitor) pass `restarting = false`; the restart sequence passes `true` and gets the quiet -> stop -> kill
+    /// Reads the metric (and RSS, for the attribution); returns `{action: Symbol or nil, memory:, over: Hash or
+    /// nil}`. Watchers (the monitor) pass `restarting = false`, and get in `over`, once per crossing of max_rss,
+    /// what the guard will do about it (`{memory:, grace_left:, reclaim:, hard_max_rss:, needs_other_process:,
+    /// restarts:}`, grace_left in seconds); the restart sequence passes `true` and gets the quiet -> stop -> kill
     /// steps (the core decides which readings reach the policy).
     fn sample(ruby: &Ruby, rb_self: &Self, restarting: bool) -> Result<RHash, Error> {
         guarded("taking a reading", || {
             let rss = read_rss()?;
             let memory = rb_self.read_metric(rss)?;
-            let action = rb_self
-                .core()
-                .reading(rss, memory, rb_self.now_ns(), restarting);
+            let now_ns = rb_self.now_ns();
+            let (action, over) = {
+                let mut core = rb_self.core();
+                let action = core.reading(rss, memory, now_ns, restarting);
+                let over = if restarting {
+                    None
+                } else {
+                    core.take_over_soft(now_ns)
+                };
+                (action, over)
+            };
+            let over = over
+                .map(|o| {
+                    Named::new(ruby)
+                        .with("memory", o.memory)
+                        .with("grace_left", o.grace_left_ms as f64 / 1000.0)
+                        .with("reclaim", o.reclaim)
+                        .with("hard_max_rss", o.hard)
+                        .with("needs_other_process", o.needs_other_process)
+                        .with("restarts", o.restarts)
+                        .hash()
+                })
+                .transpose()?;
             Named::new(ruby)
                 .with("action", action_symbol(ruby, action))
                 .with("memory", memory)
+                .with("over", over)
                 .hash()
         })
     }

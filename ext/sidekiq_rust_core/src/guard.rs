@@ -50,7 +50,8 @@ pub enum Verdict {
     Loop,
     /// The brake's reclaim brought memory below resume_at: fetching again.
     Resumed,
-    /// The brake's reclaim left memory above resume_at with no job running: retained, so the brake lets go.
+    /// The brake's reclaim left memory at brake_at with no job running: retained, not in flight; a restart is
+    /// asked for (or, where none can be had, the brake lets go).
     Retained,
 }
 
@@ -85,6 +86,20 @@ impl Verdict {
     pub fn still_over(self) -> bool {
         matches!(self, Verdict::StillOver | Verdict::Loop)
     }
+}
+
+/// Memory passed max_rss: the reading, how long the grace time still runs, and what follows it: a reclaim (when
+/// on), then a restart request if still over, which needs another serving process (`require_other_process`) and
+/// happens only where the guard may restart (not a dry run, not an embedded Sidekiq without its instance). The
+/// hard limit, if any, acts at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverSoftNotice {
+    pub memory: u64,
+    pub grace_left_ms: u64,
+    pub reclaim: bool,
+    pub hard: Option<u64>,
+    pub needs_other_process: bool,
+    pub restarts: bool,
 }
 
 /// A reclaim's outcome: why the policy asked for it, its next action and its verdict (None for a measuring
@@ -274,8 +289,10 @@ impl GuardCore {
         match action {
             Action::None if after < self.policy.limits().soft => Verdict::BackUnder,
             Action::None => Verdict::UnderHard,
-            Action::Resume(ResumeCause::Below) => Verdict::Resumed,
-            Action::Resume(ResumeCause::Retained) => Verdict::Retained,
+            Action::Resume(ResumeCause::Below | ResumeCause::Idle) => Verdict::Resumed,
+            Action::Resume(ResumeCause::Retained) | Action::RequestRestart(Reason::Retained) => {
+                Verdict::Retained
+            }
             Action::WarnLoop => Verdict::Loop,
             _ => Verdict::StillOver,
         }
@@ -297,7 +314,8 @@ impl GuardCore {
 
     /// What the restart the policy asks for now (`Action::RequestRestart`) needs; None when it asks for none.
     /// The soft limit needs another serving process (require_other_process); the hard limit is there to beat
-    /// the kernel's OOM killer, which would lose the running jobs, so a sole process restarts too.
+    /// the kernel's OOM killer, which would lose the running jobs, so a sole process restarts too; so does a
+    /// process whose brake holds retained memory (paused, it serves no job: its restart takes nothing away).
     pub fn restart_request(&self) -> Option<RestartRequest> {
         let Phase::WaitingSlot(reason) = self.policy.phase() else {
             return None;
@@ -313,6 +331,20 @@ impl GuardCore {
             reason,
             refusal,
             require_other_process: reason == Reason::Soft && self.rules.require_other_process,
+        })
+    }
+
+    /// Once per crossing of max_rss: what the guard will do about it, and when (for the one line that says so).
+    pub fn take_over_soft(&mut self, now_ns: u64) -> Option<OverSoftNotice> {
+        let over = self.policy.take_over_soft(now_ns / 1_000_000)?;
+        let limits = self.policy.limits();
+        Some(OverSoftNotice {
+            memory: over.memory,
+            grace_left_ms: over.grace_left_ms,
+            reclaim: limits.reclaim,
+            hard: limits.hard,
+            needs_other_process: self.rules.require_other_process,
+            restarts: !self.rules.dry_run && self.rules.stoppable,
         })
     }
 

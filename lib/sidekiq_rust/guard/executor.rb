@@ -8,7 +8,7 @@ module SidekiqRust
     # thread (they only move the fetch gate).
     #
     #   reclaim_*             -> Reclaimer (GC + purge)                        -> Reclaimed
-    #   restart_soft/hard     -> Restart#request (dry run, embedded, the slot) -> SlotGranted / SlotDenied(reason)
+    #   restart_*             -> Restart#request (dry run, embedded, the slot) -> SlotGranted / SlotDenied(reason)
     #   quiet, stop_*, kill   -> Restart (its strategy), then the next readings
     #   quarantine            -> Restart#quarantine                            -> Quarantined
     #   pause, resume*, widen -> Brake
@@ -17,9 +17,9 @@ module SidekiqRust
       # How often the restart sequence takes a reading.
       POLL = 0.25
       RECLAIMS = %i[reclaim_soft reclaim_hard reclaim_brake].freeze
-      RESTARTS = %i[restart_soft restart_hard].freeze
+      RESTARTS = %i[restart_soft restart_hard restart_retained].freeze
       STOPS = %i[stop_idle stop_waited stop_hard].freeze
-      BRAKE_ACTIONS = %i[pause resume resume_retained widen].freeze
+      BRAKE_ACTIONS = %i[pause resume resume_idle resume_retained widen].freeze
       # Every action this executor carries out: exactly the core's table (Native::Guard.actions), checked when
       # the guard is made.
       HANDLED = (RECLAIMS + RESTARTS + STOPS + BRAKE_ACTIONS + %i[quiet quiet_unconfirmed quarantine kill warn_loop])

@@ -54,6 +54,22 @@ module SidekiqRust
         true
       end
 
+      # Memory passed max_rss (the core's notice, once per crossing): what the guard will do about it, and when.
+      def over_max_rss(over)
+        restart = over[:reclaim] ? "a reclaim (GC + purge), then a graceful restart if still over" : "a graceful restart"
+        restart = if !over[:restarts]
+                    "no restart (dry run, or an embedded Sidekiq without its instance)"
+                  elsif over[:needs_other_process]
+                    "#{restart}, while another process serves (require_other_process)"
+                  else
+                    restart
+                  end
+        hard = over[:hard_max_rss] ? "at once at hard_max_rss #{Units.mb(over[:hard_max_rss])}" : "no hard_max_rss set"
+        grace = over[:grace_left].round
+        at = grace.positive? ? "unless it is back under within #{grace}s (grace_time), " : "now: "
+        warn("over max_rss: #{at}#{restart}; #{hard}", memory: over[:memory])
+      end
+
       # The soft limit is below the working set: what was seen and what to change.
       def restart_loop(memory:, peak:, last_reclaim:, uptime:, concurrency:, attribution:)
         reclaim = if last_reclaim

@@ -12,9 +12,9 @@ module SidekiqRust
         under_hard: "under the hard limit",
         still_over: "still over the limit",
         loop: "still over the limit, and little came back",
-        resumed: "below resume_at: fetching again",
-        retained: "still above resume_at after the running jobs finished: the memory is retained, not in flight, " \
-                  "so the brake lets go (the limits decide)"
+        resumed: "fetching again (below resume_at, or below brake_at with no job running)",
+        retained: "still at brake_at after the running jobs finished: the memory is retained, not in flight, and " \
+                  "only a restart gives it back"
       }.freeze
 
       def initialize(native, log:, history:)

@@ -2,10 +2,10 @@
 
 module SidekiqRust
   class Guard
-    # Carries out the restart actions the policy returns, and reports their outcomes back to it:
-    # restart_soft/restart_hard (ask the fleet for a slot: SlotGranted or SlotDenied with its reason), quiet,
-    # quiet_unconfirmed, quarantine (then Quarantined), stop_*, kill. How a process quiets and stops is the
-    # strategy's: ProcessStrategy signals this process, EmbeddedStrategy calls the embedded Sidekiq instance.
+    # Carries out the restart actions the policy returns, and reports their outcomes back to it: restart_*
+    # (ask the fleet for a slot: SlotGranted or SlotDenied with its reason), quiet, quiet_unconfirmed, quarantine
+    # (then Quarantined), stop_*, kill. How a process quiets and stops is the strategy's: ProcessStrategy signals
+    # this process, EmbeddedStrategy calls the embedded Sidekiq instance.
     # Each method returns the policy's next action (nil: none).
     class Restart
       STOP_CAUSES = {
@@ -28,7 +28,12 @@ module SidekiqRust
         @quiet_signalled_at = nil
       end
 
-      # :restart_soft / :restart_hard: the fleet's slot, or the refusal's reason.
+      # Why a restart for retained memory (:restart_retained) is asked for, said before it starts.
+      RETAINED = "memory retained: the brake paused fetching, the running jobs finished and a reclaim ran, and " \
+                 "memory is still at brake_at; only a restart gives it back. A paused process serves no job, so " \
+                 "it restarts even as the fleet's only process (its queued jobs wait in Redis)"
+
+      # :restart_soft / :restart_hard / :restart_retained: the fleet's slot, or the refusal's reason.
       # What the request needs is the core's (Native::Guard#restart_request): a refusal with no slot asked for
       # (a dry run, an embedded Sidekiq without its instance), or a slot that needs another serving process (the
       # soft limit with require_other_process) or not.
@@ -39,6 +44,7 @@ module SidekiqRust
         return refused(denial, message) if denial
 
         @strategy = strategy
+        @log.info(RETAINED, memory: @event[:memory]) if request[:reason] == :retained
         @strategy.begin(@event)
         @native.slot_granted
       end

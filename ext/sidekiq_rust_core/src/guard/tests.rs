@@ -258,3 +258,55 @@ fn the_pressure_travels_with_every_sample() {
     );
     assert!(!GuardCore::new(settings(), 100 * MB, 0).brake());
 }
+
+#[test]
+fn retained_memory_after_the_brakes_reclaim_asks_for_a_restart_a_sole_process_may_take() {
+    let mut g = GuardCore::new(braked(), 100 * MB, 0);
+    assert_eq!(g.reading(460 * MB, 460 * MB, S, false), Action::Pause);
+    assert_eq!(
+        g.reading(460 * MB, 460 * MB, 2 * S, false),
+        Action::Reclaim(Reason::Brake)
+    );
+    g.reclaim_started(460 * MB, 2 * S);
+    let out = g.reclaim_finished(readings(460 * MB, 455 * MB, 2 * S + 10 * MS), true);
+    assert_eq!(out.action, Action::RequestRestart(Reason::Retained));
+    assert_eq!(out.verdict, Some(Verdict::Retained));
+    assert!(!out.verdict.unwrap().still_over());
+    let request = g.restart_request().unwrap();
+    assert_eq!(request.reason, Reason::Retained);
+    assert!(
+        !request.require_other_process,
+        "a paused process serves nothing"
+    );
+}
+
+#[test]
+fn passing_max_rss_is_told_once_per_crossing_with_what_follows() {
+    let mut s = settings();
+    s.limits.reclaim = false;
+    let mut g = GuardCore::new(s, 100 * MB, 0);
+    assert_eq!(g.take_over_soft(0), None);
+    g.reading(600 * MB, 600 * MB, S, false);
+    assert_eq!(
+        g.take_over_soft(3 * S),
+        Some(OverSoftNotice {
+            memory: 600 * MB,
+            grace_left_ms: 8_000,
+            reclaim: false,
+            hard: Some(800 * MB),
+            needs_other_process: true,
+            restarts: true,
+        })
+    );
+    g.reading(650 * MB, 650 * MB, 4 * S, false);
+    assert_eq!(g.take_over_soft(4 * S), None, "told once");
+    // Under, then over again: told again.
+    g.reading(400 * MB, 400 * MB, 5 * S, false);
+    g.reading(700 * MB, 700 * MB, 6 * S, false);
+    assert_eq!(g.take_over_soft(6 * S).unwrap().memory, 700 * MB);
+    // Over and back under before anyone asked: nothing to tell.
+    let mut g = GuardCore::new(s, 100 * MB, 0);
+    g.reading(600 * MB, 600 * MB, S, false);
+    g.reading(400 * MB, 400 * MB, 2 * S, false);
+    assert_eq!(g.take_over_soft(2 * S), None);
+}

@@ -12,13 +12,17 @@ pub enum Reason {
     Soft,
     /// The brake paused fetching and the running jobs finished (reclaims only).
     Brake,
+    /// The brake paused, the running jobs finished, a reclaim ran, and memory is still at `pause_at`: retained, not
+    /// in flight, which only a restart gives back (restarts only). A paused process serves no job: a sole
+    /// process restarts too.
+    Retained,
 }
 
 impl Named for Reason {
     const WHAT: &'static str = "restart reason";
 
     fn all() -> &'static [Reason] {
-        &[Reason::Hard, Reason::Soft, Reason::Brake]
+        &[Reason::Hard, Reason::Soft, Reason::Brake, Reason::Retained]
     }
 
     fn as_str(self) -> &'static str {
@@ -26,6 +30,7 @@ impl Named for Reason {
             Reason::Hard => "hard_max_rss",
             Reason::Soft => "max_rss",
             Reason::Brake => "brake",
+            Reason::Retained => "retained",
         }
     }
 }
@@ -46,7 +51,12 @@ pub enum StopCause {
 pub enum ResumeCause {
     /// Memory went below `resume_at`.
     Below,
-    /// Idle after a reclaim and still above `resume_at`: the memory is retained, pausing cannot bring it down.
+    /// Idle after a reclaim, below `pause_at` but above `resume_at`: fetch again with a small window; the brake
+    /// stays on (it pauses again at `pause_at`).
+    Idle,
+    /// The brake lets go and stays off until memory is below `resume_at`: idle after a reclaim under memory
+    /// pressure (not this process's to relieve), or retained at `pause_at` where no restart can be had (a dry run,
+    /// an embedded Sidekiq without its instance).
     Retained,
 }
 
@@ -63,6 +73,13 @@ pub enum Denial {
     SoleProcess,
     /// Redis could not be asked.
     RedisUnavailable,
+}
+
+impl Denial {
+    /// Asking again cannot change it: the process's own settings refuse every restart.
+    pub fn lasting(self) -> bool {
+        matches!(self, Denial::DryRun | Denial::Embedded)
+    }
 }
 
 impl Named for Denial {
@@ -118,12 +135,13 @@ pub enum Action {
 }
 
 /// Every action the caller can be given, by its name: the one table both sides use.
-pub const ACTIONS: [(Action, &str); 17] = [
+pub const ACTIONS: [(Action, &str); 19] = [
     (Action::Reclaim(Reason::Soft), "reclaim_soft"),
     (Action::Reclaim(Reason::Hard), "reclaim_hard"),
     (Action::Reclaim(Reason::Brake), "reclaim_brake"),
     (Action::RequestRestart(Reason::Soft), "restart_soft"),
     (Action::RequestRestart(Reason::Hard), "restart_hard"),
+    (Action::RequestRestart(Reason::Retained), "restart_retained"),
     (Action::WarnLoop, "warn_loop"),
     (Action::Quiet, "quiet"),
     (Action::QuietUnconfirmed, "quiet_unconfirmed"),
@@ -134,6 +152,7 @@ pub const ACTIONS: [(Action, &str); 17] = [
     (Action::Kill, "kill"),
     (Action::Pause, "pause"),
     (Action::Resume(ResumeCause::Below), "resume"),
+    (Action::Resume(ResumeCause::Idle), "resume_idle"),
     (Action::Resume(ResumeCause::Retained), "resume_retained"),
     (Action::Widen, "widen"),
 ];

@@ -61,14 +61,10 @@ impl Policy {
             return Action::None;
         }
         self.brake.done_seen = done;
+        let window = (self.brake.busy_at_pause / 2).max(1).min(brake.concurrency);
         if memory < brake.resume_at && !pressured {
-            let window = (self.brake.busy_at_pause / 2).max(1);
-            // A pause with no job running (memory the allocator keeps) says nothing of what a job needs.
-            if self.brake.busy_at_pause > 0 {
-                self.brake.per_job = self.brake.memory_at_pause.saturating_sub(memory)
-                    / u64::from(self.brake.busy_at_pause);
-            }
-            return self.resume(ResumeCause::Below, window.min(brake.concurrency), now_ms);
+            self.measure_per_job(memory);
+            return self.resume(ResumeCause::Below, window, now_ms);
         }
         if busy > 0 {
             return Action::None;
@@ -77,8 +73,36 @@ impl Policy {
             self.brake.reclaimed = true;
             return self.reclaim(Reason::Brake, memory, now_ms);
         }
+        if memory >= brake.pause_at {
+            // Retained, not in flight: only a restart gives it back (paused meanwhile; a refused request is asked
+            // again after check_interval_ms), unless a restart would rebuild it (a restart loop: the limits' own
+            // check warns of it).
+            if self.loop_suspected(now_ms) {
+                return self.let_go(now_ms);
+            }
+            return self.request(Reason::Retained, memory, now_ms);
+        }
+        if pressured {
+            return self.let_go(now_ms);
+        }
+        self.measure_per_job(memory);
+        self.resume(ResumeCause::Idle, window, now_ms)
+    }
+
+    /// What one job of the mix that made it pause needs, from what came back since the pause. A pause with no job
+    /// running (memory the allocator keeps) says nothing of it.
+    fn measure_per_job(&mut self, memory: u64) {
+        if self.brake.busy_at_pause > 0 {
+            self.brake.per_job = self.brake.memory_at_pause.saturating_sub(memory)
+                / u64::from(self.brake.busy_at_pause);
+        }
+    }
+
+    /// The brake lets go: every thread fetches, and the brake stays off until memory is below `resume_at`.
+    pub(super) fn let_go(&mut self, now_ms: u64) -> Action {
+        let concurrency = self.limits.brake.map_or(0, |b| b.concurrency);
         self.brake.off = true;
-        self.resume(ResumeCause::Retained, brake.concurrency, now_ms)
+        self.resume(ResumeCause::Retained, concurrency, now_ms)
     }
 
     fn resume(&mut self, cause: ResumeCause, window: u32, now_ms: u64) -> Action {

@@ -28,11 +28,14 @@
 //! `resume_at` it fetches again (`Resume`) with half the jobs that ran when it paused (at least 1), and the window
 //! grows by one for each sample that saw a job finish while memory is below `resume_at`, or has room below
 //! `pause_at` for one more job of the size the last pause with jobs running measured ((memory at the pause -
-//! memory at the resume) / jobs running at the pause) (`Widen`), back to the concurrency: a congestion window, so that the jobs that pushed memory up do not all
-//! start again at once (a process that
-//! replaced a memory restart starts with a window of 1: `slow_start`). Idle after a reclaim
-//! and still above `resume_at`, the pause cannot help (the memory is retained, not in flight): it resumes at full
-//! concurrency (`Resume(Retained)`) and stays off until memory is below `resume_at` again. Over the soft limit
+//! memory at the resume) / jobs running at the pause) (`Widen`), back to the concurrency: a congestion window, so
+//! that the jobs that pushed memory up do not all start again at once (a process that replaced a memory restart
+//! starts with a window of 1: `slow_start`). Idle after a reclaim and still at `pause_at`, the pause cannot help
+//! (the memory is retained, not in flight): it asks for a restart (`RequestRestart(Retained)`: a paused process
+//! serves nothing, so a sole process restarts too) and stays paused until it is granted; where no restart can
+//! ever be had (a dry run, an embedded Sidekiq without its instance) it lets go (`Resume(Retained)`) and stays off
+//! until memory is below `resume_at` again. Idle after a reclaim between `resume_at` and `pause_at`, it fetches
+//! again with half the jobs that ran at the pause (`Resume(Idle)`) and stays on. Over the soft limit
 //! for `grace_ms` or at the hard limit, the restart path runs as without the brake. Memory pressure (PSI) at
 //! `pressure_at` pauses it too, whatever the memory figure, and holds the resume; idle after its reclaim and still
 //! pressured, it lets go as for retained memory (the pressure is not this process's to relieve).
@@ -44,7 +47,7 @@ mod restart;
 
 pub use actions::{Action, Denial, Event, Reason, ResumeCause, StopCause, ACTIONS};
 pub use limits::{Brake, Limits};
-pub use restart::{Phase, ReclaimResult, LOOP_RECLAIM_PERCENT};
+pub use restart::{OverSoft, Phase, ReclaimResult, LOOP_RECLAIM_PERCENT};
 
 use brake::BrakeState;
 
@@ -53,6 +56,8 @@ pub struct Policy {
     limits: Limits,
     phase: Phase,
     over_soft_since: Option<u64>,
+    /// Memory passed the soft limit and nobody was told yet (`take_over_soft`): the reading that passed it.
+    over_soft_untold: Option<u64>,
     last_reclaim_ms: Option<u64>,
     reclaim_before: u64,
     last_reclaim: Option<ReclaimResult>,
@@ -71,6 +76,7 @@ impl Policy {
             limits,
             phase: Phase::Serving,
             over_soft_since: None,
+            over_soft_untold: None,
             last_reclaim_ms: None,
             reclaim_before: 0,
             last_reclaim: None,
@@ -143,6 +149,17 @@ impl Policy {
         self.brake.paused_ms + current
     }
 
+    /// Once per crossing of the soft limit (memory went under it since, or never was over): what the policy
+    /// will do about it. None when memory is not over it, or the crossing was told already.
+    pub fn take_over_soft(&mut self, now_ms: u64) -> Option<OverSoft> {
+        let memory = self.over_soft_untold.take()?;
+        let since = self.over_soft_since?;
+        Some(OverSoft {
+            memory,
+            grace_left_ms: (since + self.limits.grace_ms).saturating_sub(now_ms),
+        })
+    }
+
     /// Feeds one event and returns what the caller must do now.
     pub fn step(&mut self, event: Event) -> Action {
         if let Event::Sample { pressure, .. } = event {
@@ -187,10 +204,14 @@ impl Policy {
                 self.phase = Phase::Quieting { since_ms: now_ms };
                 Action::Quiet
             }
-            (Phase::WaitingSlot(_), Event::SlotDenied { reason, now_ms }) => {
+            (Phase::WaitingSlot(asked), Event::SlotDenied { reason, now_ms }) => {
                 self.last_denial = Some(reason);
                 self.phase = Phase::Serving;
                 self.next_request_ms = now_ms.saturating_add(self.limits.check_interval_ms);
+                // Retained memory with no restart to be had, ever: held paused, the process would serve nothing.
+                if asked == Reason::Retained && reason.lasting() && self.paused() {
+                    return self.let_go(now_ms);
+                }
                 Action::None
             }
             (

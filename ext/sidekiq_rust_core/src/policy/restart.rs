@@ -43,6 +43,14 @@ impl Phase {
     }
 }
 
+/// Memory passed the soft limit: the reading that passed it, and how long the grace time still runs (then a
+/// reclaim, when on, and a restart request if still over; the hard limit acts at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverSoft {
+    pub memory: u64,
+    pub grace_left_ms: u64,
+}
+
 /// The memory before and after the last reclaim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReclaimResult {
@@ -62,7 +70,7 @@ impl Policy {
         self.limits.hard.is_some_and(|hard| memory >= hard)
     }
 
-    fn request(&mut self, reason: Reason, memory: u64, now_ms: u64) -> Action {
+    pub(super) fn request(&mut self, reason: Reason, memory: u64, now_ms: u64) -> Action {
         if now_ms < self.next_request_ms {
             return Action::None;
         }
@@ -86,9 +94,21 @@ impl Policy {
                 .is_none_or(|last| now_ms.saturating_sub(last) >= self.limits.reclaim_cooldown_ms)
     }
 
+    /// A process that replaced a memory restart, within `loop_window_ms` of its boot.
+    fn young(&self, now_ms: u64) -> bool {
+        self.limits.replaced_restart && now_ms < self.limits.loop_window_ms
+    }
+
+    /// A restart now would most likely rebuild the same memory: a young process whose last reclaim gave back
+    /// little (or none ran), or one that reported a loop already.
+    pub(super) fn loop_suspected(&self, now_ms: u64) -> bool {
+        self.young(now_ms)
+            && (self.loop_reported || self.last_reclaim.is_none_or(ReclaimResult::little))
+    }
+
     /// Over the soft limit for the grace time, reclaimed or not: restart, unless it is a restart loop.
     fn request_soft(&mut self, memory: u64, now_ms: u64) -> Action {
-        let young = self.limits.replaced_restart && now_ms < self.limits.loop_window_ms;
+        let young = self.young(now_ms);
         if young && self.loop_reported {
             return Action::None; // backing off until the window ends
         }
@@ -98,14 +118,25 @@ impl Policy {
             self.decision_memory = memory;
             return Action::WarnLoop;
         }
-        self.request(Reason::Soft, memory, now_ms)
+        // A process its brake holds paused with no job running serves nothing: its restart is for retained
+        // memory, which needs no other serving process.
+        let reason = if self.paused() && self.brake.last_busy == 0 {
+            Reason::Retained
+        } else {
+            Reason::Soft
+        };
+        self.request(reason, memory, now_ms)
     }
 
     /// The restart path of a serving process: the limits.
     pub(super) fn serving(&mut self, memory: u64, now_ms: u64) -> Action {
         if memory < self.limits.soft {
             self.over_soft_since = None;
+            self.over_soft_untold = None;
             return Action::None;
+        }
+        if self.over_soft_since.is_none() {
+            self.over_soft_untold = Some(memory);
         }
         let since = *self.over_soft_since.get_or_insert(now_ms);
         if self.over_hard(memory) {
@@ -135,6 +166,7 @@ impl Policy {
         }
         if memory < self.limits.soft {
             self.over_soft_since = None;
+            self.over_soft_untold = None;
             return Action::None;
         }
         // Brought under the hard limit but still over the soft one: the soft limit's grace still applies.

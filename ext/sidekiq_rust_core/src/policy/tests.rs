@@ -600,17 +600,49 @@ fn invariants_hold_over_generated_sequences() {
                 Action::Resume(cause) => {
                     let b = l.brake.expect("resume without a brake");
                     assert!(paused_before, "resume while fetching");
-                    let m = memory.expect("resume without a reading");
                     match cause {
                         ResumeCause::Below => {
+                            let m = memory.expect("resume without a reading");
                             assert!(m < b.resume_at, "resume above resume_at");
                             assert!(!p.pressured(), "resume under pressure");
                         }
+                        ResumeCause::Idle => {
+                            let m = memory.expect("resume without a reading");
+                            assert!(m < b.pause_at, "an idle resume at pause_at");
+                            assert!(brake_reclaimed || !l.reclaim, "idle before reclaiming");
+                        }
                         ResumeCause::Retained => {
-                            assert!(brake_reclaimed || !l.reclaim, "retained before reclaiming")
+                            if let Event::SlotDenied { reason, .. } = event {
+                                assert!(reason.lasting(), "let go after a passing denial");
+                            } else {
+                                assert!(
+                                    brake_reclaimed || !l.reclaim,
+                                    "retained before reclaiming"
+                                );
+                                let young = l.replaced_restart && now < l.loop_window_ms;
+                                assert!(
+                                    p.pressured() || young,
+                                    "let go with no pressure, denial nor restart loop"
+                                );
+                            }
                         }
                     }
                     assert!(p.window() >= 1, "resumed with no thread fetching");
+                }
+                Action::RequestRestart(Reason::Retained) => {
+                    let b = l.brake.expect("a retained restart without a brake");
+                    assert!(paused_before, "a retained restart while fetching");
+                    let m = memory.expect("a retained restart without a reading");
+                    assert!(m >= b.pause_at, "a retained restart under pause_at");
+                    // Over the soft limit the soft path asks for it (reclaimed by its own rules).
+                    assert!(
+                        busy.is_none_or(|n| n == 0),
+                        "a retained restart with jobs running"
+                    );
+                    assert!(
+                        brake_reclaimed || !l.reclaim || m >= l.soft,
+                        "a retained restart before the pause's reclaim"
+                    );
                 }
                 Action::Widen => {
                     assert!(!paused_before, "widen while paused");
@@ -670,12 +702,13 @@ fn every_action_has_one_name() {
 /// Every action the policy can return, but `Action::None`: what `ACTIONS` must name. The match in
 /// `every_reachable_action_is_in_the_table_once` has no wildcard, so a new variant does not compile until it is
 /// listed here (and in `ACTIONS`).
-const REACHABLE: [Action; 17] = [
+const REACHABLE: [Action; 19] = [
     Action::Reclaim(Reason::Soft),
     Action::Reclaim(Reason::Hard),
     Action::Reclaim(Reason::Brake),
     Action::RequestRestart(Reason::Soft),
     Action::RequestRestart(Reason::Hard),
+    Action::RequestRestart(Reason::Retained),
     Action::WarnLoop,
     Action::Quiet,
     Action::QuietUnconfirmed,
@@ -686,6 +719,7 @@ const REACHABLE: [Action; 17] = [
     Action::Kill,
     Action::Pause,
     Action::Resume(ResumeCause::Below),
+    Action::Resume(ResumeCause::Idle),
     Action::Resume(ResumeCause::Retained),
     Action::Widen,
 ];
@@ -791,7 +825,7 @@ fn the_brake_pauses_reclaims_when_idle_and_resumes_with_half_the_window() {
 }
 
 #[test]
-fn the_brake_lets_go_when_the_memory_is_retained_and_stays_off_until_below_resume() {
+fn retained_at_pause_at_after_the_reclaim_asks_for_a_restart_and_stays_paused_until_granted() {
     let mut p = Policy::new(braked());
     assert_eq!(p.step(sample_done(460 * MB, 0, 1, 0)), Action::Pause);
     assert_eq!(
@@ -799,7 +833,43 @@ fn the_brake_lets_go_when_the_memory_is_retained_and_stays_off_until_below_resum
         Action::Reclaim(Reason::Brake)
     );
     assert_eq!(
-        p.step(reclaimed(440 * MB, 600)),
+        p.step(reclaimed(455 * MB, 600)),
+        Action::RequestRestart(Reason::Retained)
+    );
+    // No slot now: still paused, asked again after check_interval.
+    assert_eq!(
+        p.step(Event::SlotDenied {
+            reason: Denial::NoSlot,
+            now_ms: 700
+        }),
+        Action::None
+    );
+    assert!(p.paused());
+    assert_eq!(p.step(sample_done(455 * MB, 1_000, 0, 1)), Action::None);
+    assert_eq!(
+        p.step(sample_done(455 * MB, 6_000, 0, 1)),
+        Action::RequestRestart(Reason::Retained)
+    );
+    assert_eq!(p.step(Event::SlotGranted { now_ms: 6_100 }), Action::Quiet);
+}
+
+#[test]
+fn retained_where_no_restart_can_be_had_lets_go_and_stays_off_until_below_resume() {
+    let mut p = Policy::new(braked());
+    assert_eq!(p.step(sample_done(460 * MB, 0, 1, 0)), Action::Pause);
+    assert_eq!(
+        p.step(sample_done(460 * MB, 500, 0, 1)),
+        Action::Reclaim(Reason::Brake)
+    );
+    assert_eq!(
+        p.step(reclaimed(455 * MB, 600)),
+        Action::RequestRestart(Reason::Retained)
+    );
+    assert_eq!(
+        p.step(Event::SlotDenied {
+            reason: Denial::DryRun,
+            now_ms: 700
+        }),
         Action::Resume(ResumeCause::Retained)
     );
     assert_eq!(p.window(), 5);
@@ -807,6 +877,54 @@ fn the_brake_lets_go_when_the_memory_is_retained_and_stays_off_until_below_resum
     assert_eq!(p.step(sample_done(470 * MB, 1_000, 3, 2)), Action::None);
     assert_eq!(p.step(sample_done(390 * MB, 2_000, 3, 3)), Action::None);
     assert_eq!(p.step(sample_done(460 * MB, 3_000, 3, 4)), Action::Pause);
+}
+
+#[test]
+fn retained_in_a_young_replacement_whose_reclaim_gave_little_lets_go_instead_of_restarting_in_a_loop(
+) {
+    let mut l = braked();
+    l.replaced_restart = true;
+    l.loop_window_ms = 600_000;
+    let mut p = Policy::new(l);
+    assert_eq!(p.step(sample_done(460 * MB, 0, 1, 0)), Action::Pause);
+    assert_eq!(
+        p.step(sample_done(460 * MB, 500, 0, 1)),
+        Action::Reclaim(Reason::Brake)
+    );
+    assert_eq!(
+        p.step(reclaimed(455 * MB, 600)),
+        Action::Resume(ResumeCause::Retained)
+    );
+    // Past the loop window, a reclaim that gives little is no longer a loop: restart.
+    let mut p = Policy::new(l);
+    let late = l.loop_window_ms;
+    assert_eq!(p.step(sample_done(460 * MB, late, 1, 0)), Action::Pause);
+    assert_eq!(
+        p.step(sample_done(460 * MB, late + 500, 0, 1)),
+        Action::Reclaim(Reason::Brake)
+    );
+    assert_eq!(
+        p.step(reclaimed(455 * MB, late + 600)),
+        Action::RequestRestart(Reason::Retained)
+    );
+}
+
+#[test]
+fn idle_between_resume_at_and_pause_at_after_the_reclaim_fetches_again_with_a_small_window() {
+    let mut p = Policy::new(braked());
+    assert_eq!(p.step(sample_done(460 * MB, 0, 4, 0)), Action::Pause);
+    assert_eq!(
+        p.step(sample_done(460 * MB, 500, 0, 4)),
+        Action::Reclaim(Reason::Brake)
+    );
+    assert_eq!(
+        p.step(reclaimed(440 * MB, 600)),
+        Action::Resume(ResumeCause::Idle)
+    );
+    assert_eq!(p.window(), 2, "half of the 4 that ran at the pause");
+    // The brake stays on: it pauses again at pause_at.
+    assert_eq!(p.step(sample_done(445 * MB, 1_000, 2, 5)), Action::None);
+    assert_eq!(p.step(sample_done(452 * MB, 2_000, 2, 5)), Action::Pause);
 }
 
 #[test]
@@ -925,4 +1043,31 @@ fn a_pause_with_no_job_running_does_not_shrink_what_a_job_is_thought_to_need() {
     assert_eq!(p.step(sample_done(300 * MB, 300, 1, 1)), Action::Widen);
     assert_eq!(p.step(sample_done(390 * MB, 400, 2, 2)), Action::Widen);
     assert_eq!(p.window(), 3);
+}
+
+#[test]
+fn over_the_soft_limit_paused_and_idle_the_restart_is_for_retained_memory() {
+    let mut p = Policy::new(braked());
+    assert_eq!(p.step(sample_done(520 * MB, 0, 2, 0)), Action::Pause);
+    // Within the grace time the brake's reclaim runs and the retained memory asks for the restart.
+    assert_eq!(
+        p.step(sample_done(520 * MB, 5_000, 0, 2)),
+        Action::Reclaim(Reason::Brake)
+    );
+    assert_eq!(
+        p.step(reclaimed(510 * MB, 5_100)),
+        Action::RequestRestart(Reason::Retained)
+    );
+    // Refused for now (no slot); past the grace time the soft path asks again, for retained memory too.
+    assert_eq!(
+        p.step(Event::SlotDenied {
+            reason: Denial::NoSlot,
+            now_ms: 5_200
+        }),
+        Action::None
+    );
+    assert_eq!(
+        p.step(sample_done(520 * MB, 11_000, 0, 2)),
+        Action::RequestRestart(Reason::Retained)
+    );
 }
