@@ -241,7 +241,7 @@ module RedisLoad
       app = Rack::MockRequest.new(WebServer.app)
       body = app.get("/sidekiq/memory").body # the views compiled
       seconds = median(5) { body = app.get("/sidekiq/memory").body }
-      { seconds: seconds, cards: body.scan('<div class="sr-card').size }
+      { seconds: seconds, cards: body.scan(/<div class="sr-card[^"]*" data-identity=/).size }
     end
 
     def median(count)
