@@ -17,7 +17,6 @@ RSpec.describe "a 50-process fleet's Redis load (Sidekiq #{Sidekiq::VERSION})", 
     warn "fleet50: #{r.except(:hostnames).inspect}"
     expect(r[:hostnames]).to eq(%w[host-1 host-2 host-3 host-4 host-5])
     expect(r[:ours][:per_check]).to be <= r[:heartbeat][:per_beat]
-    expect(r[:ours][:per_second]).to be <= r[:heartbeat][:per_second]
     expect(r[:bytes][:total]).to be < 64 * 1024
     expect(r[:metrics][:processes]).to eq(50)
     expect(r[:metrics][:cli]).to be < 1.0

@@ -11,12 +11,12 @@ require_relative "../../spec/support/web_server"
 # through Sidekiq's client configuration (Sidekiq.redis), which the caller points at its redis-server.
 module RedisLoad
   PLAIN_APP = File.expand_path("../../spec/e2e/plain_app.rb", __dir__)
-  # Commands that are not the heartbeat's: fetching (BRPOP), the scheduled-job poller (a script in Sidekiq 7+,
-  # ZRANGEBYSCORE and ZREM in 6, and the count of processes its pace scales with: SCARD, and the process set's
-  # clean-up, SSCAN, HGET, SREM), connection set-up, and the counting itself (INFO, MEMORY, CONFIG). Subcommands
-  # ("script|load") go by their command.
-  NOT_HEARTBEAT = %w[brpop blmove brpoplpush bzpopmin zrangebyscore zrem evalsha eval script scard sscan hget srem
-                     hello client select auth command info memory config].freeze
+  # Commands that are not the heartbeat's: fetching (BRPOP), the scheduled-job poller (a script: EVALSHA, and in it
+  # ZRANGEBYSCORE (Sidekiq 6) or ZRANGE (7+) and ZREM; the count of processes its pace scales with: SCARD, and the
+  # process set's clean-up, SSCAN, HGET, SREM, whose SET NX lock, once a minute, stays counted), connection set-up,
+  # and the counting itself (INFO, MEMORY, CONFIG). Subcommands ("script|load") go by their command.
+  NOT_HEARTBEAT = %w[brpop blmove brpoplpush bzpopmin zrangebyscore zrange zrem evalsha eval script scard sscan hget
+                     srem hello client select auth command info memory config].freeze
 
   module_function
 
