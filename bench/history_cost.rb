@@ -6,7 +6,7 @@
 #   - SidekiqRust::History for one process after a full hour of readings, at check_interval 5 s (the default)
 #     and 1 s: the readings list, the process hash, its entry in the index,
 #   - one event in the fleet's stream,
-#   - the time of one #record (one pipelined round trip of 8 commands) and of one #event.
+#   - the time of one #record (one pipelined round trip of 4 commands, 8 at a refresh) and of one #event.
 # Bytes from MEMORY USAGE (SAMPLES 0: every element counted).
 ENV["BUNDLE_GEMFILE"] ||= File.expand_path("../Gemfile", __dir__)
 require "bundler/setup"

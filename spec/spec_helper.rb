@@ -16,6 +16,7 @@ RSpec.configure do |config|
   config.disable_monkey_patching!
   config.order = :defined
   config.include ChildRuby
+  config.filter_run_excluding(fleet50: true) # spec/fleet50_spec.rb: `bundle exec rspec --tag fleet50`
   # `rake spec:preload` runs the solo examples that depend on the allocator alone under jemalloc:
   # `--tag solo_allocator` selects them (RSpec's tags select one or the other, not both).
   config.define_derived_metadata do |meta|

@@ -15,8 +15,14 @@ module SidekiqRust
   #   (Fragmentation, every 30 s) and the in_flight jobs (JSON), and the counters
   #   reclaimed_bytes, restarts:REASON, denials:REASON, quarantined (jobs sent to the dead set).
   # - `sidekiq_rust:processes`: a sorted set of identities scored by their last reading (members older than TTL are
-  #   dropped at each write), so that readers find the processes without a SCAN.
+  #   dropped at each refresh), so that readers find the processes without a SCAN.
   # - `sidekiq_rust:events`: a stream of reclaim, restart and denial events, capped at about EVENTS_MAX entries.
+  #
+  # A reading costs 4 commands in one pipeline (RPUSH, LTRIM, HSET, ZADD): the expiries are refreshed and the index
+  # trimmed only at the first reading and then every REFRESH_EVERY seconds, and at once whenever a write's reply
+  # says it created its key (Redis restarted or flushed: RPUSH answers 1, HSET counts new fields, ZADD a new
+  # member), so that every key expires at all times. Sidekiq's own heartbeat sends 18 a beat on 6.4, about 11 on
+  # 7.3 and 8.1 (docs/redis.md).
   #
   # A guarded process writes through an instance (Guard calls #record and #event); the Web UI and the metrics read
   # through the class methods. Writing never raises: Redis being down only costs the history.
@@ -29,10 +35,13 @@ module SidekiqRust
     KEEP = 3600
     # Readings kept per process whatever check_interval is (0.5 s and up keep the whole hour).
     MAX_READINGS = 7200
-    # Every key expires this long after its last write: a process gone for two hours leaves nothing behind.
+    # Every key expires this long after its last refresh (at most REFRESH_EVERY seconds before its last write): a
+    # process gone for two hours leaves nothing behind.
     TTL = Keys::HISTORY_TTL
     EVENTS_MAX = Keys::EVENTS_MAX
     EVENTS_TTL = Keys::EVENTS_TTL
+    # The expiries are refreshed (and the index trimmed) this often (seconds), far inside TTL.
+    REFRESH_EVERY = Keys::REFRESH_EVERY
     # A process without a reading for this many check intervals (and at least GONE_MIN seconds) is gone.
     GONE_INTERVALS = 3
     GONE_MIN = 15
@@ -50,6 +59,7 @@ module SidekiqRust
       @keep = [(KEEP / @interval).ceil + 1, MAX_READINGS].min
       @started_at = Time.now.to_f
       @last_write = nil
+      @refreshed_at = nil
       # A Redis outage must not flood the log from every check: said once, and its end once.
       @write_notice = FailureNotice.new(@logger, failure: "could not write the memory history",
                                                  recovery: "the memory history is written again", tag: identity)
@@ -67,17 +77,23 @@ module SidekiqRust
       return if @last_write && now - @last_write < @interval * 0.9
 
       @last_write = now
-      write do |pipe|
+      refresh = @refreshed_at.nil? || now - @refreshed_at >= REFRESH_EVERY
+      replies = write do |pipe|
         readings = READINGS_PREFIX + @identity
         pipe.call("RPUSH", readings, "#{now.round(3)} #{memory.to_i}")
         pipe.call("LTRIM", readings, -@keep, -1)
-        pipe.call("EXPIRE", readings, TTL)
         pipe.call("HSET", process_key, *process_fields(now, memory, phase, brake), *@cgroup.fields.flatten,
                   *@fragmentation.fields(now).flatten)
-        pipe.call("EXPIRE", process_key, TTL)
         pipe.call("ZADD", INDEX, now.round(3), @identity)
-        pipe.call("ZREMRANGEBYSCORE", INDEX, "-inf", (now - TTL).round(3))
-        pipe.call("EXPIRE", INDEX, TTL)
+        refresh_expiries(pipe, now) if refresh
+      end
+      if replies.nil?
+        @refreshed_at = nil # a write failed, maybe after creating a key: the next one refreshes
+      elsif refresh
+        @refreshed_at = now
+      elsif created?(replies)
+        # A key this reading created has no expiry yet: it gets one now, not at the next refresh.
+        @refreshed_at = write { |pipe| refresh_expiries(pipe, now) } && now
       end
       @cgroup.check(now)
     end
@@ -117,6 +133,19 @@ module SidekiqRust
     end
 
     private
+
+    def refresh_expiries(pipe, now)
+      pipe.call("EXPIRE", READINGS_PREFIX + @identity, TTL)
+      pipe.call("EXPIRE", process_key, TTL)
+      pipe.call("ZREMRANGEBYSCORE", INDEX, "-inf", (now - TTL).round(3))
+      pipe.call("EXPIRE", INDEX, TTL)
+    end
+
+    # Whether the reading's writes (RPUSH, LTRIM, HSET, ZADD) created a key: the list's first entry, a field new
+    # to the hash (a new hash, or a new figure: a refresh too many, which is harmless), a member new to the index.
+    def created?(replies)
+      replies[0].to_i == 1 || replies[2].to_i.positive? || replies[3].to_i.positive?
+    end
 
     def process_fields(now, memory, phase, brake)
       {

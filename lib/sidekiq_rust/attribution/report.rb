@@ -12,7 +12,10 @@ module SidekiqRust
   # Each process's guard writes `sidekiq_rust:classes:<identity>`, a JSON String
   # `{"identity":, "at":, "classes": [{"class":, "jobs":, "retained_per_job":, "growth_per_job":,
   # "allocated_per_job":}, ...]}` with an expiry, at most MAX_CLASSES rows, and lists the identity in the sorted
-  # set `sidekiq_rust:class_index` (score: when its key expires), so readers never scan the keyspace.
+  # set `sidekiq_rust:class_index` (score: when its key expires, give or take REFRESH_EVERY), so readers never scan
+  # the keyspace. A publication is one command (SET XX EX, which only replaces the key): the key and the index are
+  # written, with their expiries, in one pipeline at the process's first publication, every REFRESH_EVERY seconds,
+  # and when SET XX finds the key gone (Redis restarted or flushed).
   module Report
     KEY_PREFIX = Keys::CLASSES
     INDEX_KEY = Keys::CLASS_INDEX
@@ -22,6 +25,10 @@ module SidekiqRust
     # restart, `report`, the Memory tab and the metrics still count the jobs of the process that restarted.
     KEEP = 3600
     FIGURES = %i[retained_per_job growth_per_job allocated_per_job].freeze
+    # The index is written again this often (seconds).
+    REFRESH_EVERY = Keys::REFRESH_EVERY
+    # identity => when this process last wrote the index.
+    @indexed_at = {}
 
     module_function
 
@@ -55,10 +62,23 @@ module SidekiqRust
       ttl = [ttl.ceil, KEEP].max
       classes = rows.first(MAX_CLASSES).map { |row| row.transform_keys(&:to_s) }
       payload = JSON.generate("identity" => identity, "at" => now, "classes" => classes)
+      indexed_at = @indexed_at[identity]
       adapter.redis do |conn|
-        conn.call("SET", "#{KEY_PREFIX}#{identity}", payload, "EX", ttl)
-        conn.call("ZADD", INDEX_KEY, (now + ttl).to_s, identity)
-        conn.call("EXPIRE", INDEX_KEY, ttl)
+        due = indexed_at.nil? || now - indexed_at >= REFRESH_EVERY
+        next unless due || conn.call("SET", "#{KEY_PREFIX}#{identity}", payload, "EX", ttl, "XX").nil?
+
+        index(conn, identity, payload, ttl, now: now)
+        @indexed_at[identity] = now
+      end
+    end
+
+    # The key and its entry in the index, with the index's expiry, in one pipeline. The entry outlives the key by
+    # up to REFRESH_EVERY (readers skip a key gone), never the other way round.
+    def index(conn, identity, payload, ttl, now: Time.now.to_f)
+      conn.pipelined do |pipe|
+        pipe.call("SET", "#{KEY_PREFIX}#{identity}", payload, "EX", ttl)
+        pipe.call("ZADD", INDEX_KEY, (now + ttl + REFRESH_EVERY).to_s, identity)
+        pipe.call("EXPIRE", INDEX_KEY, ttl + REFRESH_EVERY)
       end
     end
 
