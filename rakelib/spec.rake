@@ -48,6 +48,33 @@ def add_preload_jobs(jobs)
   end
 end
 
+# The chaos suite of every entry. The burst scenario (20 Sidekiq processes sampled every 0.2 s) runs alone; the
+# others start a few processes each and mostly wait (a slot's 62 s TTL, a Redis pause), so they run in
+# CHAOS_GROUPS jobs side by side, the two slot-holder scenarios (a minute each) in different groups.
+CHAOS_ALONE = %w[spec/chaos/burst_chaos.rb].freeze
+CHAOS_GROUPS = [
+  %w[spec/chaos/slot_holder_frozen_chaos.rb spec/chaos/redis_paused_chaos.rb spec/chaos/garbage_keys_chaos.rb],
+  %w[spec/chaos/slot_holder_killed_chaos.rb spec/chaos/redis_killed_chaos.rb]
+].freeze
+
+def add_chaos_jobs(jobs)
+  check_chaos_groups
+  SidekiqRustMatrix::ENTRIES.each do |entry|
+    add_entry_job(jobs, entry, "chaos:burst:#{entry.name}", *CHAOS_ALONE, alone: true)
+    CHAOS_GROUPS.each_with_index do |files, i|
+      add_entry_job(jobs, entry, "chaos:#{i + 1}:#{entry.name}", *files)
+    end
+  end
+end
+
+# Every scenario file is in CHAOS_ALONE or a group: a new one left out would never run.
+def check_chaos_groups
+  missing = Dir["spec/chaos/*_chaos.rb"].sort - (CHAOS_ALONE + CHAOS_GROUPS.flatten)
+  return if missing.empty?
+
+  abort "rakelib/spec.rake: chaos scenarios in no group (add them to CHAOS_GROUPS): #{missing.join(', ')}"
+end
+
 # Each job's log ends with its slowest examples (what to look at when the run grows).
 PROFILE = %w[--profile 8].freeze
 
@@ -94,11 +121,16 @@ namespace :spec do
     end
   end
 
+  desc "Run the 50-process end-to-end (spec/fleet50_spec.rb, excluded from the default task: about 3 minutes " \
+       "with the machine to itself) in the last matrix entry"
+  task fleet50: ALL_ENTRIES_COMPILED do
+    run_in_entry(SidekiqRustMatrix::ENTRIES.last, "bundle", "exec", "rspec", "--tag", "fleet50")
+  end
+
   desc "Run the chaos suite (spec/chaos/*_chaos.rb: faults against supervised Sidekiq processes) in every matrix " \
-       "entry, one entry after the other and nothing else beside it (part of the default task)"
+       "entry, one entry after the other: the burst alone, the other scenarios two at a time (part of the default " \
+       "task)"
   task chaos: ALL_ENTRIES_COMPILED do
-    SidekiqRustMatrix::ENTRIES.each do |entry|
-      run_in_entry(entry, "bundle", "exec", "rspec", *Dir["spec/chaos/*_chaos.rb"].sort)
-    end
+    run_spec_jobs { |jobs| add_chaos_jobs(jobs) }
   end
 end

@@ -52,7 +52,7 @@ RSpec.describe "the memory guard in real Sidekiq processes (Sidekiq #{Sidekiq::V
     expect(alone.alive?).to be(true)
     expect(alone.log).not_to include("restarting: quiet")
     # Passing max_rss is said once, with what follows and when.
-    over = "WARN: sidekiq_rust: over max_rss: now: a graceful restart, while another process serves " \
+    over = "sidekiq_rust: over max_rss: now: a graceful restart, while another process serves " \
            "(require_other_process); no hard_max_rss set"
     expect(alone.log.scan(over).size).to eq(1)
   end

@@ -212,7 +212,7 @@ RSpec.describe "a fresh Rails 7.2 app on Ruby 3.4 with Sidekiq #{Sidekiq::VERSIO
     restarted = fleet.processes.select { |p| p.log.include?("restarting: quiet (TSTP)") }
     expect(restarted).not_to be_empty, fleet.logs
     reasons = restarted.map { |p| p.log[/restarting: quiet \(TSTP\).* reason=(\w+)/, 1] }
-    expect(reasons).to all(match(/\A(max_rss|hard_max_rss)\z/))
+    expect(reasons).to all(match(/\A(max_rss|hard_max_rss|retained)\z/))
     exited = restarted.map { |p| p.wait_exit(timeout: 60) }
     expect(exited.map(&:exitstatus)).to all(eq(0))
     expect(fleet.killed).to eq([])

@@ -54,22 +54,20 @@ module SidekiqRust
 
     # Takes a slot if the fleet allows it: returns a SlotAnswer, granted with the slot's key or denied with the
     # reason and a text. Never raises.
-    # `require_other:` also asks for another serving process (the soft limit, with require_other_process); the
-    # hard limit takes a slot without it.
-    def acquire(ttl, require_other:)
+    # `peers:` is what the restart needs of the other processes (the core's rule, Native::Guard#restart_request):
+    # :any (nothing: the hard limit), :serving (another serving process: the soft limit with
+    # require_other_process), :serving_unless_alone (another serving process while any other is live: retained
+    # memory in a paused process).
+    def acquire(ttl, peers:)
       key = take_slot(ttl)
       unless key
         return SlotAnswer.denied(:no_slot, "all #{slot_keys.size} restart slot(s) are held by restarting processes")
       end
 
-      if require_other
-        others = serving_others
-        if others.empty?
-          release(key)
-          return SlotAnswer.denied(:sole_process, "no other live Sidekiq process is serving; this one is the only " \
-                                                  "one (set require_other_process = false to allow it; the hard " \
-                                                  "limit restarts it anyway)")
-        end
+      denial = peers_denial(peers)
+      if denial
+        release(key)
+        return denial
       end
       @held = key
       SlotAnswer.granted(key)
@@ -117,13 +115,30 @@ module SidekiqRust
     # Other live processes that are neither quiet, stopping nor holding a slot.
     def serving_others
       held_by = holders
-      @adapter.processes.reject do |process|
-        tag = @adapter.tag_of(process)
-        tag == @tag || process.stopping? || held_by.include?(tag)
-      end
+      live_others.reject { |process| process.stopping? || held_by.include?(@adapter.tag_of(process)) }
+    end
+
+    # The other processes of the fleet Sidekiq lists as live.
+    def live_others
+      @adapter.processes.reject { |process| @adapter.tag_of(process) == @tag }
     end
 
     private
+
+    # nil when the other processes allow the restart (`peers`, see #acquire), else the denial that says why not.
+    def peers_denial(peers)
+      return nil if peers == :any || serving_others.any?
+      return nil if peers == :serving_unless_alone && live_others.empty?
+
+      if peers == :serving_unless_alone
+        SlotAnswer.denied(:sole_process, "no other live Sidekiq process is serving now (the others restart, stop or " \
+                                         "start): this one waits for one to serve, then restarts")
+      else
+        SlotAnswer.denied(:sole_process, "no other live Sidekiq process is serving; this one is the only one (set " \
+                                         "require_other_process = false to allow it; the hard limit restarts it " \
+                                         "anyway)")
+      end
+    end
 
     def memory_restart_key
       "#{MEMORY_RESTART_PREFIX}#{@adapter.hostname}"

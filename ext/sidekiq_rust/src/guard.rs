@@ -213,7 +213,7 @@ impl Guard {
     }
 
     /// What the restart the policy asks for needs: `{reason: :max_rss or :hard_max_rss, refusal: :dry_run,
-    /// :embedded or nil, require_other_process:}`; nil when it asks for none.
+    /// :embedded or nil, peers: :any, :serving or :serving_unless_alone}`; nil when it asks for none.
     fn restart_request(ruby: &Ruby, rb_self: &Self) -> Result<Option<RHash>, Error> {
         guarded("reading the restart request", || {
             let request = rb_self.core().restart_request();
@@ -222,7 +222,7 @@ impl Guard {
                     Named::new(ruby)
                         .with("reason", symbol(ruby, r.reason))
                         .with("refusal", r.refusal.map(|d| symbol(ruby, d)))
-                        .with("require_other_process", r.require_other_process)
+                        .with("peers", symbol(ruby, r.peers))
                         .hash()
                 })
                 .transpose()

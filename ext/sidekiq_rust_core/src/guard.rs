@@ -119,7 +119,36 @@ pub struct ReclaimOutcome {
 pub struct RestartRequest {
     pub reason: Reason,
     pub refusal: Option<Denial>,
-    pub require_other_process: bool,
+    pub peers: Peers,
+}
+
+/// What a restart needs of the fleet's other processes before it may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peers {
+    /// Nothing: the hard limit (the kernel's OOM killer would lose the running jobs), or `require_other_process`
+    /// off.
+    Any,
+    /// Another serving process: the soft limit with `require_other_process`.
+    Serving,
+    /// Another serving process while any other is live; a process alone in the fleet restarts. Retained memory:
+    /// paused, the process serves nothing, but it waits while its peers are all restarting or starting.
+    ServingUnlessAlone,
+}
+
+impl Named for Peers {
+    const WHAT: &'static str = "peers rule";
+
+    fn all() -> &'static [Peers] {
+        &[Peers::Any, Peers::Serving, Peers::ServingUnlessAlone]
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Peers::Any => "any",
+            Peers::Serving => "serving",
+            Peers::ServingUnlessAlone => "serving_unless_alone",
+        }
+    }
 }
 
 pub struct GuardCore {
@@ -315,7 +344,8 @@ impl GuardCore {
     /// What the restart the policy asks for now (`Action::RequestRestart`) needs; None when it asks for none.
     /// The soft limit needs another serving process (require_other_process); the hard limit is there to beat
     /// the kernel's OOM killer, which would lose the running jobs, so a sole process restarts too; so does a
-    /// process whose brake holds retained memory (paused, it serves no job: its restart takes nothing away).
+    /// process alone in the fleet whose brake holds retained memory (paused, it serves no job), which otherwise
+    /// waits for another serving process (`Peers`).
     pub fn restart_request(&self) -> Option<RestartRequest> {
         let Phase::WaitingSlot(reason) = self.policy.phase() else {
             return None;
@@ -327,10 +357,16 @@ impl GuardCore {
         } else {
             None
         };
+        let peers = match reason {
+            _ if !self.rules.require_other_process => Peers::Any,
+            Reason::Soft => Peers::Serving,
+            Reason::Retained => Peers::ServingUnlessAlone,
+            Reason::Hard | Reason::Brake => Peers::Any,
+        };
         Some(RestartRequest {
             reason,
             refusal,
-            require_other_process: reason == Reason::Soft && self.rules.require_other_process,
+            peers,
         })
     }
 

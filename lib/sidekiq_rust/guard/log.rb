@@ -56,7 +56,8 @@ module SidekiqRust
 
       # Memory passed max_rss (the core's notice, once per crossing): what the guard will do about it, and when.
       def over_max_rss(over)
-        restart = over[:reclaim] ? "a reclaim (GC + purge), then a graceful restart if still over" : "a graceful restart"
+        restart = "a graceful restart"
+        restart = "a reclaim (GC + purge), then a graceful restart if still over" if over[:reclaim]
         restart = if !over[:restarts]
                     "no restart (dry run, or an embedded Sidekiq without its instance)"
                   elsif over[:needs_other_process]

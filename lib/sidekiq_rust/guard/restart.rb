@@ -35,8 +35,8 @@ module SidekiqRust
 
       # :restart_soft / :restart_hard / :restart_retained: the fleet's slot, or the refusal's reason.
       # What the request needs is the core's (Native::Guard#restart_request): a refusal with no slot asked for
-      # (a dry run, an embedded Sidekiq without its instance), or a slot that needs another serving process (the
-      # soft limit with require_other_process) or not.
+      # (a dry run, an embedded Sidekiq without its instance), or a slot and what it needs of the other
+      # processes (`peers:`, Fleet#acquire).
       def request(_action)
         request = @native.restart_request
         @event = @guard.event_for(request[:reason].to_s)
@@ -99,7 +99,7 @@ module SidekiqRust
                       "#{::Process.pid}), which the guard never signals; pass the instance of " \
                       "Sidekiq.configure_embed to SidekiqRust.embed to let the guard quiet and stop it"]
         else
-          slot = @fleet.acquire(@guard.slot_ttl, require_other: request[:require_other_process])
+          slot = @fleet.acquire(@guard.slot_ttl, peers: request[:peers])
           slot.granted ? nil : [slot.denial, "over the limit but not restarting: #{slot.text}"]
         end
       end

@@ -136,7 +136,7 @@ fn a_restart_request_says_what_the_slot_needs() {
         Some(RestartRequest {
             reason: Reason::Soft,
             refusal: None,
-            require_other_process: true
+            peers: Peers::Serving
         })
     );
 
@@ -145,7 +145,7 @@ fn a_restart_request_says_what_the_slot_needs() {
     g.reading(900 * MB, 900 * MB, S, false);
     let request = g.restart_request().unwrap();
     assert_eq!(request.reason, Reason::Hard);
-    assert!(!request.require_other_process);
+    assert_eq!(request.peers, Peers::Any);
 
     // A dry run asks for no slot; nor does an embedded Sidekiq the guard cannot stop.
     s.restart.dry_run = true;
@@ -274,9 +274,10 @@ fn retained_memory_after_the_brakes_reclaim_asks_for_a_restart_a_sole_process_ma
     assert!(!out.verdict.unwrap().still_over());
     let request = g.restart_request().unwrap();
     assert_eq!(request.reason, Reason::Retained);
-    assert!(
-        !request.require_other_process,
-        "a paused process serves nothing"
+    assert_eq!(
+        request.peers,
+        Peers::ServingUnlessAlone,
+        "a paused process serves nothing; alone, it restarts"
     );
 }
 
