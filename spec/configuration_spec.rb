@@ -50,6 +50,14 @@ RSpec.describe SidekiqRust::Configuration do
       expect(resolve(max_rss: "50%", hard_max_rss: "90%").hard_max_rss).to eq((2048 * mb * 0.9).to_i)
     end
 
+    it "keeps a percentage's share and the limit it was resolved against, for the guard to follow the limit" do
+      s = resolve(max_rss: "50%", hard_max_rss: "1800MB")
+      expect(s.to_h).to include(max_rss_share: 0.5, hard_max_rss_share: nil, cgroup_limit: 2048 * mb)
+      s = resolve(max_rss: "500MB", hard_max_rss: "90%")
+      expect(s.to_h).to include(max_rss_share: nil, hard_max_rss_share: 0.9, cgroup_limit: 2048 * mb)
+      expect(resolve(max_rss: 500).to_h).to include(max_rss_share: nil, hard_max_rss_share: nil, cgroup_limit: nil)
+    end
+
     it "rejects a percentage without a cgroup limit" do
       expect_rejected(:max_rss, "80%", "this process has none", cgroup: nil)
       expect_rejected(:max_rss, "80%", "this process has none", cgroup: { usage: 1, limit: nil, version: 2 })

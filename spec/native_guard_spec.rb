@@ -13,7 +13,8 @@ RSpec.describe SidekiqRust::Native::Guard do
       reclaim_cooldown: 300.0, loop_window: 600.0, shutdown_wait: 60.0, require_other_process: true,
       dry_run: false, quarantine_after: 2, measure_interval: 60.0, brake: true, brake_at: 0.9, resume_at: 0.8,
       brake_pressure: nil, kill_after: 40.0, concurrency: nil, replaced_restart: false, embedded: false,
-      embedded_instance: false, settle: 2.5, quiet_timeout: 15.0
+      embedded_instance: false, settle: 2.5, quiet_timeout: 15.0, max_rss_share: nil, hard_max_rss_share: nil,
+      cgroup_limit: nil
     }
   end
 
@@ -31,6 +32,15 @@ RSpec.describe SidekiqRust::Native::Guard do
     expect(described_class.new(given).brake?).to be(false)
     expect { described_class.new(base.except(:grace_time, :settle)) }
       .to raise_error(SidekiqRust::ConfigurationError, /lack grace_time, settle \(every key is required/)
+  end
+
+  it "answers the limits in force, which move with the cgroup's limit only where given as shares of it" do
+    guard = described_class.new(base.merge(concurrency: 5))
+    expect(guard.limits).to eq(max_rss: 10_000 * mb, hard_max_rss: nil, brake_at: 9000 * mb, resume_at: 8000 * mb)
+    expect(guard.sample(false)).to include(moved: nil)
+    expect(described_class.new(base).limits).to include(brake_at: nil, resume_at: nil)
+    expect { described_class.new(base.merge(max_rss_share: 0.8)) }
+      .to raise_error(SidekiqRust::ConfigurationError, /cgroup_limit is Nil; expected bytes/)
   end
 
   it "rejects a value of the wrong kind, naming the key and its form" do
@@ -79,7 +89,7 @@ RSpec.describe SidekiqRust::Native::Guard do
   it "pauses the brake on memory pressure at brake_pressure, whatever the memory figure" do
     guard = described_class.new(base.merge(concurrency: 5, brake_pressure: 20))
     guard.pressure = 12.5
-    expect(guard.sample(false)).to match(action: nil, memory: be > 0, over: nil)
+    expect(guard.sample(false)).to match(action: nil, memory: be > 0, over: nil, moved: nil)
     guard.pressure = 31.0
     expect(guard.sample(false)[:action]).to eq(:pause)
     expect(guard.pressured?).to be(true)

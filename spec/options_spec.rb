@@ -14,7 +14,8 @@ RSpec.describe "SidekiqRust::OPTIONS" do
     accessors = SidekiqRust::Configuration.public_instance_methods(false).grep(/\A\w+=\z/)
     expect(accessors.map { |m| m.to_s.chomp("=").to_sym }).to match_array(keys)
     SidekiqRust::OPTIONS.each { |option| expect(config.public_send(option.key)).to eq(option.default), option.key.to_s }
-    expect(SidekiqRust::Settings.members).to eq(keys)
+    # ... and, where a limit is a percentage, its share of the cgroup's limit and that limit (the guard follows it).
+    expect(SidekiqRust::Settings.members).to eq(keys + %i[max_rss_share hard_max_rss_share cgroup_limit])
   end
 
   it "checks every key by its form, naming it" do

@@ -107,10 +107,11 @@ module SidekiqRust
 
     def paused(memory)
       mark(true)
-      @log.warn("brake: paused fetching (at #{Units.mb(memory)}, brake_at #{Units.mb(@settings.brake_bytes)}" \
+      limits = @native.limits
+      @log.warn("brake: paused fetching (at #{Units.mb(memory)}, brake_at #{Units.mb(limits[:brake_at])}" \
                 "#{pressure_text}); " \
                 "#{@native.busy} running job(s) finish, then reclaim; fetching again below resume_at " \
-                "#{Units.mb(@settings.resume_bytes)}", memory: memory)
+                "#{Units.mb(limits[:resume_at])}", memory: memory)
       @history.event(:pause, memory: memory, busy: @native.busy)
       return if @fleet_paused_said && Clock.now - @fleet_paused_said < FLEET_PAUSED_EVERY
       return unless fleet_paused?

@@ -48,7 +48,10 @@ module SidekiqRust
       soft = size(:max_rss, max_rss, cgroup, required: true)
       hard = size(:hard_max_rss, hard_max_rss, cgroup, required: false)
       compare_limits([:bytes, soft], hard && [:bytes, hard])
-      Settings.new(max_rss: soft, hard_max_rss: hard, metric: metric, **settings_without_limits).freeze
+      shares = { max_rss_share: cgroup_share(max_rss), hard_max_rss_share: cgroup_share(hard_max_rss) }
+      cgroup_limit = shares.values.any? ? cgroup[:limit] : nil
+      Settings.new(max_rss: soft, hard_max_rss: hard, metric: metric, cgroup_limit: cgroup_limit, **shares,
+                   **settings_without_limits).freeze
     end
 
     private
@@ -133,6 +136,13 @@ module SidekiqRust
       (limit * amount / 100).to_i
     end
 
+    # The share of the cgroup's limit a size given as a percentage is (0.8 for "80%"), nil for any other size: the
+    # guard moves such a limit with the cgroup's limit while the process runs.
+    def cgroup_share(value)
+      kind, amount = size_form(:max_rss, value)
+      kind == :percent ? amount / 100.0 : nil
+    end
+
     # [:bytes, n] or [:percent, p] for a well-formed size, nil for nil; raises for anything else.
     def size_form(key, value)
       form = case value
@@ -215,8 +225,9 @@ module SidekiqRust
     end
   end
 
-  # The validated configuration: bytes and seconds.
-  Settings = Struct.new(*OPTION_KEYS, keyword_init: true) do
+  # The validated configuration: bytes and seconds; and where max_rss or hard_max_rss was given as a percentage,
+  # that share of the cgroup's limit and the limit it was resolved against (the guard follows the limit).
+  Settings = Struct.new(*OPTION_KEYS, :max_rss_share, :hard_max_rss_share, :cgroup_limit, keyword_init: true) do
     # The brake's thresholds in bytes.
     def brake_bytes
       (max_rss * brake_at).floor

@@ -34,7 +34,8 @@ module SidekiqRust
     def self.native_settings(settings, kill_after:, concurrency: nil, replaced_restart: false, embedded: false,
                              embedded_instance: false)
       options = OPTIONS.select(&:native).to_h { |option| [option.key, settings[option.key]] }
-      options.merge(kill_after: kill_after, concurrency: concurrency.to_i.positive? ? concurrency.to_i : nil,
+      options.merge(max_rss_share: settings.max_rss_share, hard_max_rss_share: settings.hard_max_rss_share,
+                    cgroup_limit: settings.cgroup_limit, kill_after: kill_after, concurrency: concurrency.to_i.positive? ? concurrency.to_i : nil,
                     replaced_restart: replaced_restart, embedded: embedded, embedded_instance: embedded_instance,
                     settle: QUIET_SETTLE, quiet_timeout: QUIET_TIMEOUT)
     end
@@ -53,6 +54,7 @@ module SidekiqRust
       # brake starts slow).
       @replaced_restart = settings.loop_window.positive? && @fleet.memory_restart_recent?
       @native = Native::Guard.new(native_settings)
+      @log.native = @native
       @explanation = Explanation.new(@native, log: @log)
       @reclaimer = Reclaimer.new(@native, log: @log, history: @history)
       @restart = Restart.new(self, native: @native, settings: settings, fleet: @fleet, history: @history,
@@ -99,10 +101,11 @@ module SidekiqRust
     def check
       @native.pressure = pressure if @brake && @settings.brake_pressure
       sample = @native.sample(false)
+      moved(sample[:moved]) if sample[:moved]
       @log.over_max_rss(sample[:over]) if sample[:over]
       @executor.dispatch(sample[:action]) if sample[:action]
       @brake&.refresh
-      @history.record(sample[:memory], phase, brake: @brake&.state)
+      @history.record(sample[:memory], phase, brake: @brake&.state, limits: @native.limits)
       sample[:memory]
     end
 
@@ -183,7 +186,7 @@ module SidekiqRust
       {
         event: :restart, reason: reason, identity: @tag, hostname: @adapter.hostname, pid: ::Process.pid,
         metric: @settings.metric, memory: @native.decision_memory.nonzero? || @native.last_memory,
-        max_rss: @settings.max_rss, hard_max_rss: @settings.hard_max_rss, busy: @native.busy, dry_run: false,
+        **@native.limits.slice(:max_rss, :hard_max_rss), busy: @native.busy, dry_run: false,
         **@explanation.attribution(rows), **@explanation.verdict(rows)
       }
     end
@@ -204,6 +207,12 @@ module SidekiqRust
     end
 
     private
+
+    # The memory cgroup's limit changed and the limits given as shares of it moved: said, and on the timeline.
+    def moved(moved)
+      @log.limits_moved(moved)
+      @history.event(:limits, limit: moved[:limit], was_limit: moved[:was_limit], **moved[:now])
+    end
 
     # PSI "some" avg10 of this process's cgroup (v2) or the machine; nil where the kernel has none, or when it
     # cannot be read (said once, and once when it can again).

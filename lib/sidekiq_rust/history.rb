@@ -71,9 +71,10 @@ module SidekiqRust
       )
     end
 
-    # One reading (bytes), the guard's phase and its brake ({paused:, seconds:} or nil without one), written at
-    # most once per check_interval. Never raises.
-    def record(memory, phase, brake: nil, now: Time.now.to_f)
+    # One reading (bytes), the guard's phase, its brake ({paused:, seconds:} or nil without one) and the limits in
+    # force ({max_rss:, hard_max_rss:}; nil: the configured ones), written at most once per check_interval. Never
+    # raises.
+    def record(memory, phase, brake: nil, limits: nil, now: Time.now.to_f)
       return if @last_write && now - @last_write < @interval * 0.9
 
       @last_write = now
@@ -82,7 +83,7 @@ module SidekiqRust
         readings = READINGS_PREFIX + @identity
         pipe.call("RPUSH", readings, "#{now.round(3)} #{memory.to_i}")
         pipe.call("LTRIM", readings, -@keep, -1)
-        pipe.call("HSET", process_key, *process_fields(now, memory, phase, brake), *@cgroup.fields.flatten,
+        pipe.call("HSET", process_key, *process_fields(now, memory, phase, brake, limits), *@cgroup.fields.flatten,
                   *@fragmentation.fields(now).flatten)
         pipe.call("ZADD", INDEX, now.round(3), @identity)
         refresh_expiries(pipe, now) if refresh
@@ -147,11 +148,12 @@ module SidekiqRust
       replies[0].to_i == 1 || replies[2].to_i.positive? || replies[3].to_i.positive?
     end
 
-    def process_fields(now, memory, phase, brake)
+    def process_fields(now, memory, phase, brake, limits)
+      limits ||= { max_rss: @settings.max_rss, hard_max_rss: @settings.hard_max_rss }
       {
         "hostname" => @adapter.hostname, "pid" => ::Process.pid, "started_at" => @started_at.round(3),
         "at" => now.round(3), "memory" => memory.to_i, "metric" => @settings.metric,
-        "max_rss" => @settings.max_rss, "hard_max_rss" => @settings.hard_max_rss.to_s, "allocator" => Allocator.name,
+        "max_rss" => limits[:max_rss], "hard_max_rss" => limits[:hard_max_rss].to_s, "allocator" => Allocator.name,
         "phase" => phase, "interval" => @interval, "brake" => brake ? brake_state(brake) : "",
         "brake_seconds" => brake ? brake[:seconds].round(3) : 0
       }.flat_map { |k, v| [k, v.to_s] }

@@ -19,9 +19,11 @@ module SidekiqRust
       key: :max_rss, default: nil, form: :size, native: true, env: "SIDEKIQ_MAX_RSS",
       env_fallback: 'SidekiqRust::Memory.cgroup&.fetch(:limit, nil) ? "80%" : "1GB"',
       default_text: "required (checked at the Sidekiq server's start)",
-      accepted: 'Integer or Float (MB), `"800MB"`, `"1.5GB"` (K/M/G/T, binary units), `"80%"` of the cgroup limit',
+      accepted: 'Integer or Float (MB), `"800MB"`, `"1.5GB"` (K/M/G/T, binary units), `"80%"` of the cgroup ' \
+                "limit (followed as it changes)",
       summary: "The soft limit: above it for grace_time, reclaim, then restart gracefully. An Integer (MB), " \
-               '"800MB", "1.5GB", or a percentage of the container\'s (cgroup) memory limit, "80%". Without ' \
+               '"800MB", "1.5GB", or a percentage of the container\'s (cgroup) memory limit, "80%", which moves ' \
+               "with the limit while the process runs (a container resized in place). Without " \
                "SIDEKIQ_MAX_RSS: 80% of the container's limit, or 1GB where the process has no memory limit.",
       meaning: "soft limit"
     ),

@@ -72,6 +72,12 @@ class RealCgroup
     ["/bin/sh", "-c", "echo $$ > #{procs_file} && exec \"$@\"", "cgroup-wrapper"]
   end
 
+  # Resizes the group in place (what Kubernetes' in-place pod resize does to a running container's cgroup).
+  def limit=(bytes)
+    @limit = bytes
+    set_limit
+  end
+
   def procs_file
     File.join(@dir, "cgroup.procs")
   end

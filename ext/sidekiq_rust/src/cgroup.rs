@@ -41,6 +41,11 @@ pub fn self_usage() -> Result<u64, Error> {
     }
 }
 
+/// The limit of this process's memory cgroup (None: no cgroup, or no limit).
+pub fn self_limit() -> Result<Option<u64>, Error> {
+    Ok(read_memory(CGROUP_ROOT, PROC_CGROUP)?.and_then(|memory| memory.limit))
+}
+
 fn cgroup_error(root: &str, e: io::Error) -> Error {
     error(
         Kind::Error,

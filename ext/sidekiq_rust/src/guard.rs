@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use magnus::{function, method, prelude::*, Error, RArray, RHash, RModule, RString, Ruby, Symbol};
 use sidekiq_rust_core::guard::GuardCore;
-use sidekiq_rust_core::policy::{Denial, Event, ACTIONS};
+use sidekiq_rust_core::policy::{Bounds, Denial, Event, ACTIONS};
 use sidekiq_rust_core::settings::{guard_settings, Metric};
 
 use crate::allocator::thread_allocated;
+use crate::cgroup::self_limit;
 use crate::convert::{action_symbol, settings_pairs};
 use crate::errors::{error, io_error, Kind};
 use crate::memory::{self_cgroup_usage, self_rss_bytes, smaps_totals};
@@ -57,6 +58,7 @@ pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     class.define_method("paused?", method!(Guard::paused, 0))?;
     class.define_method("paused_seconds", method!(Guard::paused_seconds, 0))?;
     class.define_method("last_memory", method!(Guard::last_memory, 0))?;
+    class.define_method("limits", method!(Guard::limits, 0))?;
     class.define_method("report", method!(Guard::report, 0))?;
     class.define_method("in_flight", method!(Guard::in_flight, 0))?;
     class.define_method("reset_report", method!(Guard::reset_report, 0))?;
@@ -158,15 +160,33 @@ impl Guard {
     }
 
     /// Reads the metric (and RSS, for the attribution); returns `{action: Symbol or nil, memory:, over: Hash or
-    /// nil}`. Watchers (the monitor) pass `restarting = false`, and get in `over`, once per crossing of max_rss,
-    /// what the guard will do about it (`{memory:, grace_left:, reclaim:, hard_max_rss:, needs_other_process:,
-    /// restarts:}`, grace_left in seconds); the restart sequence passes `true` and gets the quiet -> stop -> kill
+    /// nil, moved: Hash or nil}`. Watchers (the monitor) pass `restarting = false`, and get in `over`, once per
+    /// crossing of max_rss, what the guard will do about it (`{memory:, grace_left:, reclaim:, hard_max_rss:,
+    /// needs_other_process:, restarts:}`, grace_left in seconds), and in `moved`, where limits are shares of the
+    /// memory cgroup's limit and it changed, the limits before and now (`{was_limit:, limit:, was:, now:}`, each
+    /// of the two as `limits` gives them); the restart sequence passes `true` and gets the quiet -> stop -> kill
     /// steps (the core decides which readings reach the policy).
     fn sample(ruby: &Ruby, rb_self: &Self, restarting: bool) -> Result<RHash, Error> {
         guarded("taking a reading", || {
             let rss = read_rss()?;
             let memory = rb_self.read_metric(rss)?;
+            let limit = if !restarting && rb_self.core().follows_cgroup() {
+                self_limit()?
+            } else {
+                None
+            };
             let now_ns = rb_self.now_ns();
+            let moved = rb_self.core().cgroup_limit(limit);
+            let moved = moved
+                .map(|m| {
+                    Named::new(ruby)
+                        .with("was_limit", m.was_limit)
+                        .with("limit", m.limit)
+                        .with("was", bounds_hash(ruby, m.was)?)
+                        .with("now", bounds_hash(ruby, m.now)?)
+                        .hash()
+                })
+                .transpose()?;
             let (action, over) = {
                 let mut core = rb_self.core();
                 let action = core.reading(rss, memory, now_ns, restarting);
@@ -193,6 +213,7 @@ impl Guard {
                 .with("action", action_symbol(ruby, action))
                 .with("memory", memory)
                 .with("over", over)
+                .with("moved", moved)
                 .hash()
         })
     }
@@ -361,6 +382,15 @@ impl Guard {
         })
     }
 
+    /// The memory bounds in force: `{max_rss:, hard_max_rss: (nil: none), brake_at:, resume_at: (bytes; nil
+    /// without the brake)}`. They move with the memory cgroup's limit where given as shares of it.
+    fn limits(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
+        guarded("reading the limits", || {
+            let bounds = rb_self.core().bounds();
+            bounds_hash(ruby, bounds)
+        })
+    }
+
     /// Every class with a finished job, ranked: `[{class:, jobs:, retained_per_job:, growth_per_job:,
     /// allocated_per_job:, retained_error:, windows:}, ...]`, bytes (nil: unknown); `retained_error` is the
     /// standard error of retained_per_job, `windows` the retained windows the class's jobs started in. The fit
@@ -411,4 +441,13 @@ impl Guard {
             Ok(())
         })
     }
+}
+
+fn bounds_hash(ruby: &Ruby, bounds: Bounds) -> Result<RHash, Error> {
+    Named::new(ruby)
+        .with("max_rss", bounds.soft)
+        .with("hard_max_rss", bounds.hard)
+        .with("brake_at", bounds.brake.map(|(pause_at, _)| pause_at))
+        .with("resume_at", bounds.brake.map(|(_, resume_at)| resume_at))
+        .hash()
 }

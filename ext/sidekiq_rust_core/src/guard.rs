@@ -10,8 +10,10 @@
 
 use crate::attribution::{Attribution, InFlight, Snapshot};
 use crate::names::Named;
-use crate::policy::{Action, Denial, Event, Phase, Policy, Reason, ReclaimResult, ResumeCause};
-use crate::settings::{GuardSettings, Metric, RestartRules};
+use crate::policy::{
+    Action, Bounds, Denial, Event, Phase, Policy, Reason, ReclaimResult, ResumeCause,
+};
+use crate::settings::{Follow, GuardSettings, Metric, RestartRules};
 
 /// A job's end reads memory only when the last reading is older than this (a reading costs about a
 /// microsecond, the rest of a job's bookkeeping a few tens of nanoseconds).
@@ -151,8 +153,19 @@ impl Named for Peers {
     }
 }
 
+/// The memory cgroup's limit changed under limits given as shares of it: the limit before and now, and the
+/// bounds before and now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundsMoved {
+    pub was_limit: u64,
+    pub limit: u64,
+    pub was: Bounds,
+    pub now: Bounds,
+}
+
 pub struct GuardCore {
     policy: Policy,
+    follow: Option<Follow>,
     jobs: Attribution,
     metric: Metric,
     rules: RestartRules,
@@ -172,6 +185,7 @@ impl GuardCore {
     pub fn new(settings: GuardSettings, rss: u64, now_ns: u64) -> Self {
         let mut core = GuardCore {
             policy: Policy::new(settings.limits),
+            follow: settings.follow,
             jobs: Attribution::new(),
             metric: settings.metric,
             rules: settings.restart,
@@ -382,6 +396,35 @@ impl GuardCore {
             needs_other_process: self.rules.require_other_process,
             restarts: !self.rules.dry_run && self.rules.stoppable,
         })
+    }
+
+    /// Whether a limit is a share of the memory cgroup's limit: the caller reads that limit with each of the
+    /// monitor's readings and hands it to `cgroup_limit`.
+    pub fn follows_cgroup(&self) -> bool {
+        self.follow.is_some()
+    }
+
+    /// The memory cgroup's limit now (None: it has none now, and the bounds stay as they are). When it changed,
+    /// the limits given as shares of it move with it, the brake's thresholds with max_rss, and the answer says
+    /// from what to what.
+    pub fn cgroup_limit(&mut self, limit: Option<u64>) -> Option<BoundsMoved> {
+        let follow = self.follow.as_mut()?;
+        let limit = limit.filter(|l| *l != follow.limit)?;
+        let was = self.policy.limits().bounds();
+        let now = follow.bounds(limit, was);
+        let was_limit = std::mem::replace(&mut follow.limit, limit);
+        self.policy.set_bounds(now);
+        Some(BoundsMoved {
+            was_limit,
+            limit,
+            was,
+            now,
+        })
+    }
+
+    /// The memory bounds in force (they move with the cgroup's limit where given as shares of it).
+    pub fn bounds(&self) -> Bounds {
+        self.policy.limits().bounds()
     }
 
     /// Feeds an outcome the caller reports (slot granted or denied, quiet took effect, quarantined).

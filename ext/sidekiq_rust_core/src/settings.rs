@@ -5,7 +5,7 @@
 //! Ruby-side mistake fails loudly instead of guarding wrongly. It keeps no defaults.
 
 use crate::names::Named;
-use crate::policy::{Brake, Limits};
+use crate::policy::{Bounds, Brake, Limits};
 
 /// A value as it comes from Ruby.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +60,54 @@ pub struct GuardSettings {
     pub restart: RestartRules,
     /// The monitor's measuring reclaims, this often (None: none).
     pub measure_interval_ns: Option<u64>,
+    /// Limits given as shares of the memory cgroup's limit, which move with it (None: none is).
+    pub follow: Option<Follow>,
+}
+
+/// Limits given as shares of the memory cgroup's limit (the user's "80%"), with the limit Ruby resolved them
+/// against and the brake's shares of max_rss: `GuardCore::cgroup_limit` moves them when the limit changes (an
+/// in-place resize of the container). Shares are in millionths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Follow {
+    /// The cgroup's limit the bounds were last computed for, bytes.
+    pub limit: u64,
+    /// max_rss as a share of the cgroup's limit (None: a fixed size, which stays).
+    pub max_rss: Option<u32>,
+    /// hard_max_rss as a share of the cgroup's limit (None: a fixed size or none, which stays).
+    pub hard_max_rss: Option<u32>,
+    /// The brake's thresholds as shares of max_rss.
+    pub brake_at: u32,
+    pub resume_at: u32,
+}
+
+/// `bytes` times a share in millionths.
+fn of(bytes: u64, millionths: u32) -> u64 {
+    (u128::from(bytes) * u128::from(millionths) / 1_000_000) as u64
+}
+
+fn millionths(share: f64) -> u32 {
+    (share * 1_000_000.0).round() as u32
+}
+
+impl Follow {
+    /// The bounds under a cgroup limit of `limit` bytes, from the `current` ones: a share moves, a fixed size
+    /// stays; the soft limit stays below the hard one (a hard share of a lowered limit can pull it down), and
+    /// the brake's thresholds are their shares of the soft limit.
+    pub fn bounds(&self, limit: u64, current: Bounds) -> Bounds {
+        let hard = self.hard_max_rss.map(|m| of(limit, m)).or(current.hard);
+        let mut soft = self.max_rss.map_or(current.soft, |m| of(limit, m));
+        if let Some(hard) = hard {
+            soft = soft.min(hard.saturating_sub(1));
+        }
+        let soft = soft.max(1);
+        Bounds {
+            soft,
+            hard,
+            brake: current
+                .brake
+                .map(|_| (of(soft, self.brake_at), of(soft, self.resume_at))),
+        }
+    }
 }
 
 /// Every key, with the form it takes (for the error messages). Each is required: the defaults are Ruby's
@@ -67,9 +115,21 @@ pub struct GuardSettings {
 /// The user's keys keep the user's names and units' meaning (seconds, shares of max_rss); the facts about the
 /// process (`kill_after` resolved, `concurrency`, `replaced_restart`, `embedded`, `embedded_instance`,
 /// `settle`, `quiet_timeout`) are what Ruby knows of it.
-pub const KEYS: [(&str, &str); 24] = [
+pub const KEYS: [(&str, &str); 27] = [
     ("max_rss", "bytes > 0"),
     ("hard_max_rss", "bytes above max_rss, or nil"),
+    (
+        "max_rss_share",
+        "max_rss as a share of cgroup_limit above 0 and at most 1 (given as a percentage), or nil",
+    ),
+    (
+        "hard_max_rss_share",
+        "hard_max_rss as a share of cgroup_limit above 0 and at most 1 (given as a percentage), or nil",
+    ),
+    (
+        "cgroup_limit",
+        "bytes: the memory cgroup's limit the shares were resolved against (nil only without shares)",
+    ),
     ("grace_time", "seconds >= 0"),
     ("metric", ":rss, :pss or :cgroup"),
     ("check_interval", "seconds > 0"),
@@ -156,6 +216,14 @@ fn share(key: &str, value: &Value) -> Result<f64, String> {
     number(value)
         .filter(|n| *n > 0.0 && *n <= 1.0)
         .ok_or_else(|| bad(key, value))
+}
+
+/// A share of the cgroup's limit (0 < share <= 1), or nil.
+fn optional_share(key: &str, value: &Value) -> Result<Option<f64>, String> {
+    match value {
+        Value::Nil => Ok(None),
+        other => share(key, other).map(Some),
+    }
 }
 
 /// Hundredths of a percent; nil is 0 (not looked at).
@@ -283,6 +351,7 @@ pub fn guard_settings(pairs: &[(String, Value)]) -> Result<GuardSettings, String
         embedded,
         brake,
     };
+    let follow = follow(&pairs, brake_at, resume_at)?;
     let measure_interval_ns = pairs
         .get("measure_interval", |k, v| match v {
             Value::Nil => Ok(None),
@@ -298,7 +367,28 @@ pub fn guard_settings(pairs: &[(String, Value)]) -> Result<GuardSettings, String
             stoppable: !embedded || pairs.get("embedded_instance", boolean)?,
         },
         measure_interval_ns,
+        follow,
     })
+}
+
+/// The shares of the cgroup's limit, if any, with the limit they were resolved against.
+fn follow(pairs: &Pairs, brake_at: f64, resume_at: f64) -> Result<Option<Follow>, String> {
+    let soft = pairs.get("max_rss_share", optional_share)?;
+    let hard = pairs.get("hard_max_rss_share", optional_share)?;
+    let limit = pairs.get("cgroup_limit", optional_bytes)?;
+    if soft.is_none() && hard.is_none() {
+        return Ok(None);
+    }
+    let Some(limit) = limit else {
+        return Err(bad("cgroup_limit", &Value::Nil));
+    };
+    Ok(Some(Follow {
+        limit,
+        max_rss: soft.map(millionths),
+        hard_max_rss: hard.map(millionths),
+        brake_at: millionths(brake_at),
+        resume_at: millionths(resume_at),
+    }))
 }
 
 #[cfg(test)]
@@ -332,6 +422,9 @@ mod tests {
             ("embedded_instance", Value::Bool(false)),
             ("settle", Value::Float(2.5)),
             ("quiet_timeout", Value::Float(15.0)),
+            ("max_rss_share", Value::Nil),
+            ("hard_max_rss_share", Value::Nil),
+            ("cgroup_limit", Value::Nil),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -402,6 +495,52 @@ mod tests {
         assert_eq!(s.limits.brake, None);
         let err = guard_settings(&pairs(&[("resume_at", Value::Float(0.95))])).unwrap_err();
         assert!(err.contains("resume_at"), "{err}");
+    }
+
+    #[test]
+    fn limits_given_as_shares_of_the_cgroup_limit_follow_it() {
+        assert_eq!(guard_settings(&pairs(&[])).unwrap().follow, None);
+        let gib: u64 = 1 << 30;
+        let s = guard_settings(&pairs(&[
+            ("max_rss", Value::Int((gib * 8 / 10) as i64)),
+            ("max_rss_share", Value::Float(0.8)),
+            ("cgroup_limit", Value::Int(gib as i64)),
+        ]))
+        .unwrap();
+        let follow = s.follow.unwrap();
+        assert_eq!(
+            (follow.limit, follow.max_rss, follow.hard_max_rss),
+            (gib, Some(800_000), None)
+        );
+        // The limit halved: max_rss and the brake move with it.
+        let moved = follow.bounds(gib / 2, s.limits.bounds());
+        assert_eq!(moved.soft, gib * 4 / 10);
+        assert_eq!(moved.hard, None);
+        let (pause_at, resume_at) = moved.brake.unwrap();
+        assert_eq!(
+            (pause_at, resume_at),
+            (moved.soft * 9 / 10, moved.soft * 8 / 10)
+        );
+        // A hard share of a lowered limit pulls a fixed max_rss under it.
+        let s = guard_settings(&pairs(&[
+            ("max_rss", Value::Int(300 << 20)),
+            ("hard_max_rss", Value::Int((gib * 9 / 10) as i64)),
+            ("hard_max_rss_share", Value::Float(0.9)),
+            ("cgroup_limit", Value::Int(gib as i64)),
+        ]))
+        .unwrap();
+        let moved = s.follow.unwrap().bounds(300 << 20, s.limits.bounds());
+        assert_eq!(moved.hard, Some((300u64 << 20) * 9 / 10));
+        assert!(moved.soft < moved.hard.unwrap());
+        // A share needs the limit it was resolved against.
+        let err = guard_settings(&pairs(&[("max_rss_share", Value::Float(0.8))])).unwrap_err();
+        assert!(err.contains("cgroup_limit"), "{err}");
+        let err = guard_settings(&pairs(&[
+            ("max_rss_share", Value::Float(1.5)),
+            ("cgroup_limit", Value::Int(gib as i64)),
+        ]))
+        .unwrap_err();
+        assert!(err.contains("max_rss_share"), "{err}");
     }
 
     #[test]

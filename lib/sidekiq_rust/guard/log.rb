@@ -12,11 +12,16 @@ module SidekiqRust
       # The restart-loop advice rounds the limit it proposes up to this step.
       ADVICE_STEP = 50 * Units::MB
 
+      # The native guard, once made (Guard sets it): the limits each line names are the ones in force, which
+      # move with the memory cgroup's limit where given as shares of it.
+      attr_writer :native
+
       def initialize(settings, logger:, tag:)
         @settings = settings
         @logger = logger
         @tag = tag
         @last_denial = nil
+        @native = nil
       end
 
       def info(message, **fields)
@@ -81,7 +86,7 @@ module SidekiqRust
                   end
         working_set = [memory, peak].max
         advice = Units.mb((working_set * 1.25 / ADVICE_STEP).ceil * ADVICE_STEP)
-        error("restart loop: over max_rss #{Units.mb(@settings.max_rss)} #{uptime.round}s after boot " \
+        error("restart loop: over max_rss #{Units.mb(limits[:max_rss])} #{uptime.round}s after boot " \
               "(it replaced a process of this host that restarted for memory), " \
               "and #{reclaim}: the working set (#{Units.mb(memory)} now, peak #{Units.mb(working_set)}" \
               "#{concurrency ? " with concurrency #{concurrency}" : ''}) does not fit the limit, and a restart " \
@@ -97,8 +102,27 @@ module SidekiqRust
         "#{job[:class]} (jid #{job[:jid]}) exceeded the memory limit in #{job[:restarts]} processes: in flight at " \
           "#{job[:restarts]} memory restarts (quarantine_after = #{@settings.quarantine_after}), the last one " \
           "#{@tag} at #{@settings.metric}=#{Units.mb(memory)} (#{event[:reason]}, limit " \
-          "#{Units.mb(@settings.max_rss)}, hard_max_rss #{Units.mb(@settings.hard_max_rss)}); not requeued " \
+          "#{Units.mb(limits[:max_rss])}, hard_max_rss #{Units.mb(limits[:hard_max_rss])}); not requeued " \
           "again. Retry it from the dead set once the job or the limit is fixed"
+      end
+
+      # The limits moved with the memory cgroup's limit (the monitor's reading saw it change).
+      def limits_moved(moved)
+        was = moved[:was]
+        now = moved[:now]
+        brake = now[:brake_at] ? ", the brake at #{Units.mb(now[:brake_at])}..#{Units.mb(now[:resume_at])}" : ""
+        hard = now[:hard_max_rss] ? Units.mb(now[:hard_max_rss]) : "none"
+        warn("the memory cgroup's limit is now #{Units.mb(moved[:limit])} (was #{Units.mb(moved[:was_limit])}): " \
+             "max_rss #{Units.mb(now[:max_rss])} (was #{Units.mb(was[:max_rss])}), hard_max_rss #{hard}#{brake}")
+      end
+
+      # The limits in force: the native guard's, or the configured ones before it is made.
+      def limits
+        return @native.limits if @native
+
+        { max_rss: @settings.max_rss, hard_max_rss: @settings.hard_max_rss }
+      rescue StandardError
+        { max_rss: @settings.max_rss, hard_max_rss: @settings.hard_max_rss }
       end
 
       private
@@ -107,7 +131,8 @@ module SidekiqRust
                 quarantined: nil, verdict: nil, purge_error: nil, **_rest)
         parts = ["sidekiq_rust: #{message}", "identity=#{@tag}"]
         parts << "#{@settings.metric}=#{Units.mb(memory)}" if memory
-        parts << "max_rss=#{Units.mb(@settings.max_rss)} hard_max_rss=#{Units.mb(@settings.hard_max_rss)}"
+        bounds = limits
+        parts << "max_rss=#{Units.mb(bounds[:max_rss])} hard_max_rss=#{Units.mb(bounds[:hard_max_rss])}"
         parts << "reason=#{reason}" if reason
         parts << "in_flight=#{in_flight_text(in_flight)}" if in_flight
         parts << "quarantined=#{quarantined_text(quarantined)}" if quarantined

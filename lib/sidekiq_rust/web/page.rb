@@ -30,7 +30,8 @@ module SidekiqRust
       # Phases of a guard that is on its way to a restart (the policy's; "reclaiming" serves on).
       RESTARTING = %w[waiting_slot quieting quarantining stopping done].freeze
       KIND_LABELS = { "restart" => "restarts", "oom_kill" => "OOM kills", "brake" => "brake",
-                      "reclaim" => "reclaims", "denial" => "refused restarts", "quarantine" => "quarantines" }.freeze
+                      "reclaim" => "reclaims", "denial" => "refused restarts", "quarantine" => "quarantines",
+                      "limits" => "limits moved" }.freeze
 
       attr_reader :now, :identity, :kind
 
@@ -399,6 +400,9 @@ module SidekiqRust
         when "resume"
           "brake: fetching again with #{data['window']} thread(s) at #{mb(data['memory'])}" \
             "#{data['retained'] ? ' (memory retained, not in flight: the brake lets go)' : ''}"
+        when "limits"
+          "the memory cgroup's limit is now #{mb(data['limit'])} (was #{mb(data['was_limit'])}): max_rss " \
+            "#{mb(data['max_rss'])}, hard_max_rss #{data['hard_max_rss'] ? mb(data['hard_max_rss']) : 'none'}"
         when "quarantine"
           jobs = Array(data["quarantined"]).map { |j| "#{j['class']} #{j['jid']}" }
           "sent to the dead set, not requeued again (in flight at #{data.dig('quarantined', 0, 'restarts')} memory " \

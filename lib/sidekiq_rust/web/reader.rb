@@ -22,7 +22,8 @@ module SidekiqRust
         "brake" => %w[pause resume],
         "reclaim" => %w[reclaim],
         "denial" => %w[denial],
-        "quarantine" => %w[quarantine]
+        "quarantine" => %w[quarantine],
+        "limits" => %w[limits]
       }.freeze
 
       module_function

@@ -1,5 +1,6 @@
 use super::*;
 use crate::policy::{Brake, Limits, StopCause};
+use crate::settings::Follow;
 
 const MB: u64 = 1 << 20;
 const MS: u64 = 1_000_000;
@@ -31,6 +32,7 @@ fn settings() -> GuardSettings {
             stoppable: true,
         },
         measure_interval_ns: Some(60 * S),
+        follow: None,
     }
 }
 
@@ -310,4 +312,46 @@ fn passing_max_rss_is_told_once_per_crossing_with_what_follows() {
     g.reading(600 * MB, 600 * MB, S, false);
     g.reading(400 * MB, 400 * MB, 2 * S, false);
     assert_eq!(g.take_over_soft(2 * S), None);
+}
+
+#[test]
+fn a_lowered_cgroup_limit_moves_max_rss_and_the_brake_and_the_next_reading_is_judged_by_them() {
+    // max_rss 50% of a 1000 MB limit, the brake at 90% / 80% of it; no hard limit.
+    let mut s = braked();
+    s.limits.hard = None;
+    s.follow = Some(Follow {
+        limit: 1000 * MB,
+        max_rss: Some(500_000),
+        hard_max_rss: None,
+        brake_at: 900_000,
+        resume_at: 800_000,
+    });
+    let mut core = GuardCore::new(s, 300 * MB, 0);
+    assert!(core.follows_cgroup());
+    // The same limit, or none: nothing moves.
+    assert_eq!(core.cgroup_limit(Some(1000 * MB)), None);
+    assert_eq!(core.cgroup_limit(None), None);
+    assert_eq!(core.reading(350 * MB, 350 * MB, S, false), Action::None);
+    // Resized in place to 600 MB: max_rss 300 MB, the brake at 270 MB.
+    let moved = core.cgroup_limit(Some(600 * MB)).unwrap();
+    assert_eq!((moved.was_limit, moved.limit), (1000 * MB, 600 * MB));
+    assert_eq!(moved.was.soft, 500 * MB);
+    assert_eq!(moved.now.soft, 300 * MB);
+    assert_eq!(moved.now.brake, Some((270 * MB, 240 * MB)));
+    assert_eq!(core.bounds(), moved.now);
+    assert_eq!(core.cgroup_limit(Some(600 * MB)), None);
+    // 350 MB is now over max_rss and the brake: the brake pauses and the crossing is told.
+    assert_eq!(
+        core.reading(350 * MB, 350 * MB, 2 * S, false),
+        Action::Pause
+    );
+    assert_eq!(core.take_over_soft(2 * S).map(|o| o.memory), Some(350 * MB));
+}
+
+#[test]
+fn fixed_limits_do_not_follow() {
+    let mut core = GuardCore::new(settings(), 100 * MB, 0);
+    assert!(!core.follows_cgroup());
+    assert_eq!(core.cgroup_limit(Some(100 * MB)), None);
+    assert_eq!(core.bounds().soft, 500 * MB);
 }

@@ -42,3 +42,21 @@ pub struct Limits {
     pub embedded: bool,
     pub brake: Option<Brake>,
 }
+
+/// The memory bounds alone, in bytes: the soft and hard limits and the brake's (pause_at, resume_at) when it is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub soft: u64,
+    pub hard: Option<u64>,
+    pub brake: Option<(u64, u64)>,
+}
+
+impl Limits {
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            soft: self.soft,
+            hard: self.hard,
+            brake: self.brake.map(|b| (b.pause_at, b.resume_at)),
+        }
+    }
+}

@@ -46,7 +46,7 @@ mod limits;
 mod restart;
 
 pub use actions::{Action, Denial, Event, Reason, ResumeCause, StopCause, ACTIONS};
-pub use limits::{Brake, Limits};
+pub use limits::{Bounds, Brake, Limits};
 pub use restart::{OverSoft, Phase, ReclaimResult, LOOP_RECLAIM_PERCENT};
 
 use brake::BrakeState;
@@ -97,6 +97,20 @@ impl Policy {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Moves the bounds (a memory cgroup's limit changed under limits given as shares of it): the next reading
+    /// is judged by them. A crossing already under way keeps its start (its grace time runs on); memory under
+    /// the new soft limit ends it at the next reading.
+    pub fn set_bounds(&mut self, bounds: Bounds) {
+        self.limits.soft = bounds.soft;
+        self.limits.hard = bounds.hard;
+        if let (Some(brake), Some((pause_at, resume_at))) =
+            (self.limits.brake.as_mut(), bounds.brake)
+        {
+            brake.pause_at = pause_at;
+            brake.resume_at = resume_at;
+        }
     }
 
     pub fn phase(&self) -> Phase {
