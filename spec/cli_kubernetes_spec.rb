@@ -31,8 +31,9 @@ RSpec.describe SidekiqRust::CLI::Kubernetes do
   def generated_initializer(dir)
     path = File.join(dir, "sidekiq_rust.rb")
     lines = SidekiqRust::OPTIONS.select(&:env).map do |option|
-      if option.env_fallback
-        "  c.#{option.key} = ENV.fetch(#{option.env.inspect}) { #{option.env_fallback} }"
+      fallback = option.env_fallback || (option.default.inspect unless option.default.nil?)
+      if fallback
+        "  c.#{option.key} = ENV.fetch(#{option.env.inspect}) { #{fallback} }"
       else
         "  c.#{option.key} = ENV[#{option.env.inspect}]"
       end
@@ -66,8 +67,8 @@ RSpec.describe SidekiqRust::CLI::Kubernetes do
     expect(grace).to eq(65)
     expect(grace).to be > 30 + 20
     expect(out.string).to start_with("# Sidekiq under sidekiq_rust")
-    # No app given: what the generated initializer sets in a container, and no hard_max_rss of its own.
-    expect(header).to include('max_rss "80%", hard_max_rss none (not set), shutdown_wait 20, kill_after 45. ' \
+    # No app given: what the generated initializer sets in a container (hard_max_rss :auto, its default).
+    expect(header).to include('max_rss "80%", hard_max_rss :auto, shutdown_wait 20, kill_after 45. ' \
                               "From the generated initializer in a container")
     expect(c).not_to have_key("env")
   end
@@ -108,7 +109,7 @@ RSpec.describe SidekiqRust::CLI::Kubernetes do
         expect(command.run(["-r", initializer, "--memory", "1536Mi"])).to eq(0), err.string
       end
       d = YAML.safe_load(out.string)
-      expect(header).to include('max_rss "1GB", hard_max_rss none (not set), shutdown_wait 60, kill_after 40. ' \
+      expect(header).to include('max_rss "1GB", hard_max_rss :auto, shutdown_wait 60, kill_after 40. ' \
                                 "From the app's configuration (-r #{initializer}).")
       expect(header).not_to include("90%")
       # The pods get the variable the app read here, and nothing it did not set.

@@ -78,7 +78,7 @@ RSpec.describe SidekiqRust::CLI::Systemd do
       unit = unit_for("-r", File.join(dir, "init.rb"), "-t", "30")
       init = File.join(dir, "init.rb")
       expect(unit).to start_with("# The guard's limits, from the app's configuration (-r #{init}): max_rss \"1GB\", " \
-                                 "hard_max_rss none (not set).\n\n[Unit]\n")
+                                 "hard_max_rss none.\n\n[Unit]\n")
       expect(unit).to include("TimeoutStopSec=75\n") # the app's kill_after 70 + 5, above 30 + 15
       SidekiqRust.reset_configuration
       File.write(File.join(dir, "share.rb"), "SidekiqRust.configure { |c| c.max_rss = \"80%\" }\n")

@@ -23,7 +23,7 @@ RSpec.describe SidekiqRust::Configuration do
   describe "defaults" do
     it "has sensible ones" do
       s = resolve
-      expect(s.to_h).to include(max_rss: 500 * mb, hard_max_rss: nil, metric: :rss, grace_time: 60.0,
+      expect(s.to_h).to include(max_rss: 500 * mb, hard_max_rss: 750 * mb, metric: :rss, grace_time: 60.0,
                                 check_interval: 5.0, reclaim: true, reclaim_cooldown: 300.0, shutdown_wait: 60.0,
                                 kill_after: nil, max_concurrent_restarts: 1, require_other_process: true,
                                 dry_run: false, on_restart: nil, logger: nil, doctor_on_boot: false,
@@ -48,6 +48,23 @@ RSpec.describe SidekiqRust::Configuration do
     it "reads a percentage of the cgroup limit" do
       expect(resolve(max_rss: "80%").max_rss).to eq((2048 * mb * 0.8).to_i)
       expect(resolve(max_rss: "50%", hard_max_rss: "90%").hard_max_rss).to eq((2048 * mb * 0.9).to_i)
+    end
+
+    it "gives a hard limit by default (:auto): 1.5 x max_rss, at most 90% of the cgroup's limit" do
+      expect(resolve(max_rss: 500, cgroup: nil).hard_max_rss).to eq(750 * mb)
+      expect(resolve(max_rss: 1500).hard_max_rss).to eq((2048 * mb * 0.9).to_i) # capped: a share, followed
+      expect(resolve(max_rss: 1500).hard_max_rss_share).to eq(0.9)
+      expect(resolve(max_rss: "80%").to_h).to include(hard_max_rss: (2048 * mb * 0.9).to_i, hard_max_rss_share: 0.9)
+      expect(resolve(max_rss: "50%").to_h).to include(hard_max_rss: (2048 * mb * 0.75).to_i, hard_max_rss_share: 0.75)
+      # Nothing left above max_rss under the cap: no hard limit.
+      expect(resolve(max_rss: "95%").hard_max_rss).to be_nil
+      expect(resolve(max_rss: 1900).hard_max_rss).to be_nil
+      # What ENV gives, and none.
+      expect(resolve(max_rss: 500, hard_max_rss: "auto").hard_max_rss).to eq(750 * mb)
+      expect(resolve(max_rss: 500, hard_max_rss: "none").hard_max_rss).to be_nil
+      expect(resolve(max_rss: 500, hard_max_rss: nil).hard_max_rss).to be_nil
+      expect_rejected(:hard_max_rss, "lots", ':auto (1.5 x max_rss, at most 90% of the cgroup limit); or nil / "none"')
+      expect_rejected(:hard_max_rss, :big, ":auto")
     end
 
     it "keeps a percentage's share and the limit it was resolved against, for the guard to follow the limit" do

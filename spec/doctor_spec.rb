@@ -285,9 +285,17 @@ RSpec.describe SidekiqRust::Doctor do
         .to include("an OOM kill takes one process")
     end
 
+    it "passes the default limits in a container: max_rss 80%, hard_max_rss :auto (90% of the limit)" do
+      config = SidekiqRust::Configuration.new
+      config.max_rss = "80%"
+      check = container(config.resolve(cgroup: cgroup))
+      expect(check.status).to eq(:pass)
+      expect(check.saw).to include("max_rss 800MB, hard 900MB")
+    end
+
     it "fails limits at or over the cgroup's, warns without a hard limit or with too little room under it" do
       expect(container(settings(max_rss: 800, hard_max_rss: 1000)).status).to eq(:fail)
-      no_hard = container(settings(max_rss: 800))
+      no_hard = container(settings(max_rss: 800, hard_max_rss: nil))
       expect(no_hard.status).to eq(:warn)
       expect(no_hard.todo).to include('set hard_max_rss "90%"')
       tight = container(settings(max_rss: 800, hard_max_rss: 990))

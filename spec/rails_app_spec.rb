@@ -168,7 +168,7 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
     expect(commented.keys + %w[max_rss hard_max_rss]).to match_array(keys)
     defaults = SidekiqRust::Configuration.new
     commented.each { |key, value| expect(value).to eq(defaults.public_send(key).inspect), key }
-    expect(text).to include('c.max_rss = ENV.fetch("SIDEKIQ_MAX_RSS")', 'c.hard_max_rss = ENV["SIDEKIQ_HARD_MAX_RSS"]')
+    expect(text).to include('c.max_rss = ENV.fetch("SIDEKIQ_MAX_RSS")', 'c.hard_max_rss = ENV.fetch("SIDEKIQ_HARD_MAX_RSS") { :auto }')
 
     # It boots the app with no Redis to reach: `rails runner`, and a rake task that loads the environment (as
     # `assets:precompile` does), in production.
@@ -225,7 +225,8 @@ RSpec.describe "sidekiq_rust in a Rails app (Sidekiq #{Sidekiq::VERSION})" do
     ensure
       Terminate.child(pid)
     end
-    expect(File.read(log)).to match(/guard started .*max_rss=900MB hard_max_rss=none allocator=jemalloc /)
+    # hard_max_rss :auto: 1.5 x max_rss (at most 90% of the cgroup's limit, where there is one).
+    expect(File.read(log)).to match(/guard started .*max_rss=900MB hard_max_rss=\d+MB allocator=jemalloc /)
   end
 
   it "doctor at the app's root loads the app and reads config/sidekiq.yml" do

@@ -18,6 +18,12 @@ module SidekiqRust
     SLOT_TTL_MARGIN = 60
     # Over the limit after the process's own Sidekiq timeout, KILL waits this much longer by default.
     KILL_AFTER_MARGIN = 15
+    # hard_max_rss :auto (the default): this many times max_rss, and at most this share of the cgroup's limit
+    # (none when that is not above max_rss).
+    AUTO_HARD = 1.5
+    AUTO_HARD_CGROUP = 0.9
+    HARD_FORM = "#{SIZE_FORM}, above max_rss; :auto (1.5 x max_rss, at most 90% of the cgroup limit); or nil / " \
+                '"none" (no hard limit)'.freeze
 
     # The guard's kill_after: the one `given` (settings or a command-line option), else Sidekiq's timeout + 15.
     def self.kill_after(given, sidekiq_timeout)
@@ -35,8 +41,8 @@ module SidekiqRust
     def check
       metric_name
       soft = size_form(:max_rss, max_rss)
-      hard = size_form(:hard_max_rss, hard_max_rss)
-      compare_limits(soft, hard) if soft&.first == :bytes && hard&.first == :bytes
+      hard = hard_form
+      compare_limits(soft, hard) if soft&.first == :bytes && hard.is_a?(Array) && hard.first == :bytes
       settings_without_limits
       self
     end
@@ -46,15 +52,52 @@ module SidekiqRust
     def resolve(cgroup: Memory.cgroup)
       metric = resolve_metric(cgroup)
       soft = size(:max_rss, max_rss, cgroup, required: true)
-      hard = size(:hard_max_rss, hard_max_rss, cgroup, required: false)
+      soft_share = cgroup_share(:max_rss, max_rss)
+      hard, hard_share = resolve_hard(soft, soft_share, cgroup)
       compare_limits([:bytes, soft], hard && [:bytes, hard])
-      shares = { max_rss_share: cgroup_share(max_rss), hard_max_rss_share: cgroup_share(hard_max_rss) }
+      shares = { max_rss_share: soft_share, hard_max_rss_share: hard_share }
       cgroup_limit = shares.values.any? ? cgroup[:limit] : nil
       Settings.new(max_rss: soft, hard_max_rss: hard, metric: metric, cgroup_limit: cgroup_limit, **shares,
                    **settings_without_limits).freeze
     end
 
     private
+
+    # hard_max_rss's form: :auto, nil (none), or size_form's [:bytes, n] / [:percent, p].
+    def hard_form
+      case hard_max_rss
+      when :auto, "auto" then :auto
+      when nil, false, :none, "none" then nil
+      when Integer, Float, String then size_form(:hard_max_rss, hard_max_rss, form: HARD_FORM)
+      else fail_key(:hard_max_rss, hard_max_rss, HARD_FORM)
+      end
+    end
+
+    # [bytes, share of the cgroup's limit or nil] of the hard limit; [nil, nil] for none.
+    def resolve_hard(soft, soft_share, cgroup)
+      case hard_form
+      when nil then [nil, nil]
+      when :auto then auto_hard(soft, soft_share, cgroup && cgroup[:limit])
+      else [size(:hard_max_rss, hard_max_rss, cgroup, required: false), cgroup_share(:hard_max_rss, hard_max_rss)]
+      end
+    end
+
+    # hard_max_rss :auto: AUTO_HARD x max_rss, at most AUTO_HARD_CGROUP of the cgroup's limit where there is one
+    # (a share of it then, which follows the limit); none where that leaves nothing above max_rss.
+    def auto_hard(soft, soft_share, limit)
+      return [(soft * AUTO_HARD).to_i, nil] unless limit
+
+      if soft_share
+        share = [soft_share * AUTO_HARD, AUTO_HARD_CGROUP].min
+        return share > soft_share ? [(limit * share).to_i, share] : [nil, nil]
+      end
+      wanted = (soft * AUTO_HARD).to_i
+      cap = (limit * AUTO_HARD_CGROUP).to_i
+      return [wanted, nil] if wanted <= cap
+      return [nil, nil] unless cap > soft
+
+      [cap, AUTO_HARD_CGROUP]
+    end
 
     def compare_limits(soft, hard)
       return unless soft && hard && hard.last <= soft.last
@@ -138,20 +181,20 @@ module SidekiqRust
 
     # The share of the cgroup's limit a size given as a percentage is (0.8 for "80%"), nil for any other size: the
     # guard moves such a limit with the cgroup's limit while the process runs.
-    def cgroup_share(value)
-      kind, amount = size_form(:max_rss, value)
+    def cgroup_share(key, value)
+      kind, amount = size_form(key, value)
       kind == :percent ? amount / 100.0 : nil
     end
 
     # [:bytes, n] or [:percent, p] for a well-formed size, nil for nil; raises for anything else.
-    def size_form(key, value)
-      form = case value
+    def size_form(key, value, form: SIZE_FORM)
+      size = case value
              when nil then return nil
              when Integer, Float then [:bytes, (value * UNITS[""]).to_i] if value.finite?
              when String then parse_size(key, value)
              end
-      fail_key(key, value, SIZE_FORM) unless form && form.last.positive?
-      form
+      fail_key(key, value, form) unless size && size.last.positive?
+      size
     end
 
     def parse_size(key, text)

@@ -28,9 +28,11 @@ module SidekiqRust
       meaning: "soft limit"
     ),
     Option.new(
-      key: :hard_max_rss, default: nil, form: :size, native: true, env: "SIDEKIQ_HARD_MAX_RSS",
-      default_text: "`nil` (none)", accepted: "as `max_rss`, above it",
-      summary: "The hard limit (same forms, above max_rss): restart at once, even a sole process. nil: none.",
+      key: :hard_max_rss, default: :auto, form: :size, native: true, env: "SIDEKIQ_HARD_MAX_RSS",
+      default_text: "`:auto`: 1.5 x max_rss, at most 90% of the cgroup limit",
+      accepted: 'as `max_rss`, above it; `:auto`; `nil` or `"none"`: none',
+      summary: "The hard limit (same forms, above max_rss): restart at once, even a sole process. :auto: 1.5 times " \
+               "max_rss, at most 90% of the container's (cgroup) limit; nil or \"none\": no hard limit.",
       meaning: "above it: reclaim at once, then restart if still over, even a sole process (no grace)"
     ),
     Option.new(

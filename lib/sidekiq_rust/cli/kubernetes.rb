@@ -31,8 +31,8 @@ module SidekiqRust
 
         The guard's settings: the command line's, else the app's (-r ./config/environment: its SidekiqRust.configure,
         as it resolves in this environment), else what the generated initializer sets in a container
-        (SIDEKIQ_MAX_RSS, else "80%"; SIDEKIQ_HARD_MAX_RSS, else none). No hard_max_rss is assumed where none is
-        set: the header says so.
+        (SIDEKIQ_MAX_RSS, else "80%"; SIDEKIQ_HARD_MAX_RSS, else :auto: 1.5 x max_rss, at most 90% of the
+        limit). The header says which, and where each came from.
 
         Options:
               --name NAME            the Deployment's name and label (default: sidekiq)
@@ -119,7 +119,7 @@ module SidekiqRust
           options.hard_max_rss ||= app.hard_max_rss
         else
           options.max_rss ||= options.app.variables.fetch("SIDEKIQ_MAX_RSS", CONTAINER_MAX_RSS)
-          options.hard_max_rss ||= options.app.variables["SIDEKIQ_HARD_MAX_RSS"]
+          options.hard_max_rss ||= options.app.variables.fetch("SIDEKIQ_HARD_MAX_RSS", Configuration.new.hard_max_rss)
         end
         options.shutdown_wait ||= app&.shutdown_wait || Configuration.new.shutdown_wait
         options.kill_after = Configuration.kill_after(options.kill_after || app&.kill_after, options.timeout)

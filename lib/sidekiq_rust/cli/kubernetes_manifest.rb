@@ -63,9 +63,9 @@ module SidekiqRust
         @options.jemalloc ? ["bundle", "exec", "sidekiq_rust", "exec", "--", *sidekiq] : ["bundle", "exec", *sidekiq]
       end
 
-      # What the guard's settings are and where they come from; a hard_max_rss nobody set is said to be none.
+      # What the guard's settings are and where they come from; a hard_max_rss set to nil is said to be none.
       def settings_text
-        hard = @options.hard_max_rss ? @options.hard_max_rss.inspect : "none (not set)"
+        hard = @options.hard_max_rss ? @options.hard_max_rss.inspect : "none"
         settings = "max_rss #{@options.max_rss.inspect}, hard_max_rss #{hard}, shutdown_wait " \
                    "#{Units.seconds(@options.shutdown_wait)}, kill_after #{Units.seconds(@options.kill_after)}"
         app = @options.app
@@ -73,7 +73,7 @@ module SidekiqRust
                    app.source
                  else
                    "the generated initializer in a container: SIDEKIQ_MAX_RSS, else \"80%\"; SIDEKIQ_HARD_MAX_RSS, " \
-                     "else none (-r ./config/environment takes the app's own)"
+                     "else :auto (-r ./config/environment takes the app's own)"
                  end
         given = Array(@options.given)
         source += "; #{given.join(' and ')} from the command line, in the env below" unless given.empty?

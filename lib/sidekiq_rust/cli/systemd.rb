@@ -205,7 +205,7 @@ module SidekiqRust
       # Which limits the app sets (none assumed where it sets none), and what a share of a limit needs under systemd.
       def limits_comment(app)
         config = app.configuration
-        hard = config.hard_max_rss ? config.hard_max_rss.inspect : "none (not set)"
+        hard = config.hard_max_rss ? config.hard_max_rss.inspect : "none"
         lines = ["# The guard's limits, from #{app.source}: max_rss #{config.max_rss.inspect}, hard_max_rss #{hard}."]
         if [config.max_rss, config.hard_max_rss].any? { |limit| limit.to_s.end_with?("%") }
           lines << "# A share (\"80%\") is of the unit's memory limit: add MemoryMax=, or the guard will not start."
