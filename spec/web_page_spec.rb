@@ -11,6 +11,26 @@ RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})
   let(:settings) { guard_settings(check_interval: 5) }
   let(:mb) { 1_048_576 }
 
+  it "marks the brake letting go and a move of the limits on the charts, and lists the moves as their own kind" do
+    now = Time.now.to_f
+    history = SidekiqRust::History.new(settings, identity: "worker-1:1")
+    history.record(150 * mb, :serving, now: now - 30)
+    history.event(:resume, memory: 150 * mb, window: 5, retained: true, now: now - 20)
+    history.event(:resume, memory: 100 * mb, window: 5, retained: false, now: now - 15)
+    history.event(:limits, limit: 200 * mb, was_limit: 1000 * mb, max_rss: 40 * mb, hard_max_rss: 120 * mb,
+                           brake_at: 36 * mb, resume_at: 32 * mb, now: now - 10)
+    history.record(160 * mb, :serving, now: now - 1)
+    app = Rack::MockRequest.new(WebServer.app)
+    fleet = app.get("/sidekiq/memory").body
+    expect(fleet.scan('class="sr-marker sr-marker-let-go"').size).to eq(1)
+    detail = app.get("/sidekiq/memory?process=worker-1%3A1").body
+    expect(detail.scan('class="sr-marker sr-marker-let-go"').size).to eq(1)
+    expect(detail).to include('class="sr-marker sr-marker-limits"', "limits moved at ", "the cgroup's limit 200MB, max_rss 40MB")
+    moved = app.get("/sidekiq/memory?events=limits").body
+    expect(moved).to include("the memory cgroup&#x27;s limit is now 200MB (was 1000MB): max_rss 40MB, " \
+                             "hard_max_rss 120MB")
+  end
+
   it "pages through 120 processes, 50 at a time, the worst share of the limit first" do
     now = Time.now.to_f
     # The larger the memory, the older the reading: the order is by share of max_rss (200 MB), not by recency.

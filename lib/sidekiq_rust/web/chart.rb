@@ -147,7 +147,20 @@ module SidekiqRust
           %(<g class="sr-marker sr-marker-denial"><circle cx="#{xx}" cy="#{TOP + 4}" r="3" ) +
             %(fill="#{COLORS[:denial]}"/><title>restart refused (#{esc(event[:reason])}) at ) +
             %(#{clock(event[:at])}</title></g>)
+        when "resume"
+          let_go(xx, event) if event[:data]["retained"]
+        when "limits"
+          %(<g class="sr-marker sr-marker-limits"><line x1="#{xx}" y1="#{TOP}" x2="#{xx}" y2="#{HEIGHT - BOTTOM}" ) +
+            %(stroke="#{COLORS[:soft]}" stroke-width="2" stroke-dasharray="2 3"/><title>limits moved at ) +
+            %(#{clock(event[:at])}: the cgroup's limit #{mb(event[:data]["limit"].to_i)}, max_rss ) +
+            %(#{mb(event[:data]["max_rss"].to_i)}</title></g>)
         end
+      end
+
+      # The brake let go: a paused process whose memory stayed retained fetches again (no restart could be had).
+      def let_go(xx, event)
+        %(<g class="sr-marker sr-marker-let-go"><path d="M#{xx} #{TOP} l-5 8 h10 z" fill="#{COLORS[:paused]}"/>) +
+          %(<title>brake let go at #{clock(event[:at])} (memory retained, not in flight)</title></g>)
       end
     end
   end

@@ -163,7 +163,16 @@ module SidekiqRust
           vertical(xx, :restart, "restart (#{event[:reason]}) at #{clock(event[:at])}", "sr-marker-restart")
         when "oom_kill"
           vertical(xx, :oom, "killed by the OOM killer at #{clock(event[:at])}", "sr-marker-oom")
+        when "resume"
+          let_go(xx, event) if event[:data]["retained"]
         end
+      end
+
+      # The brake let go: a paused process whose memory stayed retained fetches again (no restart could be had).
+      def let_go(xx, event)
+        %(<g class="sr-marker sr-marker-let-go"><line x1="#{xx}" y1="0" x2="#{xx}" y2="#{HEIGHT / 3}" ) +
+          %(stroke="#{COLORS[:paused]}" stroke-width="3" vector-effect="non-scaling-stroke"/>) +
+          %(<title>brake let go at #{clock(event[:at])} (memory retained, not in flight)</title></g>)
       end
 
       def vertical(xx, color, title, klass)
