@@ -148,6 +148,13 @@ RSpec.describe "the Memory tab's layout (Sidekiq #{Sidekiq::VERSION})" do
       browser.execute("window.scrollTo(0, 0)")
       expect(browser.execute("return document.documentElement.scrollWidth")).to be <= 1400
       browser.screenshot(File.join(tmp, "memory-tab-1400-tall.png"))
+      # The small charts on one scale: the same page, no sideways scroll either.
+      shared = visit(browser, "?scale=shared")
+      expect(shared["scrollWidth"]).to be <= shared["innerWidth"], shared["overflowing"].inspect
+      browser.screenshot(File.join(tmp, "memory-tab-1400-shared.png"))
+      visit(browser, "")
+      browser.resize(1400, 1500)
+      browser.execute("window.scrollTo(0, 0)")
 
       summary = browser.execute("return document.querySelector('.sr-summary').innerText")
       # 11 live: 1 paused by the brake, 1 restarting (over its limit too), 9 serving; 2 gone.

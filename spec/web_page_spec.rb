@@ -31,6 +31,22 @@ RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})
                              "hard_max_rss 120MB")
   end
 
+  it "scales each small chart to its own max_rss, or every chart of the page to one scale with ?scale=shared" do
+    now = Time.now.to_f
+    { "small:1" => 100, "big:1" => 400 }.each do |identity, limit|
+      SidekiqRust::History.new(settings, identity: identity)
+                          .record(limit / 2 * mb, :serving, limits: { max_rss: limit * mb, hard_max_rss: nil }, now: now - 2)
+    end
+    app = Rack::MockRequest.new(WebServer.app)
+    limit_heights = ->(body) { body.scan(/sr-limit-soft" x1="0" y1="([\d.]+)"/).flatten.uniq }
+    own = app.get("/sidekiq/memory").body
+    expect(limit_heights.call(own).size).to eq(1) # the dashed max_rss line at one height in every chart
+    expect(own).to include("memory?scale=shared")
+    shared = app.get("/sidekiq/memory?scale=shared").body
+    expect(limit_heights.call(shared).size).to eq(2)
+    expect(shared).to include("y: one scale, 0 &ndash; 600MB")
+  end
+
   it "pages through 120 processes, 50 at a time, the worst share of the limit first" do
     now = Time.now.to_f
     # The larger the memory, the older the reading: the order is by share of max_rss (200 MB), not by recency.

@@ -22,7 +22,7 @@ module SidekiqRust
       css = File.read(CSS)
       app.get "/memory" do
         @memory_page = SidekiqRust::Web::Page.new(page: request.params["page"], process: request.params["process"],
-                                                 events: request.params["events"])
+                                                 events: request.params["events"], scale: request.params["scale"])
         erb(view)
       end
       app.get "/memory/memory.css" do

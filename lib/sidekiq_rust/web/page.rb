@@ -35,13 +35,17 @@ module SidekiqRust
 
       attr_reader :now, :identity, :kind
 
+      # The small charts' y scale: each process's own max_rss (nil), or one scale for the page (`?scale=shared`).
+      SCALES = %w[shared].freeze
+
       # The page asked for, at most the last.
       def page
         [@page, pages].min
       end
 
-      def initialize(page: 1, process: nil, events: nil, now: Time.now.to_f, adapter: SidekiqAdapter)
+      def initialize(page: 1, process: nil, events: nil, scale: nil, now: Time.now.to_f, adapter: SidekiqAdapter)
         @page = [page.to_i, 1].max
+        @scale = SCALES.include?(scale.to_s) ? scale.to_s : nil
         @identity = process.to_s.empty? ? nil : process.to_s
         @kind = Reader::KINDS.key?(events.to_s) ? events.to_s : nil
         @now = now
@@ -185,9 +189,32 @@ module SidekiqRust
         (first..to).step(step).to_a
       end
 
+      # Whether the small charts share one y scale (`?scale=shared`) rather than each its own max_rss.
+      def shared_scale?
+        @scale == "shared"
+      end
+
+      # The link to a page of processes (nil: this one) keeping the scale, or to this page with `scale`.
+      def processes_query(page: self.page, scale: @scale)
+        params = []
+        params << "page=#{page}" if page > 1
+        params << "scale=#{scale}" if scale
+        params.empty? ? "memory" : "memory?#{params.join('&')}"
+      end
+
+      # The y top of every small chart of this page with the shared scale: the highest of each process's top
+      # (HEADROOM x its max_rss, or its peak), so that processes compare in megabytes.
+      def shared_ymax
+        @shared_ymax ||= processes.map do |p|
+          peak = readings(p[:identity]).map(&:last).max || 0
+          [(p[:max_rss] || 0) * SmallChart::HEADROOM, peak * 1.1].max
+        end.max
+      end
+
       def small_chart(process)
         from, to = axis
         SmallChart.new(readings(process[:identity]), from: from, to: to, max_rss: process[:max_rss], hard_max_rss: process[:hard_max_rss],
+                                                     ymax: shared_scale? ? shared_ymax : nil,
                                                      events: events_of(process[:identity]), ticks: ticks,
                                                      ends_at: process[:gone] ? process[:at] : to,
                                                      label: "#{process[:metric]} of #{process[:identity]}").to_svg

@@ -6,10 +6,10 @@ module SidekiqRust
   module Web
     # One process's memory as a small multiple: drawn on the time axis every small chart of the page shares
     # (`from`..`to`), its y scaled to the process's own max_rss, so that the limit line sits at the same height in
-    # every chart and processes compare at a glance. Memory above HEADROOM times the limit is drawn at the top
-    # (the card says the peak); the spans over max_rss are shaded red, the brake's pauses amber, restarts and OOM
-    # kills are vertical lines, each with a <title> tooltip. SVG presentation attributes only (no style
-    # attribute: Sidekiq 8's CSP).
+    # every chart and processes compare at a glance (or to the page's shared `ymax`, to compare megabytes). Memory
+    # above HEADROOM times the limit is drawn at the top (the card says the peak); the spans over max_rss are shaded
+    # red, the brake's pauses amber, restarts and OOM kills are vertical lines, each with a <title> tooltip. SVG
+    # presentation attributes only (no style attribute: Sidekiq 8's CSP).
     class SmallChart
       include SvgText
 
@@ -25,7 +25,8 @@ module SidekiqRust
 
       # readings: [[unix_seconds, bytes], ...] oldest first; events: History.events rows of this process; ticks:
       # the shared axis's grid times; ends_at: where a pause still on ends (the last reading of a gone process).
-      def initialize(readings, from:, to:, max_rss:, hard_max_rss:, events: [], label: "memory", ticks: [], ends_at: to)
+      def initialize(readings, from:, to:, max_rss:, hard_max_rss:, events: [], label: "memory", ticks: [], ends_at: to,
+                     ymax: nil)
         @readings = readings
         @from = from
         @to = [to, from + 1].max
@@ -37,7 +38,7 @@ module SidekiqRust
         @ends_at = ends_at
         scale = max_rss || hard_max_rss
         scale ||= (readings.map(&:last).max || 1) / HEADROOM * 1.1
-        @ymax = [scale * HEADROOM, 1].max
+        @ymax = [ymax || (scale * HEADROOM), 1].max
       end
 
       def to_svg
