@@ -15,6 +15,7 @@ RSpec.describe SidekiqRust::Middleware do
   around do |example|
     SidekiqRust.configure do |c|
       c.max_rss = max_rss
+      c.hard_max_rss = nil # the soft limit's path (:auto would put this Ruby over a hard limit too)
       c.grace_time = 0
       c.reclaim = false
       c.dry_run = true

@@ -27,8 +27,8 @@ RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})
     expect(detail.scan('class="sr-marker sr-marker-let-go"').size).to eq(1)
     expect(detail).to include('class="sr-marker sr-marker-limits"', "limits moved at ", "the cgroup's limit 200MB, max_rss 40MB")
     moved = app.get("/sidekiq/memory?events=limits").body
-    expect(moved).to include("the memory cgroup&#x27;s limit is now 200MB (was 1000MB): max_rss 40MB, " \
-                             "hard_max_rss 120MB")
+    # The apostrophe as each Sidekiq's escaping writes it (&#39; in 6 and 7, &#x27; in 8).
+    expect(moved).to match(/the memory cgroup(&#39;|&#x27;)s limit is now 200MB \(was 1000MB\): max_rss 40MB, hard_max_rss 120MB/)
   end
 
   it "scales each small chart to its own max_rss, or every chart of the page to one scale with ?scale=shared" do
