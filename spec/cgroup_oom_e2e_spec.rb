@@ -16,14 +16,7 @@ require "rack/mock"
 RSpec.describe "real memory cgroups: the kernel's OOM killer vs the guard (Sidekiq #{Sidekiq::VERSION})", e2e: true do
   include E2E
 
-  unavailable = RealCgroup.unavailable
-  before { skip("no writable memory cgroup here: #{unavailable}") if unavailable }
-
-  around do |example|
-    example.run
-  ensure
-    @cgroup&.destroy
-  end
+  include_context "real memory cgroup"
 
   def run(size:, limit_mb:, guard:)
     CgroupScenario.new(self, size: size, limit: SidekiqRust::Units::MB * limit_mb, guard: guard).tap do |scenario|

@@ -10,14 +10,7 @@ RSpec.describe "a percentage limit follows its cgroup's limit (Sidekiq #{Sidekiq
 
   let(:mb) { SidekiqRust::Units::MB }
 
-  unavailable = RealCgroup.unavailable
-  before { skip("no writable memory cgroup here: #{unavailable}") if unavailable }
-
-  around do |example|
-    example.run
-  ensure
-    @cgroup&.destroy
-  end
+  include_context "real memory cgroup"
 
   def process_field(process, field)
     identity = process.identity

@@ -279,5 +279,11 @@ module SidekiqRust
     def resume_bytes
       (max_rss * resume_at).floor
     end
+
+    # The limits as configured, in the shape of Native::Guard#limits' ({max_rss:, hard_max_rss:}): what the log
+    # and the history name before the native guard is made, or where it cannot answer.
+    def limits
+      { max_rss: max_rss, hard_max_rss: hard_max_rss }
+    end
   end
 end

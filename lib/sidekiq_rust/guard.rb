@@ -35,7 +35,8 @@ module SidekiqRust
                              embedded_instance: false)
       options = OPTIONS.select(&:native).to_h { |option| [option.key, settings[option.key]] }
       options.merge(max_rss_share: settings.max_rss_share, hard_max_rss_share: settings.hard_max_rss_share,
-                    cgroup_limit: settings.cgroup_limit, kill_after: kill_after, concurrency: concurrency.to_i.positive? ? concurrency.to_i : nil,
+                    cgroup_limit: settings.cgroup_limit, kill_after: kill_after,
+                    concurrency: concurrency.to_i.positive? ? concurrency.to_i : nil,
                     replaced_restart: replaced_restart, embedded: embedded, embedded_instance: embedded_instance,
                     settle: QUIET_SETTLE, quiet_timeout: QUIET_TIMEOUT)
     end

@@ -149,7 +149,7 @@ module SidekiqRust
     end
 
     def process_fields(now, memory, phase, brake, limits)
-      limits ||= { max_rss: @settings.max_rss, hard_max_rss: @settings.hard_max_rss }
+      limits ||= @settings.limits
       {
         "hostname" => @adapter.hostname, "pid" => ::Process.pid, "started_at" => @started_at.round(3),
         "at" => now.round(3), "memory" => memory.to_i, "metric" => @settings.metric,

@@ -176,7 +176,18 @@ impl Guard {
                 None
             };
             let now_ns = rb_self.now_ns();
-            let moved = rb_self.core().cgroup_limit(limit);
+            // One lock: the limits move before the reading is judged by them.
+            let (moved, action, over) = {
+                let mut core = rb_self.core();
+                let moved = core.cgroup_limit(limit);
+                let action = core.reading(rss, memory, now_ns, restarting);
+                let over = if restarting {
+                    None
+                } else {
+                    core.take_over_soft(now_ns)
+                };
+                (moved, action, over)
+            };
             let moved = moved
                 .map(|m| {
                     Named::new(ruby)
@@ -187,16 +198,6 @@ impl Guard {
                         .hash()
                 })
                 .transpose()?;
-            let (action, over) = {
-                let mut core = rb_self.core();
-                let action = core.reading(rss, memory, now_ns, restarting);
-                let over = if restarting {
-                    None
-                } else {
-                    core.take_over_soft(now_ns)
-                };
-                (action, over)
-            };
             let over = over
                 .map(|o| {
                     Named::new(ruby)

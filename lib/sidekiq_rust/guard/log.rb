@@ -118,11 +118,9 @@ module SidekiqRust
 
       # The limits in force: the native guard's, or the configured ones before it is made.
       def limits
-        return @native.limits if @native
-
-        { max_rss: @settings.max_rss, hard_max_rss: @settings.hard_max_rss }
+        @native ? @native.limits : @settings.limits
       rescue StandardError
-        { max_rss: @settings.max_rss, hard_max_rss: @settings.hard_max_rss }
+        @settings.limits
       end
 
       private
