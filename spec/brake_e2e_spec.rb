@@ -38,26 +38,6 @@ RSpec.describe "the memory brake in real Sidekiq processes (Sidekiq #{Sidekiq::V
     expect(Prometheus.samples(families, "sidekiq_rust_brake_active").map { |s| s["value"] }).to eq([0.0])
   end
 
-  # The most RSS (VmRSS, sampled every 50 ms) any of `fleet`'s processes had while the block ran, in bytes.
-  def peak_rss(fleet)
-    peak = 0
-    sampling = true
-    sampler = Thread.new do
-      while sampling
-        fleet.processes.each do |process|
-          status = File.read("/proc/#{process.pid}/status") rescue next # rubocop:disable Style/RescueModifier
-          peak = [peak, status[/^VmRSS:\s+(\d+) kB/, 1].to_i * 1024].max
-        end
-        sleep 0.05
-      end
-    end
-    yield
-    peak
-  ensure
-    sampling = false
-    sampler&.join
-  end
-
   # The minimal configuration (max_rss alone) on a sole supervised process whose jobs keep what they allocate:
   # the brake pauses, the running jobs finish, the reclaim gives back nothing, and only a restart can: the
   # process restarts for the retained memory though it is the only one (paused, it serves nothing).

@@ -161,6 +161,15 @@ RSpec.describe SidekiqRust::Configuration do
       expect_rejected(:brake_pressure, 0, "a percentage of memory pressure above 0 and at most 100")
     end
 
+    it "takes admission off by default, and on only with the brake" do
+      expect(resolve.admission).to be(false)
+      expect(resolve(admission: "true").admission).to be(true)
+      expect_rejected(:admission, "maybe", "true or false")
+      expect { resolve(admission: true, brake: false) }
+        .to raise_error(SidekiqRust::ConfigurationError,
+                        /admission is true; expected false while brake is false .*set brake = true, or admission = false/)
+    end
+
     it "validates on_restart and logger" do
       callback = ->(event) { event }
       expect(resolve(on_restart: callback).on_restart).to be(callback)

@@ -14,8 +14,24 @@ RSpec.describe SidekiqRust::Native::Guard do
       dry_run: false, quarantine_after: 2, measure_interval: 60.0, brake: true, brake_at: 0.9, resume_at: 0.8,
       brake_pressure: nil, kill_after: 40.0, concurrency: nil, replaced_restart: false, embedded: false,
       embedded_instance: false, settle: 2.5, quiet_timeout: 15.0, max_rss_share: nil, hard_max_rss_share: nil,
-      cgroup_limit: nil
+      cgroup_limit: nil, admission: false
     }
+  end
+
+  it "admits a fetched job by its payload: a class not measured yet runs alone and measured, meanwhile others wait" do
+    guard = described_class.new(base.merge(concurrency: 5, admission: true))
+    first = guard.admit(JSON.generate("args" => [{ "class" => "Evil" }], "class" => "ImportJob", "jid" => "j1"))
+    expect(first).to include(decision: :probe, hold: nil, class: "ImportJob", need: nil, reclaim: false, say: nil)
+    expect(guard.window).to eq(1)
+    second = guard.admit(JSON.generate("class" => "Other", "jid" => "j2", "memory" => "lots"))
+    expect(second).to include(decision: :hold, hold: :exclusive, say: { say: :bad_declared, value: "lots" })
+    guard.job_finished(guard.job_started("ImportJob", "j1"))
+    expect(guard.window).to eq(5)
+    expect(guard.admission_classes.find { |r| r[:class] == "ImportJob" })
+      .to include(samples: 1, declared: nil, deferred: 0, working_set: be >= 0)
+    expect(guard.admission_classes.find { |r| r[:class] == "Other" }).to include(deferred: 1, working_set: nil)
+    expect(guard.admit("not a job")).to be_nil
+    expect(described_class.new(base.merge(concurrency: 5)).admit(JSON.generate("class" => "A"))).to be_nil
   end
 
   it "takes one settings Hash and rejects an unknown key by name, listing the known ones" do

@@ -14,6 +14,9 @@ module SidekiqRust
   class Brake
     # Seconds a thread left out waits for the window before it gets no job.
     WAIT = 1.0
+    # Seconds a thread whose job admission held waits for a running job to end (or the monitor's next reading)
+    # before it fetches again.
+    HELD_WAIT = 5.0
     PAUSED_PREFIX = Keys::PAUSED
     # A fleet paused all at once is said at most this often (seconds) by each process.
     FLEET_PAUSED_EVERY = 60
@@ -66,6 +69,17 @@ module SidekiqRust
         @holders.delete(thread)
         @changed.broadcast
       end
+    end
+
+    # After admission held this thread's job (back in its queue): waits until a running job ends or the monitor
+    # reads memory again (#wake), at most HELD_WAIT seconds.
+    def wait_for_room
+      @lock.synchronize { @changed.wait(@lock, HELD_WAIT) }
+    end
+
+    # A job ended, or memory was read: threads waiting for the window or for room look again.
+    def wake
+      @lock.synchronize { @changed.broadcast }
     end
 
     # Threads holding a permit (running a job or fetching).

@@ -112,7 +112,15 @@ module SidekiqRust
         [option.key, checked(option, public_send(option.key))]
       end
       resume_below_brake(values)
+      admission_needs_brake(values)
       values
+    end
+
+    def admission_needs_brake(values)
+      return unless values[:admission] && !values[:brake]
+
+      fail_key(:admission, admission, "false while brake is false (admission holds jobs at the brake's gate: " \
+                                       "set brake = true, or admission = false)")
     end
 
     # The value of `option` in its form (seconds as Floats, counts as Integers, ...); raises naming the key.

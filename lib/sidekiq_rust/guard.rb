@@ -8,6 +8,7 @@ require_relative "guard/embedded_strategy"
 require_relative "guard/executor"
 require_relative "guard/monitor"
 require_relative "guard/explanation"
+require_relative "guard/admission"
 
 module SidekiqRust
   # The memory guard of one Sidekiq process: the job hooks (the Middleware calls them) and what the guard's parts
@@ -64,6 +65,9 @@ module SidekiqRust
                  Brake.new(@native, settings: settings, log: @log, history: @history, adapter: adapter, tag: @tag,
                                     concurrency: concurrency)
                end
+      @admission = if @brake && @native.admission?
+                     Admission.new(@native, log: @log, history: @history, reclaimer: @reclaimer)
+                   end
       @executor = Executor.new(self, native: @native, restart: @restart, reclaimer: @reclaimer, brake: @brake,
                                      log: @log)
       @monitor = Monitor.new(self, interval: settings.check_interval, log: @log)
@@ -80,12 +84,23 @@ module SidekiqRust
     end
 
     # Called by the middleware after a job, even a failed one: counts it out and, when the last reading is
-    # older than 20 ms, reads RSS and checks the limits. Never raises.
+    # older than 20 ms, reads RSS and checks the limits; threads admission held look again. Never raises.
     def job_finished(token)
       action = @native.job_finished(token)
+      @brake.wake if @admission
       @executor.dispatch(action) if action
     rescue StandardError => e
       @log.failure("after a job", e)
+    end
+
+    # Called by BrakeFetch after each fetch: whether the job starts now (admission off: always). Never raises.
+    def admit(work)
+      @admission ? @admission.admit(work) : true
+    end
+
+    # Whether admission is on (asked for, with the brake).
+    def admission?
+      !@admission.nil?
     end
 
     # Whether the middleware keeps each running job's payload where the quarantine finds it.
@@ -106,8 +121,17 @@ module SidekiqRust
       @log.over_max_rss(sample[:over]) if sample[:over]
       @executor.dispatch(sample[:action]) if sample[:action]
       @brake&.refresh
+      admission_check
       @history.record(sample[:memory], phase, brake: @brake&.state, limits: @native.limits)
       sample[:memory]
+    end
+
+    # What admission learned is said, and threads it held look again at the new reading.
+    def admission_check
+      return unless @admission
+
+      @admission.notes
+      @brake.wake
     end
 
     def start_monitor

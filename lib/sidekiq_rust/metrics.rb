@@ -46,7 +46,11 @@ module SidekiqRust
       ["sidekiq_rust_class_jobs", "gauge", "Jobs of the class measured (fleet)"],
       ["sidekiq_rust_class_retained_per_job_bytes", "gauge", "Memory a job of the class leaves retained (fleet)"],
       ["sidekiq_rust_class_growth_per_job_bytes", "gauge", "Process memory growth per job of the class (fleet)"],
-      ["sidekiq_rust_class_allocated_per_job_bytes", "gauge", "Bytes a job of the class allocates (fleet)"]
+      ["sidekiq_rust_class_allocated_per_job_bytes", "gauge", "Bytes a job of the class allocates (fleet)"],
+      ["sidekiq_rust_class_working_set_bytes", "gauge", "The most memory a job of the class adds while it runs: " \
+                                                        "declared, else measured (admission; largest in the fleet)"],
+      ["sidekiq_rust_admission_deferred_total", "counter", "Jobs of the class admission sent back to the front of " \
+                                                           "their queue to wait for room (fleet)"]
     ].freeze
 
     module_function
@@ -90,6 +94,8 @@ module SidekiqRust
         %i[retained_per_job growth_per_job allocated_per_job].each do |field|
           out << ["sidekiq_rust_class_#{field}_bytes", label, c[field]] unless c[field].nil?
         end
+        out << ["sidekiq_rust_class_working_set_bytes", label, c[:working_set]] if c[:working_set]
+        out << ["sidekiq_rust_admission_deferred_total", label, c[:deferred]] if c.key?(:deferred)
       end
       out
     end

@@ -139,6 +139,14 @@ module SidekiqRust
                "back; needs Sidekiq's concurrency (known in a Sidekiq server)"
     ),
     Option.new(
+      key: :admission, default: false, form: :boolean, native: true, accepted: "`true`/`false` (needs `brake`)",
+      summary: "Start a fetched job only when its class's working set fits under brake_at (docs/admission.md).",
+      meaning: "admission (see docs/admission.md): after each fetch, the job starts only when memory now, what " \
+               "the running jobs may still add and its class's working set (declared with `sidekiq_options " \
+               "memory:`, or learned) fit under `brake_at`; else it goes back to the front of its queue. Needs " \
+               "the brake"
+    ),
+    Option.new(
       key: :brake_at, default: 0.9, form: :share, minimum: 0.5, native: true,
       accepted: "a share of `max_rss` above 0.5 and at most 1.0",
       summary: "The brake pauses fetching at this share of max_rss (above 0.5, at most 1.0).",

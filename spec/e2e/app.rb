@@ -45,6 +45,7 @@ events = ENV.fetch("E2E_EVENTS", nil)
     c.loop_window = guard.fetch("loop_window", 0) # these processes are over their limits right after boot
     c.quarantine_after = guard.fetch("quarantine_after", 2)
     c.brake = guard.fetch("brake", true)
+    c.admission = guard.fetch("admission", false)
     c.brake_at = guard.fetch("brake_at", 0.9)
     c.resume_at = guard.fetch("resume_at", 0.8)
     c.on_restart = ->(event) { File.write(events, "#{JSON.generate(event)}\n", mode: "a") } if events
@@ -232,6 +233,33 @@ class ChurnJob
     # emptied, it keeps none of the strings.
     junk.clear
   end
+end
+
+# Holds `mb` megabytes for `seconds` (a working set, given back at the end), counting how many of its jobs run
+# at once in this process (the most: the sorted set e2e:at_once, one member a process) and each jid done.
+class WorkingSetJob
+  include Sidekiq::Worker
+
+  def perform(mb, seconds)
+    me = ENV.fetch("E2E_NAME")
+    Sidekiq.redis do |conn|
+      running = conn.call("INCR", "e2e:running:#{me}")
+      conn.call("ZADD", "e2e:at_once", "GT", running, me)
+    end
+    junk = Array.new(mb) { "w" * ((1024 * 1024) - 1) }
+    sleep seconds
+    junk.clear # see ChurnJob
+    Sidekiq.redis do |conn|
+      conn.call("DECR", "e2e:running:#{me}")
+      conn.call("RPUSH", "e2e:jids", jid)
+    end
+    e2e_done("working_set#{mb}")
+  end
+end
+
+# A WorkingSetJob that declares its memory (sidekiq_options memory:).
+class DeclaredJob < WorkingSetJob
+  sidekiq_options memory: "130MB"
 end
 
 class LightJob

@@ -85,6 +85,26 @@ module E2E
     keys
   end
 
+  # The most RSS (VmRSS, sampled every 50 ms) any of `fleet`'s processes had while the block ran, in bytes.
+  def peak_rss(fleet)
+    peak = 0
+    sampling = true
+    sampler = Thread.new do
+      while sampling
+        fleet.processes.each do |process|
+          status = File.read("/proc/#{process.pid}/status") rescue next # rubocop:disable Style/RescueModifier
+          peak = [peak, status[/^VmRSS:\s+(\d+) kB/, 1].to_i * 1024].max
+        end
+        sleep 0.05
+      end
+    end
+    yield
+    peak
+  ensure
+    sampling = false
+    sampler&.join
+  end
+
   def done_count
     redis_call("GET", "e2e:done").to_i
   end

@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use magnus::{function, method, prelude::*, Error, RArray, RHash, RModule, RString, Ruby, Symbol};
+use sidekiq_rust_core::admission::{job_facts, Say, Window};
 use sidekiq_rust_core::guard::GuardCore;
 use sidekiq_rust_core::policy::{Bounds, Denial, Event, ACTIONS};
 use sidekiq_rust_core::settings::{guard_settings, Metric};
@@ -17,7 +18,9 @@ use crate::allocator::thread_allocated;
 use crate::cgroup::self_limit;
 use crate::convert::{action_symbol, settings_pairs};
 use crate::errors::{error, io_error, Kind};
-use crate::memory::{self_cgroup_usage, self_rss_bytes, smaps_totals};
+use crate::memory::{
+    reset_self_peak_rss, self_cgroup_usage, self_peak_rss, self_rss_bytes, smaps_totals,
+};
 use crate::named::Named;
 use crate::nogvl::nogvl;
 use crate::symbol_enum::{from_symbol, symbol};
@@ -34,6 +37,10 @@ pub fn init(ruby: &Ruby, native: &RModule) -> Result<(), Error> {
     class.define_singleton_method("new", function!(Guard::new, 1))?;
     class.define_singleton_method("actions", function!(actions, 0))?;
     class.define_method("job_started", method!(Guard::job_started, 2))?;
+    class.define_method("admission?", method!(Guard::admission, 0))?;
+    class.define_method("admit", method!(Guard::admit, 1))?;
+    class.define_method("admission_classes", method!(Guard::admission_classes, 0))?;
+    class.define_method("admission_notes", method!(Guard::admission_notes, 0))?;
     class.define_method("job_finished", method!(Guard::job_finished, 1))?;
     class.define_method("sample", method!(Guard::sample, 1))?;
     class.define_method("reclaim", method!(Guard::reclaim, 1))?;
@@ -131,7 +138,8 @@ impl Guard {
         }
     }
 
-    /// Counts a job in (no system call); returns its token for `job_finished`.
+    /// Counts a job in (no system call, but where admission opens a clean window for it: the peak RSS reset and
+    /// RSS read); returns its token for `job_finished`.
     fn job_started(&self, class: RString, jid: RString) -> Result<u64, Error> {
         guarded("counting a job in", || {
             // SAFETY: the borrowed bytes are used before any call back into Ruby (a lossy copy only when they
@@ -140,23 +148,125 @@ impl Guard {
             let (class, jid) = (String::from_utf8_lossy(class), String::from_utf8_lossy(jid));
             let allocated = thread_allocated();
             let now = self.now_ns();
-            Ok(self.core().job_started(&class, &jid, now, allocated))
+            let start = self.core().job_started(&class, &jid, now, allocated);
+            if start.window {
+                let peak_reset = reset_self_peak_rss().is_ok();
+                let rss = read_rss()?;
+                self.core().window_opened(start.token, rss, peak_reset);
+            }
+            Ok(start.token)
         })
     }
 
     /// Counts a job out; when the core's read gate says a reading is due, reads RSS (outside the lock) and hands
-    /// it back. Returns the action to take, or nil.
+    /// it back; when the job closed a clean window, reads its peak for the class's working set. Returns the
+    /// action to take, or nil.
     fn job_finished(ruby: &Ruby, rb_self: &Self, token: u64) -> Result<Option<Symbol>, Error> {
         let action = guarded("counting a job out", || {
             let allocated = thread_allocated();
             let now = rb_self.now_ns();
-            if !rb_self.core().job_finished(token, now, allocated) {
+            let end = rb_self.core().job_finished(token, now, allocated);
+            if let Some(window) = end.window {
+                rb_self.learn(&window)?;
+            }
+            if !end.read {
                 return Ok(None);
             }
             let rss = read_rss()?;
             Ok(Some(rb_self.core().job_reading(rss, rb_self.now_ns())))
         })?;
         Ok(action.and_then(|a| action_symbol(ruby, a)))
+    }
+
+    /// The peak over a clean window (VmHWM; RSS now where the peak could not be reset), to the class's figure.
+    fn learn(&self, window: &Window) -> Result<(), Error> {
+        let peak = if window.peak_reset {
+            self_peak_rss().map_err(|e| io_error(&e, "/proc/self/status", None))?
+        } else {
+            read_rss()?
+        };
+        self.core().learned(window, peak);
+        Ok(())
+    }
+
+    fn admission(&self) -> Result<bool, Error> {
+        guarded("reading whether admission is on", || {
+            Ok(self.core().admission())
+        })
+    }
+
+    /// Admission's decision for a fetched job's payload (Sidekiq's JSON): `{decision: :start | :probe | :alone
+    /// | :hold, hold: (why it waits: :no_room | :unmeasured | :too_big | :exclusive, or nil), class:, need:
+    /// (bytes, nil: not measured), projected:, bound:, reclaim: (it starts with no other job running though it
+    /// does not fit: reclaim first), say: (nil, or {say: :too_big, need:, room:} | {say: :bad_declared,
+    /// value:})}`; nil when admission is off or the payload is not a job's (it starts). RSS is
+    /// read again when the last reading is older than the guard's read gate.
+    fn admit(ruby: &Ruby, rb_self: &Self, payload: RString) -> Result<Option<RHash>, Error> {
+        guarded("admitting a job", || {
+            if !rb_self.core().admission() {
+                return Ok(None);
+            }
+            // SAFETY: the bytes are read before any call back into Ruby.
+            let Some(facts) = job_facts(unsafe { payload.as_slice() }) else {
+                return Ok(None);
+            };
+            let now = rb_self.now_ns();
+            let rss = if rb_self.core().admission_reads(now) {
+                Some(read_rss()?)
+            } else {
+                None
+            };
+            let answer = rb_self.core().admit(&facts, rss, now);
+            let say = answer.say.map(|say| say_hash(ruby, &say)).transpose()?;
+            Named::new(ruby)
+                .with("decision", symbol(ruby, answer.decision))
+                .with("hold", answer.hold.map(|h| symbol(ruby, h)))
+                .with("class", answer.class)
+                .with("need", answer.need)
+                .with("projected", answer.projected)
+                .with("bound", answer.bound)
+                .with("reclaim", answer.reclaim)
+                .with("say", say)
+                .hash()
+                .map(Some)
+        })
+    }
+
+    /// Every class admission has seen: `[{class:, working_set: (bytes: the declared figure, else the learned
+    /// one; nil: neither), declared:, learned:, samples: (clean windows measured), deferred: (jobs sent back to
+    /// wait)}]`, by name.
+    fn admission_classes(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+        guarded("listing admission's classes", || {
+            let rows = rb_self.core().admission_classes();
+            let answer = ruby.ary_new_capa(rows.len());
+            for r in rows {
+                let row = Named::new(ruby)
+                    .with("class", r.class)
+                    .with("working_set", r.declared.or(r.learned))
+                    .with("declared", r.declared)
+                    .with("learned", r.learned)
+                    .with("samples", r.samples)
+                    .with("deferred", r.deferred)
+                    .hash()?;
+                answer.push(row)?;
+            }
+            Ok(answer)
+        })
+    }
+
+    /// What admission learned that the log should say (each once): `[{class:, say: :mismatch, declared:,
+    /// learned:}]`.
+    fn admission_notes(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+        guarded("reading admission's notes", || {
+            let notes = rb_self.core().take_notes();
+            let answer = ruby.ary_new_capa(notes.len());
+            for (class, say) in notes {
+                let hash = say_hash(ruby, &say)?;
+                hash.aset(ruby.to_symbol("class"), class)?;
+                answer.push(hash)?;
+            }
+            Ok(answer)
+        })
     }
 
     /// Reads the metric (and RSS, for the attribution); returns `{action: Symbol or nil, memory:, over: Hash or
@@ -441,6 +551,26 @@ impl Guard {
             self.core().reset_report();
             Ok(())
         })
+    }
+}
+
+/// What admission says, as a Hash whose `say:` names it.
+fn say_hash(ruby: &Ruby, say: &Say) -> Result<RHash, Error> {
+    match say {
+        Say::TooBig { need, room } => Named::new(ruby)
+            .with("say", ruby.to_symbol("too_big"))
+            .with("need", *need)
+            .with("room", *room)
+            .hash(),
+        Say::Mismatch { declared, learned } => Named::new(ruby)
+            .with("say", ruby.to_symbol("mismatch"))
+            .with("declared", *declared)
+            .with("learned", *learned)
+            .hash(),
+        Say::BadDeclared(value) => Named::new(ruby)
+            .with("say", ruby.to_symbol("bad_declared"))
+            .with("value", value.as_str())
+            .hash(),
     }
 }
 

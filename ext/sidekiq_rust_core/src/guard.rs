@@ -8,6 +8,7 @@
 //! Times are nanoseconds since the guard was made, given by the caller (the policy's clock is their
 //! milliseconds), so the tests replay any timeline.
 
+use crate::admission::{Admission, Admitted, ClassNeed, JobFacts, Say, Window};
 use crate::attribution::{Attribution, InFlight, Snapshot};
 use crate::names::Named;
 use crate::policy::{
@@ -163,8 +164,29 @@ pub struct BoundsMoved {
     pub now: Bounds,
 }
 
+/// A job counted in: its token for `job_finished`, and whether the caller opens a clean window for it (resets
+/// the kernel's peak RSS, reads RSS, and calls `window_opened`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobStart {
+    pub token: u64,
+    pub window: bool,
+}
+
+/// A job counted out: whether the caller reads RSS now for `job_reading` (the read gate), and the clean window
+/// it closed, if any (the caller reads the peak and calls `learned`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEnd {
+    pub read: bool,
+    pub window: Option<Window>,
+}
+
 pub struct GuardCore {
     policy: Policy,
+    admission: Admission,
+    /// What admission has to say that no answer carried (a learned figure far from the declared one), for the
+    /// monitor to log.
+    notes: Vec<(String, Say)>,
+    last_rss: u64,
     follow: Option<Follow>,
     jobs: Attribution,
     metric: Metric,
@@ -185,6 +207,9 @@ impl GuardCore {
     pub fn new(settings: GuardSettings, rss: u64, now_ns: u64) -> Self {
         let mut core = GuardCore {
             policy: Policy::new(settings.limits),
+            admission: Admission::new(settings.admission, rss),
+            notes: Vec::new(),
+            last_rss: rss,
             follow: settings.follow,
             jobs: Attribution::new(),
             metric: settings.metric,
@@ -224,36 +249,88 @@ impl GuardCore {
         }
     }
 
-    /// Counts a job in; returns its token for `job_finished`. `allocated`: the thread's allocated bytes
-    /// (jemalloc), where known.
+    /// Counts a job in (and, with admission, its admission becomes a running job). `allocated`: the thread's
+    /// allocated bytes (jemalloc), where known.
     pub fn job_started(
         &mut self,
         class: &str,
         jid: &str,
         now_ns: u64,
         allocated: Option<u64>,
-    ) -> u64 {
+    ) -> JobStart {
         self.busy = self.busy.saturating_add(1);
-        self.jobs.job_started(class, jid, now_ns, allocated)
+        let token = self.jobs.job_started(class, jid, now_ns, allocated);
+        let window = self.admission.job_started(token, class, jid, now_ns);
+        JobStart { token, window }
     }
 
-    /// Counts a job out. Returns whether the caller reads RSS now and hands it to `job_reading` (the read
-    /// gate: at most one reading every READ_EVERY_NS; this one is taken, so no other job's end reads too).
-    pub fn job_finished(&mut self, token: u64, now_ns: u64, allocated: Option<u64>) -> bool {
+    /// The clean window `job_started` asked for is open (see `Admission::window_opened`).
+    pub fn window_opened(&mut self, token: u64, rss: u64, peak_reset: bool) {
+        self.admission.window_opened(token, rss, peak_reset);
+    }
+
+    /// Counts a job out. Says whether the caller reads RSS now and hands it to `job_reading` (the read gate: at
+    /// most one reading every READ_EVERY_NS; this one is taken, so no other job's end reads too), and which
+    /// clean window it closed.
+    pub fn job_finished(&mut self, token: u64, now_ns: u64, allocated: Option<u64>) -> JobEnd {
         self.busy = self.busy.saturating_sub(1);
         self.done += 1;
         self.jobs.job_finished(token, now_ns, allocated);
-        if now_ns.saturating_sub(self.last_read_ns) < READ_EVERY_NS {
-            return false;
+        let window = self.admission.job_finished(token);
+        let read = now_ns.saturating_sub(self.last_read_ns) >= READ_EVERY_NS;
+        if read {
+            self.last_read_ns = now_ns.max(1);
         }
-        self.last_read_ns = now_ns.max(1);
-        true
+        JobEnd { read, window }
+    }
+
+    /// The peak RSS over a clean window (VmHWM, or RSS at its end where the peak could not be reset): the
+    /// class's working set learns from it. A learned figure far from the declared one is kept for `take_notes`.
+    pub fn learned(&mut self, window: &Window, peak: u64) {
+        if let Some(say) = self.admission.learned(window, peak) {
+            self.notes.push((window.class.clone(), say));
+        }
+    }
+
+    /// Whether admission is on.
+    pub fn admission(&self) -> bool {
+        self.admission.on()
+    }
+
+    /// Whether the RSS admission goes by is older than the read gate (the caller reads it again for `admit`).
+    pub fn admission_reads(&self, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.last_read_ns) >= READ_EVERY_NS
+    }
+
+    /// Decides for a fetched job (`rss`: read now, or None to go by the last reading, within the read gate).
+    /// The bound is the brake's `brake_at` (it moves with the limits).
+    pub fn admit(&mut self, facts: &JobFacts, rss: Option<u64>, now_ns: u64) -> Admitted {
+        if let Some(rss) = rss {
+            self.last_rss = rss;
+            self.last_read_ns = now_ns.max(1);
+            self.admission.reading(rss, self.busy);
+        }
+        let limits = self.policy.limits();
+        let bound = limits.brake.map_or(limits.soft, |b| b.pause_at);
+        self.admission.admit(facts, self.last_rss, bound, now_ns)
+    }
+
+    /// Every class admission has seen, with its working set.
+    pub fn admission_classes(&self) -> Vec<ClassNeed> {
+        self.admission.classes()
+    }
+
+    /// What admission has to say since the last call (class, what).
+    pub fn take_notes(&mut self) -> Vec<(String, Say)> {
+        std::mem::take(&mut self.notes)
     }
 
     /// The RSS a job's end read: the attribution's, and the policy's only when the guard's metric is RSS (the
     /// monitor reads the others) and the process serves (the restart sequence takes its own readings).
     pub fn job_reading(&mut self, rss: u64, now_ns: u64) -> Action {
         self.remember(rss, now_ns);
+        self.last_rss = rss;
+        self.admission.reading(rss, self.busy);
         self.jobs.reading(rss, now_ns);
         if self.metric != Metric::Rss || self.policy.phase() != Phase::Serving {
             return Action::None;
@@ -265,6 +342,8 @@ impl GuardCore {
     /// serving process) or the restart sequence's (`true`: quiet -> stop -> kill).
     pub fn reading(&mut self, rss: u64, memory: u64, now_ns: u64, restarting: bool) -> Action {
         self.remember(memory, now_ns);
+        self.last_rss = rss;
+        self.admission.reading(rss, self.busy);
         self.jobs.reading(rss, now_ns);
         if !restarting && self.policy.phase() != Phase::Serving {
             return Action::None;
@@ -453,7 +532,11 @@ impl GuardCore {
         self.policy.limits().brake.is_some()
     }
 
+    /// Job threads allowed to fetch: the brake's window, one while admission runs a job alone.
     pub fn window(&self) -> u32 {
+        if self.admission.exclusive() {
+            return self.policy.window().min(1);
+        }
         self.policy.window()
     }
 

@@ -1,6 +1,7 @@
 //! Pure logic of sidekiq_rust, free of Ruby types so that `cargo test` covers it:
 //! procfs, cgroup and PSI parsers, the guard's policy state machine and the per-job-class attribution of memory.
 
+pub mod admission;
 pub mod allocator;
 pub mod attribution;
 pub mod cgroup;

@@ -24,6 +24,7 @@ pub trait Named: Copy + 'static {
 #[cfg(test)]
 mod tests {
     use super::Named;
+    use crate::admission::{Decision, Hold};
     use crate::guard::Verdict;
     use crate::policy::{Denial, Reason};
     use crate::settings::Metric;
@@ -43,6 +44,8 @@ mod tests {
     #[test]
     fn every_named_enum_goes_to_its_name_and_back() {
         round_trips::<Denial>();
+        round_trips::<Decision>();
+        round_trips::<Hold>();
         round_trips::<Reason>();
         round_trips::<Metric>();
         round_trips::<Verdict>();

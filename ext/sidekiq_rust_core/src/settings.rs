@@ -62,6 +62,8 @@ pub struct GuardSettings {
     pub measure_interval_ns: Option<u64>,
     /// Limits given as shares of the memory cgroup's limit, which move with it (None: none is).
     pub follow: Option<Follow>,
+    /// Admission (a fetched job starts only when what it needs fits): asked for, with the brake on.
+    pub admission: bool,
 }
 
 /// Limits given as shares of the memory cgroup's limit (the user's "80%"), with the limit Ruby resolved them
@@ -115,7 +117,7 @@ impl Follow {
 /// The user's keys keep the user's names and units' meaning (seconds, shares of max_rss); the facts about the
 /// process (`kill_after` resolved, `concurrency`, `replaced_restart`, `embedded`, `embedded_instance`,
 /// `settle`, `quiet_timeout`) are what Ruby knows of it.
-pub const KEYS: [(&str, &str); 27] = [
+pub const KEYS: [(&str, &str); 28] = [
     ("max_rss", "bytes > 0"),
     ("hard_max_rss", "bytes above max_rss, or nil"),
     (
@@ -142,6 +144,7 @@ pub const KEYS: [(&str, &str); 27] = [
     ("quarantine_after", "an Integer >= 0 (0: off)"),
     ("measure_interval", "seconds > 0, or nil (none)"),
     ("brake", "true or false"),
+    ("admission", "true or false (it needs the brake)"),
     ("brake_at", "a share of max_rss above 0 and at most 1"),
     ("resume_at", "a share of max_rss above 0 and below brake_at"),
     (
@@ -331,6 +334,10 @@ pub fn guard_settings(pairs: &[(String, Value)]) -> Result<GuardSettings, String
         }),
         _ => None,
     };
+    let admission = pairs.get("admission", boolean)?;
+    if admission && brake.is_none() {
+        return Err(bad("admission", &Value::Bool(true)));
+    }
     let limits = Limits {
         soft,
         hard,
@@ -368,6 +375,7 @@ pub fn guard_settings(pairs: &[(String, Value)]) -> Result<GuardSettings, String
         },
         measure_interval_ns,
         follow,
+        admission,
     })
 }
 
@@ -412,6 +420,7 @@ mod tests {
             ("quarantine_after", Value::Int(2)),
             ("measure_interval", Value::Float(60.0)),
             ("brake", Value::Bool(true)),
+            ("admission", Value::Bool(false)),
             ("brake_at", Value::Float(0.9)),
             ("resume_at", Value::Float(0.8)),
             ("brake_pressure", Value::Float(20.0)),

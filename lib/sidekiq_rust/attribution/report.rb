@@ -113,9 +113,20 @@ module SidekiqRust
         end
         row[:retained_error] = merged_error(same)
         row[:windows] = same.sum { |r| r[:windows].to_i }
-        row
+        admission(row, same)
       end
       rank(merged)
+    end
+
+    # With admission on in any process: the largest working set any process knows (nil: none does) and the jobs
+    # sent back to wait, added up.
+    def admission(row, same)
+      with = same.select { |r| r.key?(:deferred) }
+      return row if with.empty?
+
+      row[:working_set] = with.filter_map { |r| r[:working_set] }.max
+      row[:deferred] = with.sum { |r| r[:deferred].to_i }
+      row
     end
 
     # The standard error of the jobs-weighted mean of the processes' retained figures (independent fits).

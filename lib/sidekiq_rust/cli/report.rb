@@ -52,14 +52,20 @@ module SidekiqRust
         options
       end
 
-      # The rows as text: a header, at most `limit` rows, and how many were left out.
+      # The rows as text: a header, at most `limit` rows, and how many were left out. With admission on in
+      # the fleet, each class's working set and the jobs sent back to wait too.
       def table(rows, limit)
-        lines = [format("%-40s %8s %18s %9s %8s %16s %19s", "CLASS", "JOBS", "RETAINED_PER_JOB", "±ERROR",
-                        "WINDOWS", "GROWTH_PER_JOB", "ALLOCATED_PER_JOB")]
+        admission = rows.any? { |r| r.key?(:deferred) }
+        head = format("%-40s %8s %18s %9s %8s %16s %19s", "CLASS", "JOBS", "RETAINED_PER_JOB", "±ERROR",
+                      "WINDOWS", "GROWTH_PER_JOB", "ALLOCATED_PER_JOB")
+        head += format(" %12s %9s", "WORKING_SET", "DEFERRED") if admission
+        lines = [head]
         rows.first(limit).each do |r|
-          lines << format("%-40s %8d %18s %9s %8s %16s %19s", r[:class].to_s[0, 40], r[:jobs],
-                          bytes(r[:retained_per_job]), bytes(r[:retained_error]), r[:windows] || "?",
-                          bytes(r[:growth_per_job]), bytes(r[:allocated_per_job]))
+          line = format("%-40s %8d %18s %9s %8s %16s %19s", r[:class].to_s[0, 40], r[:jobs],
+                        bytes(r[:retained_per_job]), bytes(r[:retained_error]), r[:windows] || "?",
+                        bytes(r[:growth_per_job]), bytes(r[:allocated_per_job]))
+          line += format(" %12s %9d", bytes(r[:working_set]), r[:deferred].to_i) if admission
+          lines << line
         end
         lines << "(#{rows.size - limit} more not shown: --limit #{rows.size})" if rows.size > limit
         lines << "(no process has published figures: is the guard running, with jobs done?)" if rows.empty?

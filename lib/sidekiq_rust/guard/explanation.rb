@@ -14,10 +14,23 @@ module SidekiqRust
       end
 
       # Per job class: [{class:, jobs:, retained_per_job:, growth_per_job:, allocated_per_job:, retained_error:,
-      # windows:}] (bytes, nil when unknown), largest retained first (Native::Guard#report). See Report.
+      # windows:}] (bytes, nil when unknown), largest retained first (Native::Guard#report), with admission on
+      # also working_set: (declared, else learned; nil: neither) and deferred: (jobs sent back to wait). See
+      # Report.
       def report(limit: nil)
-        rows = @native.report
+        rows = with_working_sets(@native.report)
         limit ? rows.first(limit) : rows
+      end
+
+      # Admission's figures (Native::Guard#admission_classes) on the rows of the classes they are of.
+      def with_working_sets(rows)
+        return rows unless @native.admission?
+
+        needs = @native.admission_classes.to_h { |need| [need[:class], need] }
+        rows.map do |row|
+          need = needs[row[:class]]
+          row.merge(working_set: need&.fetch(:working_set), deferred: need ? need[:deferred] : 0)
+        end
       end
 
       # The jobs running now, longest first: [{class:, jid:, running_s:}].

@@ -5,7 +5,9 @@ require "delegate"
 module SidekiqRust
   # The fetcher the memory brake puts in front of whatever fetcher Sidekiq is configured with (BasicFetch, or
   # another gem's): each processor's retrieve_work asks the brake's gate first, so that a paused process pops
-  # no job at all. Everything else (bulk_requeue, setup, ...) goes to the wrapped fetcher as it is.
+  # no job at all; with admission on, the job popped starts only if the guard admits it, else it is back at the
+  # front of its queue (its unit of work's requeue) and the thread waits for room before it fetches again.
+  # Everything else (bulk_requeue, setup, ...) goes to the wrapped fetcher as it is.
   #
   # Sidekiq 7+ builds one per capsule as `config[:fetch_class].new(capsule)`; the class it replaced is kept in
   # `config[INNER]`. Sidekiq 6.4 takes an instance in `Sidekiq.options[:fetch]`, wrapped as it is.
@@ -23,13 +25,17 @@ module SidekiqRust
     end
 
     def retrieve_work
-      brake = SidekiqRust.guard&.brake
+      guard = SidekiqRust.guard
+      brake = guard&.brake
       return __getobj__.retrieve_work unless brake
       return nil unless brake.admit
 
       work = __getobj__.retrieve_work
-      brake.release unless work
-      work
+      return work if work && guard.admit(work)
+
+      brake.release
+      brake.wait_for_room if work
+      nil
     rescue StandardError
       brake&.release
       raise

@@ -31,7 +31,7 @@ module SidekiqRust
       RESTARTING = %w[waiting_slot quieting quarantining stopping done].freeze
       KIND_LABELS = { "restart" => "restarts", "oom_kill" => "OOM kills", "brake" => "brake",
                       "reclaim" => "reclaims", "denial" => "refused restarts", "quarantine" => "quarantines",
-                      "limits" => "limits moved" }.freeze
+                      "limits" => "limits moved", "admission" => "admission" }.freeze
 
       attr_reader :now, :identity, :kind
 
@@ -430,6 +430,9 @@ module SidekiqRust
         when "limits"
           "the memory cgroup's limit is now #{mb(data['limit'])} (was #{mb(data['was_limit'])}): max_rss " \
             "#{mb(data['max_rss'])}, hard_max_rss #{data['hard_max_rss'] ? mb(data['hard_max_rss']) : 'none'}"
+        when "admission"
+          "admission: #{data['class']} waits (#{data['hold']}): needs #{mb(data['need'])}, " \
+            "#{mb(data['projected'])} with the running jobs, brake_at #{mb(data['bound'])}"
         when "quarantine"
           jobs = Array(data["quarantined"]).map { |j| "#{j['class']} #{j['jid']}" }
           "sent to the dead set, not requeued again (in flight at #{data.dig('quarantined', 0, 'restarts')} memory " \

@@ -23,7 +23,8 @@ module SidekiqRust
         "reclaim" => %w[reclaim],
         "denial" => %w[denial],
         "quarantine" => %w[quarantine],
-        "limits" => %w[limits]
+        "limits" => %w[limits],
+        "admission" => %w[admission]
       }.freeze
 
       module_function

@@ -33,6 +33,7 @@ fn settings() -> GuardSettings {
         },
         measure_interval_ns: Some(60 * S),
         follow: None,
+        admission: false,
     }
 }
 
@@ -62,18 +63,21 @@ fn readings(before: u64, after: u64, now_ns: u64) -> ReclaimReadings {
 #[test]
 fn a_jobs_end_reads_memory_at_most_every_20_ms_and_one_job_takes_the_reading() {
     let mut g = GuardCore::new(settings(), 100 * MB, 0);
-    let token = g.job_started("A", "j1", MS, None);
+    let token = g.job_started("A", "j1", MS, None).token;
     assert_eq!(g.busy(), 1);
     assert!(
-        !g.job_finished(token, 5 * MS, None),
+        !g.job_finished(token, 5 * MS, None).read,
         "read at boot 5 ms ago"
     );
     let (a, b) = (
-        g.job_started("A", "j2", 6 * MS, None),
-        g.job_started("A", "j3", 6 * MS, None),
+        g.job_started("A", "j2", 6 * MS, None).token,
+        g.job_started("A", "j3", 6 * MS, None).token,
     );
-    assert!(g.job_finished(a, 25 * MS, None));
-    assert!(!g.job_finished(b, 26 * MS, None), "the reading was taken");
+    assert!(g.job_finished(a, 25 * MS, None).read);
+    assert!(
+        !g.job_finished(b, 26 * MS, None).read,
+        "the reading was taken"
+    );
     assert_eq!((g.busy(), g.done()), (0, 3));
     assert_eq!(g.job_reading(120 * MB, 25 * MS), Action::None);
     assert_eq!(g.last_memory(), 120 * MB);
@@ -212,7 +216,7 @@ fn a_measuring_reclaim_is_due_every_measure_interval_sooner_after_an_unusable_fl
     assert!(g.measure_due(59 * S, true), "forced");
     assert!(g.measure_due(60 * S, false));
     // A job that starts as the floor is read: the floor closes no window, so the next comes after a tenth.
-    let token = g.job_started("A", "j1", 60 * S + MS / 2, None);
+    let token = g.job_started("A", "j1", 60 * S + MS / 2, None).token;
     g.reclaim_started(100 * MB, 60 * S);
     let out = g.reclaim_finished(
         ReclaimReadings {
@@ -252,7 +256,7 @@ fn the_pressure_travels_with_every_sample() {
     assert!(g.pressured());
     g.set_pressure(None);
     assert_eq!(g.pressure(), 0.0);
-    let t = g.job_started("A", "j", S, None);
+    let t = g.job_started("A", "j", S, None).token;
     g.job_finished(t, 2 * S, None);
     assert_eq!(
         g.reading(200 * MB, 200 * MB, 2 * S, false),

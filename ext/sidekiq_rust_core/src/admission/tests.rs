@@ -1,0 +1,238 @@
+use super::*;
+
+const MB: u64 = 1024 * 1024;
+const S: u64 = 1_000_000_000;
+
+fn job(class: &str, jid: &str) -> JobFacts {
+    JobFacts {
+        class: class.into(),
+        jid: jid.into(),
+        declared: Declared::None,
+    }
+}
+
+fn declared(class: &str, jid: &str, bytes: u64) -> JobFacts {
+    JobFacts {
+        declared: Declared::Bytes(bytes),
+        ..job(class, jid)
+    }
+}
+
+/// Runs one job of `class` alone through admission, start and end, its window peaking `peak` above `rss`.
+fn measure(a: &mut Admission, class: &str, token: u64, rss: u64, peak: u64, now: u64) {
+    let jid = format!("probe{token}");
+    let answer = a.admit(&job(class, &jid), rss, 400 * MB, now);
+    assert!(matches!(
+        answer.decision,
+        Decision::Probe | Decision::Start | Decision::Alone
+    ));
+    assert!(
+        a.job_started(token, class, &jid, now),
+        "a job alone opens a window"
+    );
+    a.window_opened(token, rss, true);
+    let window = a.job_finished(token).expect("a clean window");
+    a.learned(&window, rss + peak);
+}
+
+#[test]
+fn a_class_not_measured_runs_alone_once_then_by_its_figure() {
+    let mut a = Admission::new(true, 80 * MB);
+    let first = a.admit(&job("Heavy", "j1"), 80 * MB, 400 * MB, 0);
+    assert_eq!(first.decision, Decision::Probe);
+    assert!(a.exclusive(), "nothing else fetches while it runs");
+    // Another thread popped a job meanwhile: it waits.
+    let other = a.admit(&job("Light", "j2"), 80 * MB, 400 * MB, 1);
+    assert_eq!(
+        (other.decision, other.hold),
+        (Decision::Hold, Some(Hold::Exclusive))
+    );
+    assert!(a.job_started(1, "Heavy", "j1", 2));
+    a.window_opened(1, 80 * MB, true);
+    let window = a.job_finished(1).unwrap();
+    assert_eq!(a.learned(&window, 230 * MB), None);
+    assert!(!a.exclusive());
+    let rows = a.classes();
+    let heavy = rows.iter().find(|r| r.class == "Heavy").unwrap();
+    assert_eq!((heavy.learned, heavy.samples), (Some(150 * MB), 1));
+    assert_eq!(
+        rows.iter().find(|r| r.class == "Light").unwrap().deferred,
+        1
+    );
+
+    // Measured: two fit under 400 MB (80 + 2 x 150), a third does not.
+    a.reading(80 * MB, 0);
+    let now = 10 * S;
+    assert_eq!(
+        a.admit(&job("Heavy", "h1"), 80 * MB, 400 * MB, now)
+            .decision,
+        Decision::Start
+    );
+    let second = a.admit(&job("Heavy", "h2"), 80 * MB, 400 * MB, now + 1);
+    assert_eq!(
+        (second.decision, second.projected),
+        (Decision::Start, 380 * MB)
+    );
+    let third = a.admit(&job("Heavy", "h3"), 80 * MB, 400 * MB, now + 2);
+    assert_eq!(
+        (third.decision, third.hold),
+        (Decision::Hold, Some(Hold::NoRoom))
+    );
+    // The first two grew to their working sets: what they may still add is what they have not grown yet.
+    a.job_started(11, "Heavy", "h1", now + 3);
+    a.job_started(12, "Heavy", "h2", now + 3);
+    let later = a.admit(&job("Heavy", "h3"), 380 * MB, 400 * MB, now + 4);
+    assert_eq!(
+        (later.hold, later.projected),
+        (Some(Hold::NoRoom), 530 * MB)
+    );
+    a.job_finished(11);
+    let after = a.admit(&job("Heavy", "h3"), 380 * MB, 400 * MB, now + 5);
+    assert_eq!(
+        after.hold,
+        Some(Hold::NoRoom),
+        "memory has not come down yet"
+    );
+    let after = a.admit(&job("Heavy", "h3"), 230 * MB, 400 * MB, now + 6);
+    assert_eq!(after.decision, Decision::Start);
+}
+
+#[test]
+fn a_job_never_waits_while_nothing_runs() {
+    let mut a = Admission::new(true, 80 * MB);
+    measure(&mut a, "Heavy", 1, 80 * MB, 150 * MB, 0);
+    // Memory is high (retained), but no job runs: the fetched job starts.
+    let answer = a.admit(&job("Heavy", "j"), 390 * MB, 400 * MB, S);
+    assert_eq!(answer.decision, Decision::Start);
+    assert!(answer.projected > answer.bound);
+    assert!(answer.reclaim, "it does not fit: reclaim first");
+}
+
+#[test]
+fn a_class_that_cannot_fit_runs_alone_and_is_said_once() {
+    let mut a = Admission::new(true, 100 * MB);
+    let answer = a.admit(&declared("Huge", "j1", 350 * MB), 100 * MB, 400 * MB, 0);
+    assert_eq!(answer.decision, Decision::Alone);
+    assert_eq!(
+        answer.say,
+        Some(Say::TooBig {
+            need: 350 * MB,
+            room: 300 * MB
+        })
+    );
+    a.job_started(1, "Huge", "j1", 1);
+    assert!(a.exclusive());
+    a.job_finished(1);
+    assert!(!a.exclusive());
+    measure(&mut a, "Light", 2, 100 * MB, MB, 2 * S);
+    a.admit(&job("Light", "l"), 100 * MB, 400 * MB, 3 * S);
+    a.job_started(3, "Light", "l", 3 * S);
+    let waits = a.admit(&declared("Huge", "j2", 350 * MB), 100 * MB, 400 * MB, 3 * S);
+    assert_eq!((waits.hold, waits.say), (Some(Hold::TooBig), None));
+}
+
+#[test]
+fn a_declared_figure_is_used_from_the_first_job_and_a_far_off_one_said_once() {
+    let mut a = Admission::new(true, 80 * MB);
+    let first = a.admit(&declared("Report", "j1", 40 * MB), 80 * MB, 400 * MB, 0);
+    assert_eq!(first.decision, Decision::Start, "declared: no probe");
+    assert_eq!(first.need, Some(40 * MB));
+    assert!(
+        a.job_started(1, "Report", "j1", 0),
+        "alone: a natural window"
+    );
+    a.window_opened(1, 80 * MB, true);
+    let window = a.job_finished(1).unwrap();
+    assert_eq!(
+        a.learned(&window, 200 * MB),
+        Some(Say::Mismatch {
+            declared: 40 * MB,
+            learned: 120 * MB
+        })
+    );
+    let window = Window {
+        class: "Report".into(),
+        rss_start: 80 * MB,
+        peak_reset: true,
+    };
+    assert_eq!(a.learned(&window, 300 * MB), None, "said once");
+    // The declared figure stays the one admission uses.
+    assert_eq!(
+        a.admit(&job("Report", "j2"), 80 * MB, 400 * MB, S).need,
+        Some(40 * MB)
+    );
+}
+
+#[test]
+fn a_bad_declaration_is_said_once_and_the_class_runs_undeclared() {
+    let mut a = Admission::new(true, 80 * MB);
+    let bad = JobFacts {
+        declared: Declared::Bad("lots".into()),
+        ..job("Odd", "j1")
+    };
+    let answer = a.admit(&bad, 80 * MB, 400 * MB, 0);
+    assert_eq!(answer.say, Some(Say::BadDeclared("lots".into())));
+    assert_eq!(answer.decision, Decision::Probe);
+    a.job_started(1, "Odd", "j1", 0);
+    a.job_finished(1);
+    let again = JobFacts {
+        jid: "j2".into(),
+        ..bad
+    };
+    assert_eq!(a.admit(&again, 80 * MB, 400 * MB, S).say, None);
+}
+
+#[test]
+fn a_window_is_spoiled_by_any_other_start_and_natural_ones_are_rate_limited() {
+    let mut a = Admission::new(true, 80 * MB);
+    measure(&mut a, "A", 1, 80 * MB, 10 * MB, 0);
+    // Within a second of the last window: no new one.
+    a.admit(&job("A", "a1"), 80 * MB, 400 * MB, S / 2);
+    assert!(!a.job_started(2, "A", "a1", S / 2));
+    a.job_finished(2);
+    // Later, alone: a window; a second job starting spoils it.
+    a.admit(&job("A", "a2"), 80 * MB, 400 * MB, 2 * S);
+    assert!(a.job_started(3, "A", "a2", 2 * S));
+    a.window_opened(3, 80 * MB, true);
+    a.admit(&job("A", "a3"), 85 * MB, 400 * MB, 2 * S);
+    assert!(!a.job_started(4, "A", "a3", 2 * S));
+    assert_eq!(a.job_finished(3), None, "spoiled");
+    a.job_finished(4);
+    let a_row = a.classes().into_iter().find(|r| r.class == "A").unwrap();
+    assert_eq!((a_row.learned, a_row.samples), (Some(10 * MB), 1));
+}
+
+#[test]
+fn an_admitted_job_that_never_started_is_given_up() {
+    let mut a = Admission::new(true, 80 * MB);
+    measure(&mut a, "A", 1, 80 * MB, 150 * MB, 0);
+    a.admit(&job("A", "lost"), 80 * MB, 400 * MB, S);
+    a.admit(&job("A", "a2"), 80 * MB, 400 * MB, S);
+    assert_eq!(
+        a.admit(&job("A", "a3"), 80 * MB, 400 * MB, S).hold,
+        Some(Hold::NoRoom)
+    );
+    let later = S + RESERVED_NS;
+    a.reading(80 * MB, 0);
+    assert_eq!(
+        a.admit(&job("A", "a4"), 80 * MB, 400 * MB, later).decision,
+        Decision::Start
+    );
+}
+
+#[test]
+fn off_it_keeps_nothing() {
+    let mut a = Admission::new(false, 80 * MB);
+    assert!(!a.job_started(1, "A", "j", 0));
+    assert_eq!(a.job_finished(1), None);
+    assert!(!a.exclusive());
+}
+
+#[test]
+fn idle_memory_is_the_least_seen_with_no_job() {
+    let mut a = Admission::new(true, 80 * MB);
+    a.reading(300 * MB, 0);
+    a.reading(70 * MB, 0);
+    a.reading(60 * MB, 2);
+    assert_eq!(a.idle(), 70 * MB);
+}
