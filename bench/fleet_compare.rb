@@ -9,13 +9,14 @@
 #        the processes staggered evenly over the period)
 #   (d)  sidekiq_rust without the brake
 #   (e)  sidekiq_rust with the brake, glibc; (ej) the same under the bundled jemalloc (LD_PRELOAD)
+#   (f)  sidekiq_rust with the brake and admission, nothing declared, glibc; (fj) the same under the bundled jemalloc
 # The workload, interleaved in a fixed seeded order and pushed at a steady pace over --seconds: a bloating job
 # (keeps 1 MB for the process's life), a working-set-heavy job (holds 100 MB for 1 s, then frees it) and a
 # light job (0.1 s). Prints a Markdown table for the README and writes the chart docs/fleet_compare.svg.
 # Targets (README "Benchmark: bench/fleet_compare.rb"): with the brake, peak RSS <= max_rss, restarts at most a
 # fifth of (d), throughput >= 0.95x of (a), no job lost.
 #
-#   bundle exec ruby bench/fleet_compare.rb                     # all six, about 11 minutes
+#   bundle exec ruby bench/fleet_compare.rb                     # all eight, about 15 minutes
 #   bundle exec ruby bench/fleet_compare.rb --only a,e --seconds 40 --jobs 1200
 $LOAD_PATH.unshift(File.expand_path("../lib", __dir__))
 require "optparse"
@@ -34,7 +35,7 @@ OptionParser.new do |o|
   o.banner = "usage: bench/fleet_compare.rb [options]"
   o.on("--seconds N", Float, "push the jobs evenly over N seconds (default 80)") { |v| options[:seconds] = v }
   o.on("--jobs N", Integer, "jobs pushed in every strategy's run (default 2400)") { |v| options[:jobs] = v }
-  o.on("--only LIST", "strategies to run, e.g. a,e (e: both e and ej)") { |v| options[:only] = v.split(",") }
+  o.on("--only LIST", "strategies to run, e.g. a,e (e: both e and ej; f: both f and fj)") { |v| options[:only] = v.split(",") }
   o.on("--max-rss MB", Integer, "max_rss per process (default 350)") { |v| options[:max_rss] = v }
   o.on("--cron-every N", Float, "(c): seconds between restarts of a process (default 30)") do |v|
     options[:cron_every] = v
@@ -76,19 +77,24 @@ strategies = [
   Strategy.new(key: "e", label: "(e) sidekiq_rust + brake (glibc)",
                env: { "FLEET_GUARD" => JSON.generate(guard.merge("brake" => true)) }),
   Strategy.new(key: "ej", label: "(e) sidekiq_rust + brake (jemalloc)",
-               env: { "FLEET_GUARD" => JSON.generate(guard.merge("brake" => true)) })
+               env: { "FLEET_GUARD" => JSON.generate(guard.merge("brake" => true)) }),
+  Strategy.new(key: "f", label: "(f) sidekiq_rust + admission (glibc)",
+               env: { "FLEET_GUARD" => JSON.generate(guard.merge("brake" => true, "admission" => true)) }),
+  Strategy.new(key: "fj", label: "(f) sidekiq_rust + admission (jemalloc)",
+               env: { "FLEET_GUARD" => JSON.generate(guard.merge("brake" => true, "admission" => true)) })
 ]
+jemalloc = strategies.select { |s| s.key.end_with?("j") }
 begin
-  strategies.last.env["LD_PRELOAD"] = SidekiqRust.jemalloc_path
+  jemalloc.each { |s| s.env["LD_PRELOAD"] = SidekiqRust.jemalloc_path }
 rescue SidekiqRust::Error => e
-  warn "(e) under jemalloc left out: #{e.message}"
-  strategies.pop
+  warn "(ej) and (fj) under jemalloc left out: #{e.message}"
+  strategies -= jemalloc
 end
 strategies.each { |s| s.env["FLEET_STRATEGY"] = s.key }
 if options[:only]
-  strategies.select! { |s| options[:only].any? { |k| k == s.key || (k == "e" && s.key == "ej") } }
+  strategies.select! { |s| options[:only].any? { |k| k == s.key || (%w[e f].include?(k) && s.key == "#{k}j") } }
 end
-abort "no strategy selected (keys: a, b, c, d, e, ej)" if strategies.empty?
+abort "no strategy selected (keys: a, b, c, d, e, ej, f, fj)" if strategies.empty?
 
 # The workload: 12% working-set-heavy, 8% bloating, 80% light, in a seeded order.
 rng = Random.new(options[:seed])

@@ -2,7 +2,8 @@
 
 # The Sidekiq application of bench/fleet_compare.rb: three job classes (a bloating one, a working-set-heavy one
 # and a light one) and the strategy the process runs under, from the environment:
-#   FLEET_GUARD   JSON of sidekiq_rust settings (max_rss, hard_max_rss, grace_time, brake); absent: no guard
+#   FLEET_GUARD   JSON of sidekiq_rust settings (max_rss, hard_max_rss, grace_time, brake, admission); absent: no
+#                 guard
 #   FLEET_KILLER  a limit in MB: the hand-written killer (bench/support/rss_killer.rb); absent: none
 # Every job that finishes is recorded in Redis by FleetRecorder (jid, enqueue-to-finish latency, finish time).
 require "json"
@@ -37,6 +38,7 @@ if ENV["FLEET_GUARD"]
     c.hard_max_rss = guard.fetch("hard_max_rss")
     c.grace_time = guard.fetch("grace_time")
     c.brake = guard.fetch("brake")
+    c.admission = guard.fetch("admission", false)
   end
 end
 
