@@ -90,7 +90,7 @@ module SidekiqRust
     # The policy changed the window (:pause, :resume, :resume_idle, :resume_retained, :widen): threads waiting
     # look again, and a pause or a resume is told (in a thread of its own: it writes to Redis). Never raises.
     def apply(action)
-      @lock.synchronize { @changed.broadcast }
+      wake
       return if action == :widen
 
       memory = @native.last_memory

@@ -98,11 +98,6 @@ module SidekiqRust
       @admission ? @admission.admit(work) : true
     end
 
-    # Whether admission is on (asked for, with the brake).
-    def admission?
-      !@admission.nil?
-    end
-
     # Whether the middleware keeps each running job's payload where the quarantine finds it.
     def quarantine?
       @settings.quarantine_after.positive?

@@ -19,7 +19,7 @@ use crate::cgroup::self_limit;
 use crate::convert::{action_symbol, settings_pairs};
 use crate::errors::{error, io_error, Kind};
 use crate::memory::{
-    reset_self_peak_rss, self_cgroup_usage, self_peak_rss, self_rss_bytes, smaps_totals,
+    peak_rss, reset_self_peak_rss, self_cgroup_usage, self_rss_bytes, smaps_totals,
 };
 use crate::named::Named;
 use crate::nogvl::nogvl;
@@ -181,7 +181,7 @@ impl Guard {
     /// The peak over a clean window (VmHWM; RSS now where the peak could not be reset), to the class's figure.
     fn learn(&self, window: &Window) -> Result<(), Error> {
         let peak = if window.peak_reset {
-            self_peak_rss().map_err(|e| io_error(&e, "/proc/self/status", None))?
+            peak_rss(None)?
         } else {
             read_rss()?
         };

@@ -178,14 +178,9 @@ pub fn reset_self_peak_rss() -> io::Result<()> {
         .write_all(b"5")
 }
 
-/// This process's peak RSS (VmHWM) since it started or since `reset_self_peak_rss`, in bytes.
-pub fn self_peak_rss() -> io::Result<u64> {
-    let text = fs::read_to_string("/proc/self/status")?;
-    procfs::status_field(&text, "VmHWM")
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmHWM line"))
-}
-
-fn peak_rss(pid: Option<i32>) -> Result<u64, Error> {
+/// A process's peak RSS (VmHWM), in bytes: this process's (None) since it started or since
+/// `reset_self_peak_rss`.
+pub fn peak_rss(pid: Option<i32>) -> Result<u64, Error> {
     let file = format!("{}/status", proc_dir(pid));
     let text = fs::read_to_string(&file).map_err(|e| io_error(&e, &file, pid))?;
     procfs::status_field(&text, "VmHWM").ok_or_else(|| {

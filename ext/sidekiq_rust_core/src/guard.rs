@@ -277,7 +277,7 @@ impl GuardCore {
         self.done += 1;
         self.jobs.job_finished(token, now_ns, allocated);
         let window = self.admission.job_finished(token);
-        let read = now_ns.saturating_sub(self.last_read_ns) >= READ_EVERY_NS;
+        let read = self.read_due(now_ns);
         if read {
             self.last_read_ns = now_ns.max(1);
         }
@@ -299,6 +299,11 @@ impl GuardCore {
 
     /// Whether the RSS admission goes by is older than the read gate (the caller reads it again for `admit`).
     pub fn admission_reads(&self, now_ns: u64) -> bool {
+        self.read_due(now_ns)
+    }
+
+    /// The read gate: the last reading is older than READ_EVERY_NS.
+    fn read_due(&self, now_ns: u64) -> bool {
         now_ns.saturating_sub(self.last_read_ns) >= READ_EVERY_NS
     }
 
