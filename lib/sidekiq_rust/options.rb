@@ -102,8 +102,8 @@ module SidekiqRust
       summary: "Called with a Hash describing each restart (or dry-run decision), e.g. " \
                "->(event) { Rails.logger.warn(event) }.",
       meaning: "receives `{event:, reason:, identity:, hostname:, pid:, metric:, memory:, max_rss:, hard_max_rss:, " \
-               "busy:, dry_run:, in_flight:, top_retained:, top_growth:}`; `in_flight: [{class:, jid:, " \
-               "running_s:}]`, the tops: rows as in `SidekiqRust.report`"
+               "busy:, dry_run:, in_flight:, top_retained:, suspect:, verdict:}`; `in_flight: [{class:, jid:, " \
+               "running_s:}]`, `top_retained`: rows as in `SidekiqRust.report`"
     ),
     Option.new(
       key: :logger, default: nil, form: :logger, native: false, default_text: "`Sidekiq.logger`",

@@ -212,6 +212,18 @@ class StringChurnJob
   end
 end
 
+# The churner as an application writes it: the short strings stay referenced while the job sleeps (held, a working
+# set of Ruby objects and their Array's buffer), garbage once it ends.
+class StringHoldJob
+  include Sidekiq::Worker
+
+  def perform(count, seconds)
+    strings = Array.new(count) { |i| "s#{i}" }
+    sleep seconds
+    e2e_done("string_hold#{strings.size}")
+  end
+end
+
 class PingJob
   include Sidekiq::Worker
 

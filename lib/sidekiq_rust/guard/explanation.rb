@@ -5,7 +5,8 @@ module SidekiqRust
     # What the guard says about a process's memory when it restarts or stops: the per-class rows, the jobs in
     # flight, the top classes, the class with the strongest evidence and the one-line verdict (Verdict).
     class Explanation
-      # Classes named in a log line and an event, by retained and by growth.
+      # Classes named in a log line and an event, by retained per job (the figure tested against zero on its
+      # evidence; growth per job is not: it stays in the report, not in a restart's line).
       TOP = 5
 
       def initialize(native, log:)
@@ -38,11 +39,10 @@ module SidekiqRust
         @native.in_flight.map { |job| job.merge(running_s: job[:running_s].round(1)) }
       end
 
-      # The jobs in flight and the top classes by retained and by growth per job (`rows`: #report's, when the
-      # caller already has them: the fit runs once per call of #report).
+      # The jobs in flight and the top classes by retained per job (`rows`: #report's, when the caller already
+      # has them: the fit runs once per call of #report).
       def attribution(rows = report)
-        { in_flight: in_flight, top_retained: Report.top(rows, :retained_per_job, TOP),
-          top_growth: Report.top(rows, :growth_per_job, TOP) }
+        { in_flight: in_flight, top_retained: Report.top(rows, :retained_per_job, TOP) }
       end
 
       # The class with the strongest evidence (nil: none the figures tell from zero) and the one-line verdict:

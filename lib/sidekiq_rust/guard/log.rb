@@ -125,8 +125,8 @@ module SidekiqRust
 
       private
 
-      def write(level, message, memory: nil, reason: nil, in_flight: nil, top_retained: nil, top_growth: nil,
-                quarantined: nil, verdict: nil, purge_error: nil, **_rest)
+      def write(level, message, memory: nil, reason: nil, in_flight: nil, top_retained: nil, quarantined: nil,
+                verdict: nil, purge_error: nil, **_rest)
         parts = ["sidekiq_rust: #{message}", "identity=#{@tag}"]
         parts << "#{@settings.metric}=#{Units.mb(memory)}" if memory
         bounds = limits
@@ -134,8 +134,7 @@ module SidekiqRust
         parts << "reason=#{reason}" if reason
         parts << "in_flight=#{in_flight_text(in_flight)}" if in_flight
         parts << "quarantined=#{quarantined_text(quarantined)}" if quarantined
-        parts << "top_retained=#{top_text(top_retained, :retained_per_job)}" if top_retained
-        parts << "top_growth=#{top_text(top_growth, :growth_per_job)}" if top_growth
+        parts << "top_retained=#{top_text(top_retained)}" if top_retained
         parts << "verdict=\"#{verdict}\"" if verdict
         parts << "purge_error=\"#{purge_error}\"" if purge_error
         @logger.public_send(level, parts.join(" "))
@@ -153,11 +152,10 @@ module SidekiqRust
         jobs.map { |j| "#{j[:class]}(jid #{j[:jid]}, in flight at #{j[:restarts]} memory restarts)" }.join(", ")
       end
 
-      def top_text(rows, figure)
+      def top_text(rows)
         return "none" if rows.empty?
-        return rows.map { |r| "#{r[:class]}(#{Report.evidence(r)})" }.join(", ") if figure == :retained_per_job
 
-        rows.map { |r| "#{r[:class]}(#{Units.bytes(r[figure])}/job in #{r[:jobs]} jobs)" }.join(", ")
+        rows.map { |r| "#{r[:class]}(#{Report.evidence(r)})" }.join(", ")
       end
     end
   end

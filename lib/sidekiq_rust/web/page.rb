@@ -414,7 +414,7 @@ module SidekiqRust
         when "restart"
           parts = ["#{event[:reason]}: #{mb(data['memory'])} (max_rss #{mb(data['max_rss'])}), busy #{data['busy']}"]
           parts << "in flight: #{in_flight(data['in_flight'])}" if data["in_flight"]
-          top = data["top_retained"] || data["top_growth"]
+          top = data["top_retained"]
           parts << "top: #{top.first(3).map { |j| j['class'] }.join(', ')}" if top.is_a?(Array) && !top.empty?
           parts << data["verdict"] if data["verdict"]
           parts.join("; ")
