@@ -7,10 +7,13 @@
 #                             RSS read only when the last one is 20 ms old; no GC)
 #   - the previous approach  (one RSS read, a pread of /proc/self/statm, after every job)
 #   - a hand-written killer  (GC.start + an RSS read from /proc/PID/status after every job, the common pattern)
+#   - admission's native calls per job (the fetch's Native::Guard#admit of the payload, then job_started and
+#     job_finished), beside the same job_started and job_finished on a guard without admission
 # Targets: the guard adds <= 0.5 us per job, less than the previous approach, and is >= 100x cheaper than
-# GC-per-job.
+# GC-per-job; admission adds <= 1 us per job.
 $LOAD_PATH.unshift(File.expand_path("../lib", __dir__))
 require "sidekiq_rust"
+require "json"
 require "logger"
 require "sidekiq"
 
@@ -46,6 +49,18 @@ SidekiqRust.guard.stop_monitor
 JOB = { "class" => "HardJob", "jid" => "b1946ac92492d2347c6235b4", "args" => [1], "queue" => "default" }.freeze
 WORKER = Object.new
 
+# Two native guards as the guard builds them (brake on, 5 threads), admission on and off.
+def native_guard(admission)
+  config = SidekiqRust::Configuration.new
+  config.max_rss = 100_000
+  config.admission = admission
+  SidekiqRust::Native::Guard.new(SidekiqRust::Guard.native_settings(config.resolve(cgroup: nil), kill_after: 40.0,
+                                                                                                 concurrency: 5))
+end
+ADMITTING = native_guard(true)
+COUNTING = native_guard(false)
+PAYLOAD = JSON.generate(JOB)
+
 def per_job_ns(iterations)
   start = Process.clock_gettime(Process::CLOCK_MONOTONIC, :nanosecond)
   iterations.times { yield }
@@ -60,6 +75,13 @@ best = Hash.new(Float::INFINITY)
   end].min
   best[:read] = [best[:read], per_job_ns(200_000) do
     ReadPerJobKiller.new.call(WORKER, JOB, "default") { JOB["args"].first + 1 }
+  end].min
+  best[:counted] = [best[:counted], per_job_ns(200_000) do
+    COUNTING.job_finished(COUNTING.job_started("HardJob", JOB["jid"]))
+  end].min
+  best[:admitted] = [best[:admitted], per_job_ns(200_000) do
+    ADMITTING.admit(PAYLOAD)
+    ADMITTING.job_finished(ADMITTING.job_started("HardJob", JOB["jid"]))
   end].min
   best[:gc] = [best[:gc], per_job_ns(20) do
     GcEveryJobKiller.new.call(WORKER, JOB, "default") { JOB["args"].first + 1 }
@@ -77,8 +99,12 @@ puts format("| none | %.0f | - |", best[:none])
 puts format("| SidekiqRust::Middleware | %.0f | %.0f ns |", best[:guard], guard_cost)
 puts format("| one RSS read per job (the previous ProcessKiller) | %.0f | %.0f ns |", best[:read], read_cost)
 puts format("| GC.start + RSS read per job | %.0f | %.0f ns |", best[:gc], gc_cost)
+puts format("| native calls per job, admission off | %.0f | - |", best[:counted])
+puts format("| native calls per job, admission on (admit + the same) | %.0f | %.0f ns |", best[:admitted],
+            best[:admitted] - best[:counted])
 puts
 puts format("guard cost per job: %.2f us (target <= 0.5 us)", guard_cost / 1000.0)
 puts format("previous approach / guard: %.1fx (target > 1)", read_cost / guard_cost)
 puts format("GC-per-job / guard: %.0fx cheaper (target >= 100x)", gc_cost / guard_cost)
+puts format("admission per job: %.2f us (target <= 1 us)", (best[:admitted] - best[:counted]) / 1000.0)
 puts "jobs recorded: #{SidekiqRust.report(limit: 1).first&.fetch(:jobs)}"

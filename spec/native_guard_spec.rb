@@ -21,7 +21,8 @@ RSpec.describe SidekiqRust::Native::Guard do
   it "admits a fetched job by its payload: a class not measured yet runs alone and measured, meanwhile others wait" do
     guard = described_class.new(base.merge(concurrency: 5, admission: true))
     first = guard.admit(JSON.generate("args" => [{ "class" => "Evil" }], "class" => "ImportJob", "jid" => "j1"))
-    expect(first).to include(decision: :probe, hold: nil, class: "ImportJob", need: nil, reclaim: false, say: nil)
+    expect(first).to eq(decision: :probe, hold: nil, class: "ImportJob", need: nil, projected: first[:projected],
+                             bound: first[:bound], say: nil)
     expect(guard.window).to eq(1)
     second = guard.admit(JSON.generate("class" => "Other", "jid" => "j2", "memory" => "lots"))
     expect(second).to include(decision: :hold, hold: :exclusive, say: { say: :bad_declared, value: "lots" })

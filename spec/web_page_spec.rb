@@ -31,6 +31,23 @@ RSpec.describe "the Memory tab with many processes (Sidekiq #{Sidekiq::VERSION})
     expect(moved).to match(/the memory cgroup(&#39;|&#x27;)s limit is now 200MB \(was 1000MB\): max_rss 40MB, hard_max_rss 120MB/)
   end
 
+  it "lists each class's working set and the jobs sent back to wait when admission runs in the fleet" do
+    now = Time.now.to_f
+    SidekiqRust::History.new(settings, identity: "worker-1:1").record(150 * mb, :serving, now: now - 2)
+    row = { jobs: 12, retained_per_job: 0, retained_error: 0, windows: 5, growth_per_job: 0, allocated_per_job: nil }
+    plain = Rack::MockRequest.new(WebServer.app)
+    SidekiqRust::Report.publish("worker-1:1", [row.merge(class: "ImportJob")], ttl: 60, now: now)
+    without = plain.get("/sidekiq/memory").body
+    expect(without).to include("ImportJob")
+    expect(without).not_to include("Working set")
+    SidekiqRust::Report.publish("worker-2:1", [row.merge(class: "ImportJob", working_set: 130 * mb,
+                                                                       deferred: 7)], ttl: 60, now: now)
+    body = plain.get("/sidekiq/memory").body
+    expect(body).to include("<th class=\"sr-number\">Working set</th>", "<th class=\"sr-number\">Deferred</th>")
+    cells = body[%r{<td>ImportJob</td>.*?</tr>}m].scan(%r{<td class="sr-number">([^<]*)</td>}).flatten
+    expect(cells.last(2)).to eq(["130.0MB", "7"])
+  end
+
   it "scales each small chart to its own max_rss, or every chart of the page to one scale with ?scale=shared" do
     now = Time.now.to_f
     { "small:1" => 100, "big:1" => 400 }.each do |identity, limit|

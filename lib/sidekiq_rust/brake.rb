@@ -43,7 +43,13 @@ module SidekiqRust
                                 recovery: "this process's paused mark is written to Redis again")
       @holders = {}
       @lock = Mutex.new
+      # Signalled when a permit goes back or the window moves (threads waiting to fetch look again).
       @changed = ConditionVariable.new
+      # Signalled only when room may have come (a job ended, memory was read, a reclaim ran, the policy moved):
+      # not when a permit goes back, else threads admission held would wake each other and fetch the held job
+      # again and again (a busy loop on Redis).
+      @room = ConditionVariable.new
+      @wakes = 0
     end
 
     # Called by BrakeFetch before each fetch, in the processor's thread: true when it may fetch.
@@ -71,15 +77,25 @@ module SidekiqRust
       end
     end
 
+    # Where the wake-ups are: taken before admission looks at a fetched job, so that a job that ends between the
+    # hold and #wait_for_room is not missed.
+    def room_mark
+      @lock.synchronize { @wakes }
+    end
+
     # After admission held this thread's job (back in its queue): waits until a running job ends or the monitor
-    # reads memory again (#wake), at most HELD_WAIT seconds.
-    def wait_for_room
-      @lock.synchronize { @changed.wait(@lock, HELD_WAIT) }
+    # reads memory again (#wake) after `mark` (#room_mark), at most HELD_WAIT seconds.
+    def wait_for_room(mark)
+      @lock.synchronize { @room.wait(@lock, HELD_WAIT) if @wakes == mark }
     end
 
     # A job ended, or memory was read: threads waiting for the window or for room look again.
     def wake
-      @lock.synchronize { @changed.broadcast }
+      @lock.synchronize do
+        @wakes += 1
+        @changed.broadcast
+        @room.broadcast
+      end
     end
 
     # Threads holding a permit (running a job or fetching).

@@ -196,10 +196,10 @@ impl Guard {
     }
 
     /// Admission's decision for a fetched job's payload (Sidekiq's JSON): `{decision: :start | :probe | :alone
-    /// | :hold, hold: (why it waits: :no_room | :unmeasured | :too_big | :exclusive, or nil), class:, need:
-    /// (bytes, nil: not measured), projected:, bound:, reclaim: (it starts with no other job running though it
-    /// does not fit: reclaim first), say: (nil, or {say: :too_big, need:, room:} | {say: :bad_declared,
-    /// value:})}`; nil when admission is off or the payload is not a job's (it starts). RSS is
+    /// | :hold | :reclaim (run a reclaim, then ask again for the same job), hold: (why it waits: :no_room |
+    /// :unmeasured | :too_big | :exclusive, or nil), class:, need: (bytes, nil: not measured), projected:,
+    /// bound:, say: (nil, or {say: :too_big, need:, room:} | {say: :bad_declared, value:})}`; nil when
+    /// admission is off or the payload is not a job's (it starts). RSS is
     /// read again when the last reading is older than the guard's read gate.
     fn admit(ruby: &Ruby, rb_self: &Self, payload: RString) -> Result<Option<RHash>, Error> {
         guarded("admitting a job", || {
@@ -225,7 +225,6 @@ impl Guard {
                 .with("need", answer.need)
                 .with("projected", answer.projected)
                 .with("bound", answer.bound)
-                .with("reclaim", answer.reclaim)
                 .with("say", say)
                 .hash()
                 .map(Some)

@@ -387,6 +387,11 @@ impl GuardCore {
     pub fn reclaim_finished(&mut self, r: ReclaimReadings, decide: bool) -> ReclaimOutcome {
         let measured = self.jobs.reclaim_finished(r.rss, r.floor, r.now_ns, r.read);
         self.remember(r.after, r.now_ns);
+        // Admission goes by the RSS read after the purge (it asks again right after a reclaim it asked for).
+        self.last_rss = r.rss;
+        self.last_read_ns = r.now_ns.max(1);
+        self.admission.reading(r.rss, self.busy);
+        self.admission.reclaimed(r.now_ns);
         self.schedule_measure(measured, r.now_ns);
         if !decide {
             return ReclaimOutcome {

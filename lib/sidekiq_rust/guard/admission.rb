@@ -3,9 +3,8 @@
 module SidekiqRust
   class Guard
     # Admission, as Ruby carries it out (the decision is Native::Guard#admit's, see docs/admission.md): a fetched
-    # job the core holds goes back to the front of its queue through the fetcher's own unit of work, a job that
-    # starts alone though it does not fit gets a reclaim (GC + purge) first, and what the
-    # core decided is told: the first hold of each class and each class's first measuring run (info), a class
+    # job the core holds goes back to the front of its queue through the fetcher's own unit of work, a reclaim
+    # (GC + purge) runs when the core asks for one before it decides again, and what the core decided is told: the first hold of each class and each class's first measuring run (info), a class
     # too big for the process and a declaration that is not a size or far from what its jobs measured (each once),
     # and a hold in the history (the Memory tab's events) at most every EVENT_EVERY seconds.
     class Admission
@@ -24,13 +23,8 @@ module SidekiqRust
       # Whether a fetched unit of work starts now: false when the core held it (it is back at the front of its
       # queue). Never raises: a failure starts the job (never lost; held only when the requeue succeeded).
       def admit(work)
-        answer = @native.admit(work.job)
-        return true if answer.nil?
-
-        tell(answer)
-        # No other job runs, and it does not fit: what the last jobs left (garbage, free memory) goes first.
-        @reclaimer.measure(force: true) if answer[:reclaim]
-        return true unless answer[:decision] == :hold
+        answer = decide(work.job)
+        return true unless answer && answer[:decision] == :hold
 
         work.requeue
         held(answer)
@@ -48,6 +42,28 @@ module SidekiqRust
       end
 
       private
+
+      # The core's answer for a fetched job's payload (nil: it starts); when the core asks for a reclaim first
+      # (what the last jobs left stands between the job and the bound), the reclaim runs and the core decides
+      # again (never :reclaim twice in a row).
+      def decide(job)
+        answer = @native.admit(job)
+        return nil if answer.nil?
+
+        tell(answer)
+        return answer unless answer[:decision] == :reclaim
+
+        reclaim
+        answer = @native.admit(job)
+        tell(answer) if answer
+        answer
+      end
+
+      def reclaim
+        @reclaimer.measure(force: true)
+      rescue StandardError => e
+        @log.failure("reclaiming before admitting a job (admission decides without it)", e)
+      end
 
       def tell(answer)
         say(answer[:class], answer[:say]) if answer[:say]

@@ -31,10 +31,11 @@ module SidekiqRust
       return nil unless brake.admit
 
       work = __getobj__.retrieve_work
+      mark = brake.room_mark
       return work if work && guard.admit(work)
 
       brake.release
-      brake.wait_for_room if work
+      brake.wait_for_room(mark) if work
       nil
     rescue StandardError
       brake&.release

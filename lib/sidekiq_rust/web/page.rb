@@ -156,6 +156,11 @@ module SidekiqRust
         @classes ||= Report.fleet(limit: CLASSES_SHOWN, adapter: @adapter)
       end
 
+      # Whether admission runs in the fleet: its classes carry a working set and the jobs sent back to wait.
+      def admission?
+        classes.any? { |c| c.key?(:deferred) }
+      end
+
       def top_classes
         Report.top(classes, :retained_per_job, TOP_CLASSES)
       end

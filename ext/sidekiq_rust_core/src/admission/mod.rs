@@ -15,8 +15,11 @@
 //! the oldest of them was admitted (that growth is theirs, and it is already in the reading).
 //!
 //! "Memory now" is RSS, the figure the bound is on. Memory a job left to the garbage collector or the allocator
-//! counts until a GC or a purge gives it back (the brake's reclaim when it pauses): it is not room a job of
-//! another thread can be sure of (glibc's arenas are per thread, Ruby frees a job's garbage at its next GC).
+//! counts until a GC or a purge gives it back: it is not room a job of another thread can be sure of (glibc's
+//! arenas are per thread, Ruby frees a job's garbage at its next GC). So admission asks for a reclaim (GC +
+//! purge) first, and is asked again for the same job, when the job starts alone and does not fit, and when it
+//! would wait though the process's idle memory plus what the running jobs need plus its own would fit (at most
+//! one every RECLAIM_EVERY_NS, counting every reclaim the process runs).
 
 pub mod payload;
 
@@ -34,6 +37,11 @@ pub const RESERVED_NS: u64 = 60_000_000_000;
 /// /proc/self/clear_refs at the start and a read of /proc/self/status at the end, tens of microseconds).
 pub const NATURAL_WINDOW_EVERY_NS: u64 = 1_000_000_000;
 
+/// Admission asks for a reclaim for a job that would wait at most this often (a GC and a purge cost
+/// milliseconds, and take the GVL for the GC): any reclaim the process ran (the policy's, the monitor's
+/// measuring one) counts. A job that starts alone over the bound always gets one.
+pub const RECLAIM_EVERY_NS: u64 = 2_000_000_000;
+
 /// The learned figure and a declared one are "more than twice off" past this ratio.
 pub const MISMATCH_RATIO: u64 = 2;
 
@@ -49,6 +57,9 @@ pub enum Decision {
     /// It waits (`Admitted::hold` says why): back to the front of its queue, and the thread waits for a running
     /// job to end.
     Hold,
+    /// What the last jobs left (garbage, the allocator's free memory) stands between it and the bound: the
+    /// caller runs a reclaim (GC + purge), then asks again for the same job (the answer then is never this one).
+    Reclaim,
 }
 
 impl Named for Decision {
@@ -60,6 +71,7 @@ impl Named for Decision {
             Decision::Probe,
             Decision::Alone,
             Decision::Hold,
+            Decision::Reclaim,
         ]
     }
 
@@ -69,6 +81,7 @@ impl Named for Decision {
             Decision::Probe => "probe",
             Decision::Alone => "alone",
             Decision::Hold => "hold",
+            Decision::Reclaim => "reclaim",
         }
     }
 }
@@ -131,9 +144,6 @@ pub struct Admitted {
     /// Memory now, plus what the running jobs may still add, plus `need`.
     pub projected: u64,
     pub bound: u64,
-    /// It starts because no other job runs, though it does not fit: the caller reclaims first (GC + purge: the
-    /// garbage and free memory the last jobs left).
-    pub reclaim: bool,
     pub say: Option<Say>,
 }
 
@@ -207,6 +217,11 @@ pub struct Admission {
     last_window_ns: Option<u64>,
     /// RSS when no job ran: the least seen.
     idle: u64,
+    /// When the process last ran a reclaim, or admission last asked for one.
+    last_reclaim_ns: Option<u64>,
+    /// Jobs admission asked a reclaim for (jid, when), until they are asked for again (then they get a decision;
+    /// meanwhile the process counts as busy: no second thread reclaims for a job that would start alone).
+    reclaims: Vec<(String, u64)>,
 }
 
 impl Admission {
@@ -223,7 +238,7 @@ impl Admission {
     }
 
     fn busy(&self) -> bool {
-        !self.reserved.is_empty() || !self.running.is_empty()
+        !self.reserved.is_empty() || !self.running.is_empty() || !self.reclaims.is_empty()
     }
 
     /// Whether a job runs (or is about to) alone: no other thread may fetch.
@@ -244,10 +259,18 @@ impl Admission {
     pub fn admit(&mut self, facts: &JobFacts, memory: u64, bound: u64, now_ns: u64) -> Admitted {
         self.reserved
             .retain(|a| now_ns.saturating_sub(a.at_ns) < RESERVED_NS);
+        self.reclaims
+            .retain(|(_, at)| now_ns.saturating_sub(*at) < RESERVED_NS);
+        let asked = self.reclaims.iter().position(|(jid, _)| *jid == facts.jid);
+        let asked_again = asked.map(|i| self.reclaims.swap_remove(i)).is_some();
         let busy = self.busy();
         let exclusive = self.exclusive();
         let room = bound.saturating_sub(self.idle);
         let (running_need, base) = self.running_need(memory);
+        let idle = self.idle;
+        let reclaim_due = self
+            .last_reclaim_ns
+            .is_none_or(|t| now_ns.saturating_sub(t) >= RECLAIM_EVERY_NS);
         let need = self.classes.entry(facts.class.clone()).or_default();
         let mut say = None;
         match &facts.declared {
@@ -275,6 +298,33 @@ impl Admission {
                 say = Some(Say::TooBig { need: n, room });
             }
         }
+        // A reclaim may make the room: the job starts alone over the bound (always: it would start over it), or
+        // it would wait though the idle memory plus the running jobs' needs plus its own fits (at most every
+        // RECLAIM_EVERY_NS). Asked again after the reclaim, the job gets a decision.
+        let reclaim = match decision {
+            Decision::Hold => {
+                reclaim_due
+                    && hold == Some(Hold::NoRoom)
+                    && idle
+                        .saturating_add(running_need)
+                        .saturating_add(figure.unwrap_or(0))
+                        <= bound
+            }
+            _ => !busy && projected > bound,
+        };
+        if reclaim && !asked_again {
+            self.last_reclaim_ns = Some(now_ns);
+            self.reclaims.push((facts.jid.clone(), now_ns));
+            return Admitted {
+                decision: Decision::Reclaim,
+                hold: None,
+                class: facts.class.clone(),
+                need: figure,
+                projected,
+                bound,
+                say,
+            };
+        }
         match decision {
             Decision::Hold => need.deferred += 1,
             _ => self.reserved.push(Admit {
@@ -292,7 +342,6 @@ impl Admission {
             need: figure,
             projected,
             bound,
-            reclaim: !busy && decision != Decision::Hold && projected > bound,
             say,
         }
     }
@@ -326,6 +375,8 @@ impl Admission {
             },
         };
         let exclusive = admit.exclusive;
+        // A job admission asked a reclaim for that starts without being asked for again (the caller failed).
+        self.reclaims.retain(|(asked, _)| asked != jid);
         let alone = !self.busy();
         self.running.insert(token, admit);
         if let Some(open) = self.window.as_mut() {
@@ -407,6 +458,11 @@ impl Admission {
             .collect();
         rows.sort_by(|a, b| a.class.cmp(&b.class));
         rows
+    }
+
+    /// A reclaim ran (GC + purge, whoever asked for it): admission asks for none within RECLAIM_EVERY_NS.
+    pub fn reclaimed(&mut self, now_ns: u64) {
+        self.last_reclaim_ns = Some(now_ns);
     }
 
     /// RSS when no job ran, last seen.

@@ -87,6 +87,9 @@ fn a_class_not_measured_runs_alone_once_then_by_its_figure() {
         (Some(Hold::NoRoom), 530 * MB)
     );
     a.job_finished(11);
+    // 80 idle + 150 running + 150 would fit: what the last jobs left may be in the way, a reclaim first.
+    let asked = a.admit(&job("Heavy", "h3"), 380 * MB, 400 * MB, now + 5);
+    assert_eq!(asked.decision, Decision::Reclaim);
     let after = a.admit(&job("Heavy", "h3"), 380 * MB, 400 * MB, now + 5);
     assert_eq!(
         after.hold,
@@ -101,18 +104,99 @@ fn a_class_not_measured_runs_alone_once_then_by_its_figure() {
 fn a_job_never_waits_while_nothing_runs() {
     let mut a = Admission::new(true, 80 * MB);
     measure(&mut a, "Heavy", 1, 80 * MB, 150 * MB, 0);
-    // Memory is high (retained), but no job runs: the fetched job starts.
+    // Memory is high (retained), but no job runs: it does not fit, so a reclaim first; asked again (memory did
+    // not come down), the fetched job starts.
     let answer = a.admit(&job("Heavy", "j"), 390 * MB, 400 * MB, S);
-    assert_eq!(answer.decision, Decision::Start);
+    assert_eq!(answer.decision, Decision::Reclaim);
     assert!(answer.projected > answer.bound);
-    assert!(answer.reclaim, "it does not fit: reclaim first");
+    let again = a.admit(&job("Heavy", "j"), 390 * MB, 400 * MB, S + 1);
+    assert_eq!(again.decision, Decision::Start);
+    // The next job that starts alone over the bound gets a reclaim too, however soon.
+    a.job_started(1, "Heavy", "j", S + 2);
+    a.job_finished(1);
+    let next = a.admit(&job("Heavy", "k"), 390 * MB, 400 * MB, S + 3);
+    assert_eq!(next.decision, Decision::Reclaim);
+}
+
+#[test]
+fn a_job_held_by_what_the_last_jobs_left_asks_for_a_reclaim_at_most_every_few_seconds() {
+    let mut a = Admission::new(true, 80 * MB);
+    measure(&mut a, "Heavy", 1, 80 * MB, 100 * MB, 0);
+    a.reading(80 * MB, 0);
+    let now = 10 * S;
+    // One heavy job runs; memory is at 320 MB, much of it the last jobs' garbage and free memory: 80 idle +
+    // 100 running + 100 fits under 400, 320 + 100 does not.
+    assert_eq!(
+        a.admit(&job("Heavy", "h1"), 200 * MB, 400 * MB, now)
+            .decision,
+        Decision::Start
+    );
+    a.job_started(11, "Heavy", "h1", now);
+    let asked = a.admit(&job("Heavy", "h2"), 320 * MB, 400 * MB, now + 1);
+    assert_eq!((asked.decision, asked.hold), (Decision::Reclaim, None));
+    // Asked again after the reclaim, with memory down to 180 MB: it starts.
+    let after = a.admit(&job("Heavy", "h2"), 180 * MB, 400 * MB, now + 2);
+    assert_eq!(after.decision, Decision::Start);
+    // Not down: it waits, and no other reclaim is asked for within RECLAIM_EVERY_NS.
+    let held = a.admit(&job("Heavy", "h3"), 380 * MB, 400 * MB, now + 3);
+    assert_eq!(
+        (held.decision, held.hold),
+        (Decision::Hold, Some(Hold::NoRoom))
+    );
+    let rows = a.classes();
+    assert_eq!(rows[0].deferred, 1, "a reclaim asked for defers nothing");
+    // A reclaim the process ran for another reason counts too.
+    a.reclaimed(now + RECLAIM_EVERY_NS);
+    a.job_finished(11);
+    a.job_started(12, "Heavy", "h2", now + RECLAIM_EVERY_NS);
+    let soon = a.admit(
+        &job("Heavy", "h3"),
+        380 * MB,
+        400 * MB,
+        now + RECLAIM_EVERY_NS + 1,
+    );
+    assert_eq!(soon.decision, Decision::Hold);
+    let due = a.admit(
+        &job("Heavy", "h3"),
+        380 * MB,
+        400 * MB,
+        now + 2 * RECLAIM_EVERY_NS,
+    );
+    assert_eq!(due.decision, Decision::Reclaim);
+}
+
+#[test]
+fn no_reclaim_is_asked_for_when_it_could_not_make_the_room() {
+    let mut a = Admission::new(true, 80 * MB);
+    measure(&mut a, "Heavy", 1, 80 * MB, 150 * MB, 0);
+    a.reading(80 * MB, 0);
+    let now = 10 * S;
+    for (token, jid) in [(11, "h1"), (12, "h2")] {
+        assert_eq!(
+            a.admit(&job("Heavy", jid), 80 * MB, 400 * MB, now).decision,
+            Decision::Start
+        );
+        a.job_started(token, "Heavy", jid, now);
+    }
+    // 80 idle + 2 x 150 running + 150 passes 400 even with nothing left over: it waits, no reclaim.
+    let held = a.admit(&job("Heavy", "h3"), 380 * MB, 400 * MB, now + 1);
+    assert_eq!(
+        (held.decision, held.hold),
+        (Decision::Hold, Some(Hold::NoRoom))
+    );
 }
 
 #[test]
 fn a_class_that_cannot_fit_runs_alone_and_is_said_once() {
     let mut a = Admission::new(true, 100 * MB);
+    // Alone, it does not fit under the bound: a reclaim first, then it runs alone.
     let answer = a.admit(&declared("Huge", "j1", 350 * MB), 100 * MB, 400 * MB, 0);
-    assert_eq!(answer.decision, Decision::Alone);
+    assert_eq!(answer.decision, Decision::Reclaim);
+    assert_eq!(
+        a.admit(&declared("Huge", "j1", 350 * MB), 100 * MB, 400 * MB, 1)
+            .decision,
+        Decision::Alone
+    );
     assert_eq!(
         answer.say,
         Some(Say::TooBig {
@@ -235,4 +319,26 @@ fn idle_memory_is_the_least_seen_with_no_job() {
     a.reading(70 * MB, 0);
     a.reading(60 * MB, 2);
     assert_eq!(a.idle(), 70 * MB);
+}
+
+#[test]
+fn while_a_reclaim_is_asked_for_a_job_alone_no_other_thread_reclaims_and_the_job_gets_a_decision() {
+    let mut a = Admission::new(true, 80 * MB);
+    measure(&mut a, "Heavy", 1, 80 * MB, 100 * MB, 0);
+    a.reading(80 * MB, 0);
+    assert_eq!(
+        a.admit(&job("Heavy", "j1"), 350 * MB, 400 * MB, S).decision,
+        Decision::Reclaim
+    );
+    // Another thread fetched meanwhile: the process counts as busy (j1 is about to start), no second reclaim.
+    let other = a.admit(&job("Heavy", "j2"), 350 * MB, 400 * MB, S + 1);
+    assert_eq!(
+        (other.decision, other.hold),
+        (Decision::Hold, Some(Hold::NoRoom))
+    );
+    assert_eq!(
+        a.admit(&job("Heavy", "j1"), 150 * MB, 400 * MB, S + 2)
+            .decision,
+        Decision::Start
+    );
 }

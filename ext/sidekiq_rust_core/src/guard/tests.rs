@@ -1,4 +1,5 @@
 use super::*;
+use crate::admission::{Decision, RECLAIM_EVERY_NS};
 use crate::policy::{Brake, Limits, StopCause};
 use crate::settings::Follow;
 
@@ -358,4 +359,49 @@ fn fixed_limits_do_not_follow() {
     assert!(!core.follows_cgroup());
     assert_eq!(core.cgroup_limit(Some(100 * MB)), None);
     assert_eq!(core.bounds().soft, 500 * MB);
+}
+
+#[test]
+fn admission_goes_by_the_rss_a_reclaim_read_and_asks_for_no_other_reclaim_soon_after() {
+    let mut s = braked();
+    s.admission = true;
+    let mut g = GuardCore::new(s, 100 * MB, 0);
+    let light = |jid: &str| JobFacts {
+        class: "Light".into(),
+        jid: jid.into(),
+        declared: crate::admission::Declared::Bytes(10 * MB),
+    };
+    let heavy = |jid: &str| JobFacts {
+        class: "Heavy".into(),
+        jid: jid.into(),
+        declared: crate::admission::Declared::Bytes(200 * MB),
+    };
+    // A light job runs; memory is at 400 MB (what earlier jobs left): 400 + 10 + 200 passes brake_at (450 MB),
+    // 100 idle + 10 + 200 does not: a reclaim may make the room.
+    assert_eq!(
+        g.admit(&light("l1"), Some(400 * MB), S).decision,
+        Decision::Start
+    );
+    g.job_started("Light", "l1", S, None);
+    let asked = g.admit(&heavy("h1"), Some(400 * MB), S + MS);
+    assert_eq!(asked.decision, Decision::Reclaim);
+    // The reclaim brought RSS down to 150 MB: asked again (no new reading), the heavy job starts.
+    g.reclaim_started(400 * MB, S + 2 * MS);
+    g.reclaim_finished(readings(400 * MB, 150 * MB, S + 30 * MS), false);
+    let again = g.admit(&heavy("h1"), None, S + 31 * MS);
+    assert_eq!(
+        (again.decision, again.projected),
+        (Decision::Start, 360 * MB)
+    );
+    // Any reclaim counts: none is asked for within RECLAIM_EVERY_NS of it (100 idle + 210 running + 50 would
+    // fit, 440 now does not).
+    let mid = JobFacts {
+        class: "Mid".into(),
+        jid: "m1".into(),
+        declared: crate::admission::Declared::Bytes(50 * MB),
+    };
+    let held = g.admit(&mid, Some(440 * MB), S + 40 * MS);
+    assert_eq!(held.decision, Decision::Hold);
+    let due = g.admit(&mid, Some(440 * MB), S + 30 * MS + RECLAIM_EVERY_NS);
+    assert_eq!(due.decision, Decision::Reclaim);
 }
