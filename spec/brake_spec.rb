@@ -10,9 +10,10 @@ RSpec.describe SidekiqRust::Brake do
   let(:native) do
     SidekiqRust::Native::Guard.new(SidekiqRust::Guard.native_settings(settings, kill_after: 40.0, concurrency: 2))
   end
+  let(:log) { SidekiqRust::Guard::Log.new(settings, logger: Logger.new(nil), tag: "spec") }
   let(:brake) do
-    described_class.new(native, settings: settings, log: SidekiqRust::Guard::Log.new(settings, logger: Logger.new(nil), tag: "spec"),
-                                history: nil, adapter: SidekiqRust::SidekiqAdapter, tag: "spec", concurrency: 2)
+    described_class.new(native, settings: settings, log: log, history: nil, adapter: SidekiqRust::SidekiqAdapter,
+                                tag: "spec", concurrency: 2)
   end
 
   def waits(mark)

@@ -4,9 +4,10 @@ module SidekiqRust
   class Guard
     # Admission, as Ruby carries it out (the decision is Native::Guard#admit's, see docs/admission.md): a fetched
     # job the core holds goes back to the front of its queue through the fetcher's own unit of work, a reclaim
-    # (GC + purge) runs when the core asks for one before it decides again, and what the core decided is told: the first hold of each class and each class's first measuring run (info), a class
-    # too big for the process and a declaration that is not a size or far from what its jobs measured (each once),
-    # and a hold in the history (the Memory tab's events) at most every EVENT_EVERY seconds.
+    # (GC + purge) runs when the core asks for one before it decides again, and what the core decided is told:
+    # the first hold of each class and each class's first measuring run (info), a class too big for the process
+    # and a declaration that is not a size or far from what its jobs measured (each once), and a hold in the
+    # history (the Memory tab's events) at most every EVENT_EVERY seconds.
     class Admission
       # A hold goes to the history at most this often (seconds).
       EVENT_EVERY = 10
