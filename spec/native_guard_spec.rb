@@ -31,6 +31,8 @@ RSpec.describe SidekiqRust::Native::Guard do
     expect(guard.admission_classes.find { |r| r[:class] == "ImportJob" })
       .to include(samples: 1, declared: nil, deferred: 0, working_set: be >= 0)
     expect(guard.admission_classes.find { |r| r[:class] == "Other" }).to include(deferred: 1, working_set: nil)
+    # A measured class that fits starts with nothing to tell: no answer built (most jobs).
+    expect(guard.admit(JSON.generate("class" => "ImportJob", "jid" => "j3"))).to be_nil
     expect(guard.admit("not a job")).to be_nil
     expect(described_class.new(base.merge(concurrency: 5)).admit(JSON.generate("class" => "A"))).to be_nil
   end

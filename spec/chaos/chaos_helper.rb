@@ -8,9 +8,13 @@ require "sidekiq/api"
 # After each: every job done (or deliberately quarantined), never 0 serving processes at any 0.2 s sample, no
 # SIGKILL (unless the scenario sends it itself).
 module Chaos
-  # Processes that restart often: 120 MB soft limit, no grace, no reclaim, short waits.
-  GUARD = { "max_rss" => 120, "grace_time" => 0, "reclaim" => false, "shutdown_wait" => 5, "kill_after" => 10,
-            "check_interval" => 0.5 }.freeze
+  # Processes that restart often: 120 MB soft limit, no grace, no reclaim, short waits. No brake: the scenarios
+  # hold the soft limit's rule (a restart needs a slot and another serving process) with no exception, where a
+  # process its brake holds paused with retained memory restarts though no other serves (it serves nothing
+  # itself): with every process of this workload paused, that restart left no process serving for a boot
+  # (Sidekiq 7.3, the frozen holder's scenario). The brake's restarts have their own specs.
+  GUARD = { "max_rss" => 120, "grace_time" => 0, "reclaim" => false, "brake" => false, "shutdown_wait" => 5,
+            "kill_after" => 10, "check_interval" => 0.5 }.freeze
   # Each BloatJob keeps 5 MB for the life of its process: a process passes 120 MB after about 14 of them.
   BLOAT_JOBS = 60
 
@@ -41,7 +45,7 @@ module Chaos
     expect(redis_call("LLEN", "queue:default")).to eq(0)
     expect(Sidekiq::RetrySet.new.size).to eq(0)
     expect(Sidekiq::DeadSet.new.size).to eq(0)
-    expect(fleet.min_serving).to be >= 1
+    expect(fleet.min_serving).to be >= 1, fleet.empty_report
     expect(fleet.killed.map(&:pid) - killed_by_spec).to be_empty
     expect(fleet.logs).not_to include("Job raised exception")
     report_figures(fleet, jobs)

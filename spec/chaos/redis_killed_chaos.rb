@@ -20,7 +20,7 @@ RSpec.describe "chaos: Redis killed while a process quiets, restarted empty (Sid
     eventually(timeout: 120, what: "the second batch done") { done_count == 30 }
     fleet.stop
     expect(fleet.max_restarting).to be <= 1
-    expect(fleet.min_serving).to be >= 1
+    expect(fleet.min_serving).to be >= 1, fleet.empty_report
     expect(fleet.killed).to be_empty
     expect(fleet.processes.reject(&:alive?).map { |p| p.status.exitstatus }.uniq).to eq([0])
     report_figures(fleet, 30)

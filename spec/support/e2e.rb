@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "fileutils"
 require "sidekiq"
 Redis.silence_deprecations = true if defined?(Redis) && Redis.respond_to?(:silence_deprecations=)
 
@@ -125,6 +126,16 @@ module E2E
     end
   end
 
+  # E2E_KEEP_LOGS=DIR: a failed example's whole temporary directory (every process's log) is copied there.
+  def keep_logs(dir)
+    return unless ENV["E2E_KEEP_LOGS"]
+
+    target = File.join(ENV["E2E_KEEP_LOGS"], "#{File.basename(dir)}-#{Process.pid}")
+    FileUtils.mkdir_p(target)
+    FileUtils.cp_r(Dir.glob(File.join(dir, "*")), target)
+    warn "e2e: the example's logs copied to #{target}"
+  end
+
   def wait_for_fleet(size)
     eventually(timeout: 30, what: "#{size} processes in Sidekiq's ProcessSet") { live_processes.size >= size }
   end
@@ -146,6 +157,7 @@ module E2E
           @e2e_processes.each(&:stop)
           if example.exception
             @e2e_processes.each { |p| warn "---- #{p.name} log:\n#{p.log.lines.last(60).join}" }
+            keep_logs(dir)
           end
         end
       end

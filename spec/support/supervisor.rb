@@ -19,6 +19,7 @@ class Supervisor
     @lock = Mutex.new
     @running = false
     @max_restarting = 0
+    @empty_moments = []
     @exited_at = {}
   end
 
@@ -53,6 +54,12 @@ class Supervisor
     @lock.synchronize { @samples.min }
   end
 
+  # What each process was at the first samples where none served (for a failed expectation on min_serving).
+  def empty_report
+    moments = @lock.synchronize { @empty_moments.dup }
+    moments.empty? ? "" : "no process served at #{moments.join(' | ')}"
+  end
+
   # Processes that ended by a signal (KILL) rather than exiting.
   def killed
     processes.select { |p| p.status&.signaled? }
@@ -68,23 +75,28 @@ class Supervisor
 
   private
 
-  # [serving, restarting], each process's log read once. Serving: alive, started, not quiet for a restart.
-  # Restarting: alive, quiet for a restart and still holding its slot (the guard logs when it gives the slot back,
-  # at exit). Only the supervisor's thread reaps (SidekiqProcess#alive?): called from `run`.
+  # Each process's state, its log read once: :exited, :serving (alive, started, not quiet for a restart),
+  # :restarting (quiet for a restart and still holding its slot: the guard logs when it gives the slot back, at
+  # exit) or :stopping (the slot given back). Only the supervisor's thread reaps (SidekiqProcess#alive?): called
+  # from `run`.
   def census
-    serving = 0
-    restarting = 0
-    processes.each do |p|
-      next unless p.alive?
-
-      log = p.log
-      if !log.include?("restarting: quiet")
-        serving += 1
-      elsif !log.include?("restart slot given back")
-        restarting += 1
-      end
+    processes.to_h do |p|
+      log = p.alive? ? p.log : nil
+      state = if log.nil? then :exited
+              elsif !log.include?("restarting: quiet") then :serving
+              elsif log.include?("restart slot given back") then :stopping
+              else :restarting
+              end
+      [p, state]
     end
-    [serving, restarting]
+  end
+
+  # Keeps what each process was when none served (the first 5 such samples), for the failure message.
+  def note_empty(states)
+    return if @empty_moments.size >= 5
+
+    listed = states.map { |p, state| "#{p.name} (pid #{p.pid}): #{state}" }.join(", ")
+    @empty_moments << "#{Time.now.utc.strftime('%H:%M:%S.%L')}: #{listed}; starting: #{@slots.count(:starting)}"
   end
 
   # Starts a process (it waits for the guard to start) and only then lists it.
@@ -110,10 +122,12 @@ class Supervisor
         @slots[slot] = :starting
         @starting << Thread.new { @slots[slot] = spawn(slot, generation + 1) }
       end
-      serving, restarting = census
+      states = census
+      serving = states.values.count(:serving)
       @lock.synchronize do
         @samples << serving
-        @max_restarting = [@max_restarting, restarting].max
+        @max_restarting = [@max_restarting, states.values.count(:restarting)].max
+        note_empty(states) if serving.zero?
       end
       sleep SAMPLE
     end

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use magnus::{function, method, prelude::*, Error, RArray, RHash, RModule, RString, Ruby, Symbol};
-use sidekiq_rust_core::admission::{job_facts, Say, Window};
+use sidekiq_rust_core::admission::{job_facts, Decision, Say, Window};
 use sidekiq_rust_core::guard::GuardCore;
 use sidekiq_rust_core::policy::{Bounds, Denial, Event, ACTIONS};
 use sidekiq_rust_core::settings::{guard_settings, Metric};
@@ -198,9 +198,10 @@ impl Guard {
     /// Admission's decision for a fetched job's payload (Sidekiq's JSON): `{decision: :start | :probe | :alone
     /// | :hold | :reclaim (run a reclaim, then ask again for the same job), hold: (why it waits: :no_room |
     /// :unmeasured | :too_big | :exclusive, or nil), class:, need: (bytes, nil: not measured), projected:,
-    /// bound:, say: (nil, or {say: :too_big, need:, room:} | {say: :bad_declared, value:})}`; nil when
-    /// admission is off or the payload is not a job's (it starts). RSS is
-    /// read again when the last reading is older than the guard's read gate.
+    /// bound:, say: (nil, or {say: :too_big, need:, room:} | {say: :bad_declared, value:})}`; nil when the job
+    /// starts with nothing to tell: admission is off, the payload is not a job's, or the decision is :start with
+    /// nothing to say (most jobs: no Hash built). RSS is read again when the last reading is older than the
+    /// guard's read gate.
     fn admit(ruby: &Ruby, rb_self: &Self, payload: RString) -> Result<Option<RHash>, Error> {
         guarded("admitting a job", || {
             if !rb_self.core().admission() {
@@ -217,6 +218,9 @@ impl Guard {
                 None
             };
             let answer = rb_self.core().admit(&facts, rss, now);
+            if answer.decision == Decision::Start && answer.say.is_none() {
+                return Ok(None);
+            }
             let say = answer.say.map(|say| say_hash(ruby, &say)).transpose()?;
             Named::new(ruby)
                 .with("decision", symbol(ruby, answer.decision))
