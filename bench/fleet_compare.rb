@@ -16,7 +16,7 @@
 # Targets (README "Benchmark: bench/fleet_compare.rb"): with the brake, peak RSS <= max_rss, restarts at most a
 # fifth of (d), throughput >= 0.95x of (a), no job lost.
 #
-#   bundle exec ruby bench/fleet_compare.rb                     # all eight, about 15 minutes
+#   bundle exec ruby bench/fleet_compare.rb                     # all eight, about 14 minutes
 #   bundle exec ruby bench/fleet_compare.rb --only a,e --seconds 40 --jobs 1200
 $LOAD_PATH.unshift(File.expand_path("../lib", __dir__))
 require "optparse"

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# The fleet benchmark runs real Sidekiq fleets for about 11 minutes: a task of its own, not part of `rake bench`.
+# The fleet benchmark runs real Sidekiq fleets for about 14 minutes: a task of its own, not part of `rake bench`.
 FLEET_BENCH = File.expand_path("../bench/fleet_compare.rb", __dir__)
 
 desc "Run the benchmarks under bench/ but the fleet one (prints tables for the README)"
@@ -11,7 +11,7 @@ task bench: :compile do
 end
 
 namespace :bench do
-  desc "Run bench/fleet_compare.rb: six ways of keeping a Sidekiq fleet's memory in check, about 11 minutes"
+  desc "Run bench/fleet_compare.rb: eight ways of keeping a Sidekiq fleet's memory in check, about 14 minutes"
   task fleet: :compile do
     sh RbConfig.ruby, FLEET_BENCH
   end

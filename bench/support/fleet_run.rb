@@ -11,7 +11,8 @@ require_relative "fleet_process"
 class FleetRun
   SAMPLE = 0.5
 
-  Result = Struct.new(:strategy, :samples, :pushed, :done, :dead, :retries, :queued, :restarts, :sigkills,
+  # `twice`: jobs that finished a second time (their jid was already done).
+  Result = Struct.new(:strategy, :samples, :pushed, :done, :twice, :dead, :retries, :queued, :restarts, :sigkills,
                       :elapsed, :latencies, :capped, keyword_init: true) do
     def lost
       pushed - done - dead - retries - queued
@@ -140,7 +141,7 @@ class FleetRun
     restarts = fleet.processes.size - @size
     fleet.processes.map { |p| Thread.new { p.stop } }.each(&:join)
     Result.new(strategy: @strategy, samples: @samples, pushed: @workload.size, done: redis_call("SCARD", "fleet:done"),
-               dead: Sidekiq::DeadSet.new.size, retries: Sidekiq::RetrySet.new.size,
+               twice: redis_call("GET", "fleet:twice").to_i, dead: Sidekiq::DeadSet.new.size, retries: Sidekiq::RetrySet.new.size,
                queued: redis_call("LLEN", "queue:default"), restarts: restarts,
                sigkills: fleet.processes.count(&:killed?), elapsed: elapsed,
                latencies: finished_lines.map(&:last), capped: capped)

@@ -200,6 +200,8 @@ pub struct GuardCore {
     measure_every_ns: Option<u64>,
     next_measure_ns: Option<u64>,
     reclaim_started_ns: u64,
+    /// RSS just before the last reclaim started (admission learns what it gave back).
+    reclaim_started_rss: u64,
 }
 
 impl GuardCore {
@@ -224,6 +226,7 @@ impl GuardCore {
                 .measure_interval_ns
                 .map(|every| now_ns.saturating_add(every)),
             reclaim_started_ns: 0,
+            reclaim_started_rss: 0,
         };
         core.remember(rss, now_ns.max(1));
         core.jobs.reading(rss, now_ns);
@@ -378,6 +381,7 @@ impl GuardCore {
     /// A reclaim starts (before the GC): `rss` is read just before.
     pub fn reclaim_started(&mut self, rss: u64, now_ns: u64) {
         self.reclaim_started_ns = now_ns;
+        self.reclaim_started_rss = rss;
         self.jobs.reclaim_started(rss, now_ns);
     }
 
@@ -391,7 +395,8 @@ impl GuardCore {
         self.last_rss = r.rss;
         self.last_read_ns = r.now_ns.max(1);
         self.admission.reading(r.rss, self.busy);
-        self.admission.reclaimed(r.now_ns);
+        self.admission
+            .reclaimed(r.now_ns, self.reclaim_started_rss, r.rss);
         self.schedule_measure(measured, r.now_ns);
         if !decide {
             return ReclaimOutcome {

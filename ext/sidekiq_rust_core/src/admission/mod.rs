@@ -460,9 +460,18 @@ impl Admission {
         rows
     }
 
-    /// A reclaim ran (GC + purge, whoever asked for it): admission asks for none within RECLAIM_EVERY_NS.
-    pub fn reclaimed(&mut self, now_ns: u64) {
+    /// A reclaim ran (GC + purge, whoever asked for it), RSS `before` and `after` it: admission asks for none
+    /// within RECLAIM_EVERY_NS. What it gave back was no running job's growth as far as it was there when a job
+    /// was admitted (at most that job's memory then, less the idle memory: the last jobs' garbage and free
+    /// memory): that job's memory at admission comes down by as much, so that its growth since (already in the
+    /// reading) is not counted again as what it may still add.
+    pub fn reclaimed(&mut self, now_ns: u64, before: u64, after: u64) {
         self.last_reclaim_ns = Some(now_ns);
+        let freed = before.saturating_sub(after);
+        let idle = self.idle;
+        for admit in self.reserved.iter_mut().chain(self.running.values_mut()) {
+            admit.memory -= freed.min(admit.memory.saturating_sub(idle));
+        }
     }
 
     /// RSS when no job ran, last seen.

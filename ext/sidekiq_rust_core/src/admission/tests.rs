@@ -35,6 +35,14 @@ fn measure(a: &mut Admission, class: &str, token: u64, rss: u64, peak: u64, now:
     a.learned(&window, rss + peak);
 }
 
+/// Admission with 80 MB idle and "Heavy" measured at `peak` (one probe alone).
+fn heavy_measured(peak: u64) -> Admission {
+    let mut a = Admission::new(true, 80 * MB);
+    measure(&mut a, "Heavy", 1, 80 * MB, peak, 0);
+    a.reading(80 * MB, 0);
+    a
+}
+
 #[test]
 fn a_class_not_measured_runs_alone_once_then_by_its_figure() {
     let mut a = Admission::new(true, 80 * MB);
@@ -120,9 +128,7 @@ fn a_job_never_waits_while_nothing_runs() {
 
 #[test]
 fn a_job_held_by_what_the_last_jobs_left_asks_for_a_reclaim_at_most_every_few_seconds() {
-    let mut a = Admission::new(true, 80 * MB);
-    measure(&mut a, "Heavy", 1, 80 * MB, 100 * MB, 0);
-    a.reading(80 * MB, 0);
+    let mut a = heavy_measured(100 * MB);
     let now = 10 * S;
     // One heavy job runs; memory is at 320 MB, much of it the last jobs' garbage and free memory: 80 idle +
     // 100 running + 100 fits under 400, 320 + 100 does not.
@@ -146,7 +152,7 @@ fn a_job_held_by_what_the_last_jobs_left_asks_for_a_reclaim_at_most_every_few_se
     let rows = a.classes();
     assert_eq!(rows[0].deferred, 1, "a reclaim asked for defers nothing");
     // A reclaim the process ran for another reason counts too.
-    a.reclaimed(now + RECLAIM_EVERY_NS);
+    a.reclaimed(now + RECLAIM_EVERY_NS, 380 * MB, 380 * MB);
     a.job_finished(11);
     a.job_started(12, "Heavy", "h2", now + RECLAIM_EVERY_NS);
     let soon = a.admit(
@@ -167,9 +173,7 @@ fn a_job_held_by_what_the_last_jobs_left_asks_for_a_reclaim_at_most_every_few_se
 
 #[test]
 fn no_reclaim_is_asked_for_when_it_could_not_make_the_room() {
-    let mut a = Admission::new(true, 80 * MB);
-    measure(&mut a, "Heavy", 1, 80 * MB, 150 * MB, 0);
-    a.reading(80 * MB, 0);
+    let mut a = heavy_measured(150 * MB);
     let now = 10 * S;
     for (token, jid) in [(11, "h1"), (12, "h2")] {
         assert_eq!(
@@ -323,9 +327,7 @@ fn idle_memory_is_the_least_seen_with_no_job() {
 
 #[test]
 fn while_a_reclaim_is_asked_for_a_job_alone_no_other_thread_reclaims_and_the_job_gets_a_decision() {
-    let mut a = Admission::new(true, 80 * MB);
-    measure(&mut a, "Heavy", 1, 80 * MB, 100 * MB, 0);
-    a.reading(80 * MB, 0);
+    let mut a = heavy_measured(100 * MB);
     assert_eq!(
         a.admit(&job("Heavy", "j1"), 350 * MB, 400 * MB, S).decision,
         Decision::Reclaim
@@ -341,4 +343,32 @@ fn while_a_reclaim_is_asked_for_a_job_alone_no_other_thread_reclaims_and_the_job
             .decision,
         Decision::Start
     );
+}
+
+#[test]
+fn a_reclaim_that_gave_back_what_was_there_at_a_running_jobs_admission_leaves_its_growth_counted_once(
+) {
+    let mut a = heavy_measured(100 * MB);
+    let now = 10 * S;
+    // h1 is admitted at 180 MB: 80 idle and 100 the last heavy job's garbage. It runs and adds its 100 MB (280).
+    assert_eq!(
+        a.admit(&job("Heavy", "h1"), 180 * MB, 330 * MB, now)
+            .decision,
+        Decision::Start
+    );
+    a.job_started(11, "Heavy", "h1", now);
+    // A reclaim gives the garbage back: 280 -> 180 MB, of which h1's 100 are already in the reading. Without
+    // the reclaim's account, h1's growth would look like 0 (180 then, 180 now) and count again: 180 + 100 +
+    // 100 = 380 over 330.
+    a.reclaimed(now + 1, 280 * MB, 180 * MB);
+    let next = a.admit(&job("Heavy", "h2"), 180 * MB, 330 * MB, now + 2);
+    assert_eq!((next.decision, next.projected), (Decision::Start, 280 * MB));
+    // What the reclaim gave back beyond what was there at h1's admission stays h1's: a job admitted at idle
+    // memory keeps counting what it may still add.
+    let mut b = heavy_measured(100 * MB);
+    b.admit(&job("Heavy", "h1"), 80 * MB, 330 * MB, now);
+    b.job_started(11, "Heavy", "h1", now);
+    b.reclaimed(now + 1, 150 * MB, 100 * MB);
+    let counted = b.admit(&job("Heavy", "h2"), 100 * MB, 330 * MB, now + 2);
+    assert_eq!(counted.projected, 280 * MB);
 }
