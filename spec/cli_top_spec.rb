@@ -180,6 +180,29 @@ RSpec.describe SidekiqRust::CLI::Top do
     expect(top.frame([], 50)).to include("(no Sidekiq process is alive)")
   end
 
+  it "shows the fleet's first job classes under the processes, with working sets when admission runs" do
+    mb = 1024 * 1024
+    SidekiqRust::Report.publish("host:1:a", [{ class: "ImportJob", jobs: 40, retained_per_job: 3 * mb,
+                                               growth_per_job: nil, allocated_per_job: nil, working_set: 150 * mb,
+                                               deferred: 7 },
+                                             { class: "PingJob", jobs: 100, retained_per_job: 0, growth_per_job: nil,
+                                               allocated_per_job: nil, working_set: 1 * mb, deferred: 0 }], ttl: 60)
+    SidekiqRust::Report.publish("host:2:b", [{ class: "ImportJob", jobs: 10, retained_per_job: 3 * mb,
+                                               growth_per_job: nil, allocated_per_job: nil, working_set: 160 * mb,
+                                               deferred: 2 }], ttl: 60)
+    text = run_top("--once")
+    expect(text).to match(/^CLASS\s+JOBS\s+RETAINED\/JOB\s+WORKING_SET\s+DEFERRED$/)
+    expect(text).to match(/^ImportJob\s+50\s+3\.0MB\s+160\.0MB\s+9$/)
+    expect(text).to match(/^PingJob\s+100\s+0B\s+1\.0MB\s+0$/)
+    classes = JSON.parse(run_top("--json"))["classes"]
+    expect(classes.map { |c| c["class"] }).to eq(%w[ImportJob PingJob])
+    # Without admission in the fleet: no working-set columns; with no figures published: no class section.
+    expect(top.frame([], 50, now: Time.at(0), cgroup: nil,
+                             classes: [{ class: "A", jobs: 1, retained_per_job: nil }]))
+      .to include("CLASS                                        JOBS     RETAINED/JOB\nA ")
+    expect(top.frame([], 50, now: Time.at(0), cgroup: nil)).not_to include("CLASS")
+  end
+
   it "shows the memory cgroup it runs in: limit, working set, OOM kills and pressure" do
     cgroup = { dir: "/sys/fs/cgroup/kubepods/pod1/worker", version: 2, limit: 512 * 1_048_576,
                usage: 200 * 1_048_576, current: 300 * 1_048_576, oom_kills: 2, group_kill: true,

@@ -20,6 +20,9 @@ module SidekiqRust
         USS) for the processes on this host, "beat" (the heartbeat's RSS, no PSS/USS) for the others.
         Largest RSS first. In a memory cgroup (a container), a line for it: limit, working set, OOM kills, and the
         memory pressure (PSI some/full avg10: the share of the last 10 s in which tasks stalled on memory).
+        Under the processes, the fleet's first job classes as `sidekiq_rust report` ranks them (largest retained
+        first): jobs and retained per job, and with admission on in the fleet each class's working set and the
+        jobs sent back to wait (`report` has every column and class).
 
         From each process's guard record: LIMIT, its max_rss ("-": no guard); LIVE, ALLOCFREE and HEAPFRAG, what
         it measured of its fragmentation (every 30 s). LIVE is never shown staler than the RSS beside it: a figure
@@ -41,6 +44,8 @@ module SidekiqRust
 
       # Restart slots looked at beyond one per live process (see Fleet.all_holders).
       SLOT_MARGIN = 32
+      # Job classes shown under the processes (the fleet's, ranked as `report` ranks them).
+      CLASSES = 5
       # What a guard record gives a row; nil without a guard (or before its first reading).
       NO_RECORD = { max_rss: nil, hard_max_rss: nil, live: nil, live_age: nil, live_stale: nil, allocator_free: nil,
                     heap_fragmentation: nil }.freeze
@@ -50,12 +55,12 @@ module SidekiqRust
       def execute(options)
         connect(options.redis_url)
         if options.json
-          @out.puts(JSON.pretty_generate(report(rows, options.limit)))
+          @out.puts(JSON.pretty_generate(report(rows, options.limit, classes: classes)))
         elsif options.once
-          @out.puts(frame(rows, options.limit))
+          @out.puts(frame(rows, options.limit, classes: classes))
         else
           loop do
-            text = frame(rows, options.limit)
+            text = frame(rows, options.limit, classes: classes)
             @out.print("\e[H\e[2J#{text}\n")
             @out.flush
             sleep options.interval
@@ -135,8 +140,14 @@ module SidekiqRust
         }
       end
 
-      def report(rows, limit, cgroup: cgroup_status)
-        { summary: summary(rows), cgroup: cgroup, processes: rows.first(limit), not_shown: [rows.size - limit, 0].max }
+      def report(rows, limit, cgroup: cgroup_status, classes: [])
+        { summary: summary(rows), cgroup: cgroup, processes: rows.first(limit), not_shown: [rows.size - limit, 0].max,
+          classes: classes }
+      end
+
+      # The fleet's first CLASSES job classes, as `report` gives them (Report.fleet's rows).
+      def classes
+        SidekiqRust::Report.fleet(limit: CLASSES)
       end
 
       # The memory cgroup top runs in (a container's, from inside it), nil when none: {dir:, version:, limit:,
@@ -163,8 +174,9 @@ module SidekiqRust
                full: cgroup[:pressure_full_avg10] ? format("%.2f%%", cgroup[:pressure_full_avg10]) : "-")
       end
 
-      # The table as text: a summary line, a header, at most `limit` rows, and how many were left out.
-      def frame(rows, limit, now: Time.now, cgroup: cgroup_status)
+      # The table as text: a summary line, a header, at most `limit` rows, and how many were left out; then the
+      # job classes, when any process published them.
+      def frame(rows, limit, now: Time.now, cgroup: cgroup_status, classes: [])
         s = summary(rows)
         lines = [format("sidekiq_rust top  %<time>s  %<n>d process(es), busy %<busy>d/%<conc>d, RSS %<rss>s, " \
                         "%<quiet>d quiet, %<paused>d paused by the brake, %<slots>d holding a restart slot",
@@ -186,10 +198,27 @@ module SidekiqRust
         end
         lines << "(#{rows.size - limit} more not shown: --limit #{rows.size})" if rows.size > limit
         lines << "(no Sidekiq process is alive)" if rows.empty?
-        lines.join("\n")
+        (lines + class_lines(classes)).join("\n")
       end
 
       private
+
+      # The job classes' lines (none without classes): jobs and retained per job, and with admission on in the
+      # fleet the working set and the jobs sent back to wait.
+      def class_lines(classes)
+        return [] if classes.empty?
+
+        admission = classes.any? { |c| c.key?(:deferred) }
+        head = format("%-40s %8s %16s", "CLASS", "JOBS", "RETAINED/JOB")
+        head += format(" %12s %9s", "WORKING_SET", "DEFERRED") if admission
+        lines = ["", head]
+        classes.each do |c|
+          line = format("%-40s %8d %16s", c[:class].to_s[0, 40], c[:jobs], Units.bytes(c[:retained_per_job]))
+          line += format(" %12s %9d", Units.bytes(c[:working_set]), c[:deferred].to_i) if admission
+          lines << line
+        end
+        lines
+      end
 
       def state(row)
         return "quiet" if row[:quiet]
