@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::evidence::{critical, GROWTH_SIGNIFICANCE, MIN_BYTES};
+use super::evidence::{critical, GROWTH_SIGNIFICANCE, MIN_BYTES, MIN_SHARE};
 use super::linalg::{back_substitute, cholesky, forward_substitute, inverse};
 
 /// Fitted windows a robust fit keeps (the retained series: one window per reclaim).
@@ -163,8 +163,9 @@ impl Normal {
     /// column (real working sets in flight rise it by 10^5 and more; a few hundred kB held in turn by 10 to 20). When a queue hands out the classes in
     /// turn, the in-flight counts are a linear function of the start counts, and the model with them cannot
     /// tell "A keeps 8 MB, B keeps none" from "both keep 4 MB and A holds some while it runs". A fit without
-    /// them in which a class keeps clearly less than nothing is no explanation: the full one is kept (and its
-    /// standard errors say how little it knows: the figures stay at 0 rather than name a class wrongly).
+    /// them in which a class keeps clearly less than nothing (beyond its t test, and by at least [`MIN_SHARE`] of
+    /// what the jobs of every class kept: less is the heap's bookkeeping) is no explanation: the full one is kept
+    /// (and its standard errors say how little it knows: the figures stay at 0 rather than name a class wrongly).
     /// Likewise no job holds less than nothing while it runs: an in-flight column clearly below zero (the fit
     /// trading one class's keep against another's hold, as jobs handed out in turn allow) is held at 0.
     fn final_fit(&self) -> Option<Fit> {
@@ -196,10 +197,25 @@ impl Normal {
         let rise = (reduced_rss - full.rss) / full.sigma2.max(f64::MIN_POSITIVE);
         // A class that keeps clearly less than nothing is no explanation: the in-flight columns are needed (and
         // when they make the fit ambiguous, its standard errors say so and the figures stay at 0).
-        let impossible = reduced.active.iter().any(|&c| {
+        // A class below zero by less than MIN_SHARE of what the jobs of every class kept (its figure times its
+        // jobs) is the mirror of report's rule for a sliver above zero: the heap's bookkeeping of jobs in flight
+        // that the in-flight columns would trade between classes (tens of KB a job beside a 3 MB leaker on a
+        // queue that hands the classes out in turn), not a fit that explains nothing.
+        let kept = |c: usize| {
             reduced
                 .group(&[c])
-                .is_some_and(|(b, e)| b < -critical(reduced.dof) * e)
+                .map(|(b, e)| (b, e, b * self.jobs_in(c)))
+        };
+        let all_kept: f64 = reduced
+            .active
+            .iter()
+            .filter_map(|&c| kept(c))
+            .map(|(_, _, k)| k.max(0.0))
+            .sum();
+        let impossible = reduced.active.iter().any(|&c| {
+            kept(c).is_some_and(|(b, e, k)| {
+                b < -critical(reduced.dof) * e && -k >= MIN_SHARE * all_kept
+            })
         });
         Some(if rise <= HOLDS_NEEDED * q && !impossible {
             reduced
@@ -230,6 +246,18 @@ impl Normal {
                 _ => return Some((fit, held)),
             }
         }
+    }
+
+    /// The jobs a column counts over the kept windows (a per-job column: the jobs that started in them).
+    fn jobs_in(&self, column: usize) -> f64 {
+        self.history.as_ref().map_or(0.0, |history| {
+            history
+                .iter()
+                .flat_map(|(x, _)| x.iter())
+                .filter(|&&(c, _)| c == column)
+                .map(|&(_, w)| w)
+                .sum()
+        })
     }
 
     /// The normal equations of the kept windows, each weighed by `weights`.
