@@ -19,7 +19,9 @@
 //! arenas are per thread, Ruby frees a job's garbage at its next GC). So admission asks for a reclaim (GC +
 //! purge) first, and is asked again for the same job, when the job starts alone and does not fit, and when it
 //! would wait though the process's idle memory plus what the running jobs need plus its own would fit (at most
-//! one every RECLAIM_EVERY_NS, counting every reclaim the process runs).
+//! one every RECLAIM_EVERY_NS, counting every reclaim the process runs; sooner, after RECLAIM_SOON_NS, when the
+//! jobs that ended since the last reclaim may have left enough to make the room: their working sets sum to at
+//! least how far the job is over the bound).
 
 pub mod payload;
 
@@ -41,6 +43,10 @@ pub const NATURAL_WINDOW_EVERY_NS: u64 = 1_000_000_000;
 /// milliseconds, and take the GVL for the GC): any reclaim the process ran (the policy's, the monitor's
 /// measuring one) counts. A job that starts alone over the bound always gets one.
 pub const RECLAIM_EVERY_NS: u64 = 2_000_000_000;
+
+/// Sooner, at most this often, when the jobs that ended since the last reclaim may have left what the held job
+/// is over the bound by (the sum of their working sets).
+pub const RECLAIM_SOON_NS: u64 = 500_000_000;
 
 /// The learned figure and a declared one are "more than twice off" past this ratio.
 pub const MISMATCH_RATIO: u64 = 2;
@@ -222,6 +228,8 @@ pub struct Admission {
     /// Jobs admission asked a reclaim for (jid, when), until they are asked for again (then they get a decision;
     /// meanwhile the process counts as busy: no second thread reclaims for a job that would start alone).
     reclaims: Vec<(String, u64)>,
+    /// The working sets of the jobs that ended since the last reclaim: at most what they left to it.
+    ended_since_reclaim: u64,
 }
 
 impl Admission {
@@ -268,9 +276,8 @@ impl Admission {
         let room = bound.saturating_sub(self.idle);
         let (running_need, base) = self.running_need(memory);
         let idle = self.idle;
-        let reclaim_due = self
-            .last_reclaim_ns
-            .is_none_or(|t| now_ns.saturating_sub(t) >= RECLAIM_EVERY_NS);
+        let since_reclaim = self.last_reclaim_ns.map(|t| now_ns.saturating_sub(t));
+        let ended = self.ended_since_reclaim;
         let need = self.classes.entry(facts.class.clone()).or_default();
         let mut say = None;
         match &facts.declared {
@@ -303,8 +310,11 @@ impl Admission {
         // RECLAIM_EVERY_NS). Asked again after the reclaim, the job gets a decision.
         let reclaim = match decision {
             Decision::Hold => {
-                reclaim_due
-                    && hold == Some(Hold::NoRoom)
+                let over = projected.saturating_sub(bound);
+                let due = since_reclaim.is_none_or(|t| {
+                    t >= RECLAIM_EVERY_NS || (t >= RECLAIM_SOON_NS && ended >= over)
+                });
+                due && hold == Some(Hold::NoRoom)
                     && idle
                         .saturating_add(running_need)
                         .saturating_add(figure.unwrap_or(0))
@@ -412,7 +422,9 @@ impl Admission {
         if !self.on {
             return None;
         }
-        self.running.remove(&token);
+        if let Some(admit) = self.running.remove(&token) {
+            self.ended_since_reclaim = self.ended_since_reclaim.saturating_add(admit.need);
+        }
         if self.window.as_ref().is_none_or(|o| o.token != token) {
             return None;
         }
@@ -461,12 +473,13 @@ impl Admission {
     }
 
     /// A reclaim ran (GC + purge, whoever asked for it), RSS `before` and `after` it: admission asks for none
-    /// within RECLAIM_EVERY_NS. What it gave back was no running job's growth as far as it was there when a job
-    /// was admitted (at most that job's memory then, less the idle memory: the last jobs' garbage and free
-    /// memory): that job's memory at admission comes down by as much, so that its growth since (already in the
-    /// reading) is not counted again as what it may still add.
+    /// within RECLAIM_EVERY_NS (RECLAIM_SOON_NS when enough jobs ended since). What it gave back was no running
+    /// job's growth as far as it was there when a job was admitted (at most that job's memory then, less the idle
+    /// memory: the last jobs' garbage and free memory): that job's memory at admission comes down by as much, so
+    /// that its growth since (already in the reading) is not counted again as what it may still add.
     pub fn reclaimed(&mut self, now_ns: u64, before: u64, after: u64) {
         self.last_reclaim_ns = Some(now_ns);
+        self.ended_since_reclaim = 0;
         let freed = before.saturating_sub(after);
         let idle = self.idle;
         for admit in self.reserved.iter_mut().chain(self.running.values_mut()) {

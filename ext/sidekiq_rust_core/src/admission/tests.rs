@@ -372,3 +372,59 @@ fn a_reclaim_that_gave_back_what_was_there_at_a_running_jobs_admission_leaves_it
     let counted = b.admit(&job("Heavy", "h2"), 100 * MB, 330 * MB, now + 2);
     assert_eq!(counted.projected, 280 * MB);
 }
+
+/// Two heavy jobs (100 MB each) running under a 400 MB bound, memory 330 MB, a reclaim just ran at `t0`.
+fn two_heavies_running(t0: u64) -> Admission {
+    let mut a = heavy_measured(100 * MB);
+    for (token, jid, memory) in [(11, "h1", 80 * MB), (12, "h2", 150 * MB)] {
+        let answer = a.admit(&job("Heavy", jid), memory, 400 * MB, t0 - S);
+        assert_eq!(answer.decision, Decision::Start);
+        a.job_started(token, "Heavy", jid, t0 - S);
+    }
+    a.reclaimed(t0, 330 * MB, 330 * MB);
+    a
+}
+
+#[test]
+fn a_reclaim_comes_sooner_when_the_jobs_that_ended_since_may_have_left_the_room() {
+    let t0 = 10 * S;
+    // h3 would pass the bound by 30 MB (330 + 100 running + 100); nothing ended since the reclaim: it waits for
+    // RECLAIM_EVERY_NS.
+    let mut a = two_heavies_running(t0);
+    let held = a.admit(
+        &job("Heavy", "h3"),
+        330 * MB,
+        400 * MB,
+        t0 + RECLAIM_SOON_NS,
+    );
+    assert_eq!(
+        (held.decision, held.hold, held.projected),
+        (Decision::Hold, Some(Hold::NoRoom), 430 * MB)
+    );
+    // h1 ended: what it may have left (100 MB) covers the 30 MB over, a reclaim after RECLAIM_SOON_NS.
+    let mut b = two_heavies_running(t0);
+    b.job_finished(11);
+    let early = b.admit(
+        &job("Heavy", "h3"),
+        330 * MB,
+        400 * MB,
+        t0 + RECLAIM_SOON_NS - 1,
+    );
+    assert_eq!(early.decision, Decision::Hold);
+    let soon = b.admit(
+        &job("Heavy", "h3"),
+        330 * MB,
+        400 * MB,
+        t0 + RECLAIM_SOON_NS,
+    );
+    assert_eq!(soon.decision, Decision::Reclaim);
+    // The reclaim ran and gave nothing back: what ended before it counts no more.
+    b.reclaimed(t0 + RECLAIM_SOON_NS + 1, 330 * MB, 330 * MB);
+    let again = b.admit(
+        &job("Heavy", "h3"),
+        330 * MB,
+        400 * MB,
+        t0 + 2 * RECLAIM_SOON_NS + 2,
+    );
+    assert_eq!(again.decision, Decision::Hold);
+}
