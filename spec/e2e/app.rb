@@ -271,7 +271,7 @@ end
 
 # A WorkingSetJob that declares its memory (sidekiq_options memory:).
 class DeclaredJob < WorkingSetJob
-  sidekiq_options memory: "130MB"
+  sidekiq_options memory: "140MB"
 end
 
 class LightJob

@@ -356,12 +356,13 @@ impl Admission {
         }
     }
 
-    /// What the running and admitted jobs may still add, and the memory when the oldest of them was admitted.
+    /// What the running and admitted jobs may still add, and the memory when the oldest of them was admitted (of
+    /// jobs admitted at the same instant, the least: the running jobs are a HashMap, whose order is not fixed).
     fn running_need(&self, memory: u64) -> (u64, u64) {
         let all = self.reserved.iter().chain(self.running.values());
         let need = all.clone().map(|a| a.need).fold(0u64, u64::saturating_add);
         let base = all
-            .min_by_key(|a| a.at_ns)
+            .min_by_key(|a| (a.at_ns, a.memory))
             .map_or(memory, |a| a.memory.min(memory));
         (need, base)
     }
