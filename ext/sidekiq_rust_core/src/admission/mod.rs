@@ -307,7 +307,8 @@ impl Admission {
         }
         // A reclaim may make the room: the job starts alone over the bound (always: it would start over it), or
         // it would wait though the idle memory plus the running jobs' needs plus its own fits (at most every
-        // RECLAIM_EVERY_NS). Asked again after the reclaim, the job gets a decision.
+        // RECLAIM_EVERY_NS; every RECLAIM_SOON_NS when the jobs that ended since the last reclaim need at least
+        // what it is over by). Asked again after the reclaim, the job gets a decision.
         let reclaim = match decision {
             Decision::Hold => {
                 let over = projected.saturating_sub(bound);
